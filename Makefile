@@ -1,0 +1,34 @@
+# invitegate — run `make help` for the targets.
+
+GO      ?= go
+PKGS    := ./...
+BIN     := bin
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## run the service on an embedded Redis (miniredis) and MongoDB-wire server (FerretDB/SQLite in ./.data)
+	$(GO) run ./cmd/invitegate-dev serve
+
+.PHONY: test
+test: ## vet, gofmt check, and every test with the race detector (needs redis-server on PATH)
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+.PHONY: build
+build: ## build the production binaries into ./bin
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/invitegate ./cmd/invitectl
+
+.PHONY: fuzz
+fuzz: ## run each fuzz target for 20s
+	$(GO) test ./internal/email -run '^$$' -fuzz FuzzParse -fuzztime 20s
+	$(GO) test ./internal/http -run '^$$' -fuzz FuzzHandler -fuzztime 20s
+
+.PHONY: clean
+clean: ## remove binaries and the make-run data directory
+	rm -rf $(BIN) .data

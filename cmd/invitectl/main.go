@@ -1,0 +1,285 @@
+// Command invitectl administers invitegate's invitations: create them, list
+// their counters, and reseed Redis from MongoDB. It reads the same
+// INVITEGATE_* environment as the service (Redis, MongoDB, shards).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/reserve"
+)
+
+const usage = `invitectl: administer invitegate invitations.
+
+Usage:
+  invitectl create CODE --max N [--expires RFC3339] [--disabled]
+  invitectl list [--json]
+  invitectl reseed
+
+Connection settings come from the service's environment:
+INVITEGATE_REDIS_ADDRS, INVITEGATE_REDIS_CLUSTER, INVITEGATE_REDIS_PASSWORD,
+INVITEGATE_REDIS_NAMESPACE, INVITEGATE_MONGO_URI, INVITEGATE_MONGO_DB,
+INVITEGATE_SHARDS.
+
+Exit codes: 0 success, 1 failure (unreachable store, ...), 2 bad usage,
+3 the invitation already exists (create).
+`
+
+// Exit codes a script can rely on.
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+	exitExists  = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// env is a connected invitectl.
+type env struct {
+	cfg   app.Config
+	store *persist.Store
+	res   *reserve.Reserver
+	close func()
+}
+
+func connect(getenv func(string) string, stderr io.Writer) (*env, error) {
+	cfg, err := app.LoadConfig("invitectl", nil, getenv, stderr)
+	if err != nil {
+		return nil, err
+	}
+	log := logrus.New()
+	log.SetOutput(stderr)
+	log.SetLevel(logrus.WarnLevel)
+	rdb := app.NewRedis(cfg, 4)
+	mc, err := app.NewMongo(cfg)
+	if err != nil {
+		_ = rdb.Close()
+		return nil, err
+	}
+	store := persist.NewStore(mc.Database(cfg.MongoDB), log, nil)
+	res := reserve.New(rdb, store, reserve.Config{Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Logger: log})
+	return &env{cfg: cfg, store: store, res: res, close: func() {
+		_ = rdb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = mc.Disconnect(ctx)
+	}}, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case "create", "list", "reseed":
+	default:
+		fmt.Fprintf(stderr, "invitectl: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+	fs := flag.NewFlagSet("invitectl "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	maxUses := fs.Int("max", 0, "capacity of the invitation, 1..1000")
+	expires := fs.String("expires", "", "expiry time, RFC 3339 (e.g. 2027-01-31T23:59:59Z)")
+	disabled := fs.Bool("disabled", false, "create the invitation disabled")
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		return exitUsage
+	}
+
+	var inv invite.Invitation
+	switch cmd {
+	case "create":
+		if len(pos) != 1 {
+			fmt.Fprintln(stderr, "invitectl create: want exactly one CODE")
+			return exitUsage
+		}
+		inv = invite.Invitation{Code: pos[0], MaxUses: *maxUses, Disabled: *disabled}
+		if !invite.ValidCode(inv.Code) {
+			fmt.Fprintln(stderr, "invitectl create: CODE must be 1-64 characters of A-Z a-z 0-9 _ -")
+			return exitUsage
+		}
+		if !invite.ValidMaxUses(inv.MaxUses) {
+			fmt.Fprintf(stderr, "invitectl create: --max must be 1..%d\n", invite.MaxUsesLimit)
+			return exitUsage
+		}
+		if *expires != "" {
+			t, err := time.Parse(time.RFC3339, *expires)
+			if err != nil {
+				fmt.Fprintf(stderr, "invitectl create: --expires %q: want RFC 3339 such as 2027-01-31T23:59:59Z\n", *expires)
+				return exitUsage
+			}
+			inv.ExpiresAt = t.UTC()
+		}
+	default:
+		if len(pos) != 0 {
+			fmt.Fprintf(stderr, "invitectl %s: unexpected arguments: %s\n", cmd, strings.Join(pos, " "))
+			return exitUsage
+		}
+	}
+
+	e, err := connect(getenv, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitectl: configuration: %v\n", err)
+		return exitUsage
+	}
+	defer e.close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+
+	switch cmd {
+	case "create":
+		return create(ctx, e, inv, stdout, stderr)
+	case "list":
+		return list(ctx, e, *asJSON, stdout, stderr)
+	default:
+		return reseed(ctx, e, stdout, stderr)
+	}
+}
+
+// parseInterspersed parses flags that may come before or after positional
+// arguments ("create CODE --max 5" and "create --max 5 CODE").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func create(ctx context.Context, e *env, inv invite.Invitation, stdout, stderr io.Writer) int {
+	if err := e.store.CreateInvitation(ctx, inv); err != nil {
+		if errors.Is(err, persist.ErrExists) {
+			fmt.Fprintf(stderr, "invitectl create: invitation %q already exists\n", inv.Code)
+			return exitExists
+		}
+		fmt.Fprintf(stderr, "invitectl create: %v\n", err)
+		return exitFailure
+	}
+	// Seeding now makes the counters visible at once; a replica would also
+	// seed the code on its first request.
+	if err := e.res.SeedCode(ctx, inv); err != nil {
+		fmt.Fprintf(stderr, "invitectl create: created in MongoDB, but seeding Redis failed (the service seeds it on first use): %v\n", err)
+	}
+	fmt.Fprintf(stdout, "created %s (max %d)\n", inv.Code, inv.MaxUses)
+	return exitOK
+}
+
+// row is one invitation in `list`.
+type row struct {
+	Code      string     `json:"code"`
+	MaxUses   int        `json:"max_uses"`
+	Persisted int        `json:"persisted"`
+	Reserved  int        `json:"reserved"`
+	Remaining int        `json:"remaining"`
+	Disabled  bool       `json:"disabled"`
+	Expired   bool       `json:"expired"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Seeded    bool       `json:"seeded"`
+}
+
+func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) int {
+	invs, err := e.store.Invitations(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitectl list: %v\n", err)
+		return exitFailure
+	}
+	counts, err := e.store.Counts(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitectl list: %v\n", err)
+		return exitFailure
+	}
+	now := time.Now()
+	rows := make([]row, 0, len(invs))
+	for _, inv := range invs {
+		rem, seeded, err := e.res.Remaining(ctx, inv.Code)
+		if err != nil {
+			fmt.Fprintf(stderr, "invitectl list: %v\n", err)
+			return exitFailure
+		}
+		r := row{Code: inv.Code, MaxUses: inv.MaxUses, Persisted: counts[inv.Code], Disabled: inv.Disabled, Expired: inv.Expired(now), Seeded: seeded}
+		if !inv.ExpiresAt.IsZero() {
+			t := inv.ExpiresAt
+			r.ExpiresAt = &t
+		}
+		if seeded {
+			r.Remaining = rem
+			// Taken in Redis but not yet in MongoDB (or stranded by a
+			// crash mid-move, until the next reseed).
+			r.Reserved = max(inv.MaxUses-r.Persisted-rem, 0)
+		} else {
+			r.Remaining = max(inv.MaxUses-r.Persisted, 0)
+		}
+		rows = append(rows, r)
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rows); err != nil {
+			return exitFailure
+		}
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "CODE\tMAX\tPERSISTED\tRESERVED\tREMAINING\tSTATE\t")
+	for _, r := range rows {
+		state := "open"
+		switch {
+		case r.Disabled:
+			state = "disabled"
+		case r.Expired:
+			state = "expired"
+		case !r.Seeded:
+			state = "unseeded"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", r.Code, r.MaxUses, r.Persisted, r.Reserved, r.Remaining, state)
+	}
+	_ = tw.Flush()
+	return exitOK
+}
+
+func reseed(ctx context.Context, e *env, stdout, stderr io.Writer) int {
+	if err := e.res.SeedAll(ctx); err != nil {
+		fmt.Fprintf(stderr, "invitectl reseed: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintln(stdout, "reseeded: every missing claim and bucket restored from MongoDB")
+	return exitOK
+}

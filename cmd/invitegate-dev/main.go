@@ -1,0 +1,137 @@
+// Command invitegate-dev runs invitegate with nothing installed: an
+// in-process Redis (miniredis) and an embedded MongoDB-wire server
+// (FerretDB on SQLite under ./.data), seeded with three invitations. It is
+// what `make run` starts. The production binary, cmd/invitegate, links
+// neither.
+//
+// Data: MongoDB's files live in INVITEGATE_DEV_DATA (default ./.data), so
+// signups survive a restart; Redis lives in memory and is reseeded from
+// MongoDB at every start, exactly as a production replica does after a
+// Redis wipe.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+
+	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/embedded"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+)
+
+// demo invitations created on first start.
+var demo = []invite.Invitation{
+	{Code: "twitter-reg1", MaxUses: 1000},
+	{Code: "telegram-test", MaxUses: 100},
+	{Code: "instagram-hello", MaxUses: 10},
+}
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		args = []string{"serve"}
+	}
+	dir := getenv("INVITEGATE_DEV_DATA")
+	if dir == "" {
+		dir = ".data"
+	}
+	dir, err := filepath.Abs(filepath.Join(dir, "mongo"))
+	if err == nil {
+		err = os.MkdirAll(dir, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "invitegate-dev: data directory: %v\n", err)
+		return 1
+	}
+
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		fmt.Fprintf(stderr, "invitegate-dev: miniredis: %v\n", err)
+		return 1
+	}
+	defer mr.Close()
+	fctx, stopFerret := context.WithCancel(ctx)
+	uri, stop, err := embedded.StartFerretDB(fctx, dir, "127.0.0.1:0", nil)
+	if err != nil {
+		stopFerret()
+		fmt.Fprintf(stderr, "invitegate-dev: embedded MongoDB-wire server: %v\n", err)
+		return 1
+	}
+	defer func() { stop(); stopFerret() }()
+
+	// The dev defaults apply only where the environment says nothing.
+	defaults := map[string]string{
+		"INVITEGATE_REDIS_ADDRS":     mr.Addr(),
+		"INVITEGATE_MONGO_URI":       uri,
+		"INVITEGATE_LOG_FORMAT":      "text",
+		"INVITEGATE_SHUTDOWN_GRACE":  "0s",
+		"INVITEGATE_REDIS_CLUSTER":   "false",
+		"INVITEGATE_REDIS_NAMESPACE": "igv1",
+	}
+	env := func(k string) string {
+		if k == "INVITEGATE_REDIS_ADDRS" || k == "INVITEGATE_MONGO_URI" || k == "INVITEGATE_REDIS_CLUSTER" {
+			return defaults[k] // the embedded servers, always
+		}
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return defaults[k]
+	}
+
+	cfg, err := app.LoadConfig("invitegate-dev", args[1:], env, io.Discard)
+	if err == nil {
+		err = seedDemo(ctx, cfg)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "invitegate-dev: %v\n", err)
+		return 2
+	}
+	host := cfg.HTTPAddr
+	if len(host) > 0 && host[0] == ':' {
+		host = "localhost" + host
+	}
+	admin := cfg.AdminAddr
+	if len(admin) > 0 && admin[0] == ':' {
+		admin = "localhost" + admin
+	}
+	fmt.Fprintf(stdout, `
+invitegate (dev): embedded Redis (miniredis) and MongoDB-wire server (FerretDB, data in %s)
+  API      http://%s/invitations/{code}     codes: twitter-reg1 (1000), telegram-test (100), instagram-hello (10)
+  admin    http://%s/livez  /readyz  /metrics
+  MongoDB  %s   (database %q)
+
+Try:
+  curl -i -X POST http://%s/invitations/twitter-reg1 -H 'Content-Type: application/json' -d '{"email":"you@example.com"}'
+
+`, dir, host, admin, uri, cfg.MongoDB, host)
+	return app.Command(ctx, args, env, stdout, stderr)
+}
+
+// seedDemo creates the demo invitations unless they exist.
+func seedDemo(ctx context.Context, cfg app.Config) error {
+	mc, err := app.NewMongo(cfg)
+	if err != nil {
+		return err
+	}
+	defer mc.Disconnect(context.Background())
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st := persist.NewStore(mc.Database(cfg.MongoDB), nil, nil)
+	for _, inv := range demo {
+		if err := st.CreateInvitation(ctx, inv); err != nil && !errors.Is(err, persist.ErrExists) {
+			return fmt.Errorf("create demo invitation %s: %w", inv.Code, err)
+		}
+	}
+	return nil
+}

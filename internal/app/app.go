@@ -1,0 +1,368 @@
+// Package app wires invitegate's processes from a Config: Redis and MongoDB
+// clients, the reservation layer, the reconciler, the public API and the
+// admin listener, with startup seeding and graceful shutdown.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+
+	"github.com/invitegate/invitegate/internal/email"
+	api "github.com/invitegate/invitegate/internal/http"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/reserve"
+)
+
+// Mode selects what a Main runs.
+type Mode int
+
+const (
+	// Serve runs the public API, and the reconciler unless disabled.
+	Serve Mode = iota
+	// Reconcile runs only the reconciler (and the admin listener).
+	Reconcile
+)
+
+// Main is one invitegate process. Open connects and listens (tests bind
+// ":0" and read the addresses), Run serves until its context ends.
+type Main struct {
+	Config Config
+	Mode   Mode
+	Logger *logrus.Logger
+	Now    func() time.Time
+
+	// Set by Open.
+	PublicAddr string
+	AdminAddr  string
+	Reserver   *reserve.Reserver
+	Store      *persist.Store
+
+	registry   *prometheus.Registry
+	rdb        redis.UniversalClient
+	rdbStreams redis.UniversalClient
+	mongo      *mongo.Client
+	publicLn   net.Listener
+	adminLn    net.Listener
+	public     *http.Server
+	admin      *http.Server
+	reconciler *persist.Reconciler
+	ready      atomic.Bool
+	depUp      *prometheus.GaugeVec
+}
+
+// NewRedis returns a client for cfg: a cluster client with
+// INVITEGATE_REDIS_CLUSTER, a single-node client otherwise. Every command
+// has a deadline, so a dead Redis turns into errors, not hung requests.
+func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
+	if cfg.RedisCluster {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:        cfg.RedisAddrs,
+			Password:     cfg.RedisPassword,
+			DialTimeout:  2 * time.Second,
+			ReadTimeout:  2 * time.Second,
+			WriteTimeout: 2 * time.Second,
+			PoolSize:     poolSize,
+		})
+	}
+	return redis.NewClient(&redis.Options{
+		Addr:         cfg.RedisAddrs[0],
+		Password:     cfg.RedisPassword,
+		DialTimeout:  2 * time.Second,
+		ReadTimeout:  2 * time.Second,
+		WriteTimeout: 2 * time.Second,
+		PoolSize:     poolSize,
+	})
+}
+
+// NewMongo returns a MongoDB client for cfg; it connects lazily.
+func NewMongo(cfg Config) (*mongo.Client, error) {
+	c, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
+		SetServerSelectionTimeout(3 * time.Second).
+		SetConnectTimeout(3 * time.Second).
+		SetTimeout(10 * time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("mongodb: %w", err)
+	}
+	return c, nil
+}
+
+// NewLogger returns the process logger for cfg.
+func NewLogger(cfg Config) *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(os.Stderr)
+	lvl, _ := logrus.ParseLevel(cfg.LogLevel)
+	l.SetLevel(lvl)
+	if cfg.LogFormat == "text" {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	} else {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	}
+	return l
+}
+
+// Open connects to Redis and MongoDB, checks the deployment, seeds Redis if
+// it needs it, and binds the listeners. It does not serve yet.
+func (m *Main) Open(ctx context.Context) error {
+	cfg := m.Config
+	if m.Logger == nil {
+		m.Logger = NewLogger(cfg)
+	}
+	if m.Now == nil {
+		m.Now = time.Now
+	}
+	log := m.Logger
+	log.WithFields(cfg.Fields()).Info("starting invitegate")
+
+	m.registry = prometheus.NewRegistry()
+	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		collectors.NewBuildInfoCollector())
+	m.depUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "invitegate_dependency_up",
+		Help: "1 when the last health check of a dependency (redis, mongodb) succeeded.",
+	}, []string{"dependency"})
+	m.registry.MustRegister(m.depUp)
+
+	m.rdb = NewRedis(cfg, 0)
+	// Blocking stream reads hold a connection each: give them their own
+	// pool so they never starve the hot path.
+	m.rdbStreams = NewRedis(cfg, cfg.Shards+4)
+	mc, err := NewMongo(cfg)
+	if err != nil {
+		return err
+	}
+	m.mongo = mc
+	m.Store = persist.NewStore(mc.Database(cfg.MongoDB), log, m.Now)
+
+	if err := retry(ctx, log, "mongodb", func(ctx context.Context) error {
+		if err := m.Store.EnsureSchema(ctx); err != nil {
+			return err
+		}
+		return m.Store.CheckShards(ctx, cfg.Shards)
+	}); err != nil {
+		return err
+	}
+
+	m.Reserver = reserve.New(m.rdb, m.Store, reserve.Config{
+		Namespace:  cfg.RedisNamespace,
+		Shards:     cfg.Shards,
+		UnknownTTL: cfg.UnknownCodeTTL,
+		Now:        m.Now,
+		Logger:     log,
+		Metrics:    reserve.NewMetrics(m.registry),
+	})
+	if err := retry(ctx, log, "redis seed", m.Reserver.SeedIfNeeded); err != nil {
+		return err
+	}
+
+	if m.Mode == Reconcile || cfg.Reconciler {
+		streams := reserve.New(m.rdbStreams, m.Store, reserve.Config{
+			Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Now: m.Now, Logger: log,
+		})
+		host, _ := os.Hostname()
+		m.reconciler = persist.NewReconciler(streams, m.Store, persist.ReconcilerConfig{
+			Consumer: fmt.Sprintf("%s-%d-%d", host, os.Getpid(), m.Now().UnixNano()),
+			Now:      m.Now,
+			Logger:   log,
+			Metrics:  persist.NewMetrics(m.registry),
+		})
+	}
+
+	if m.Mode == Serve {
+		handler := api.New(m.Reserver, api.Config{
+			Email:   email.Options{StripPlusAllDomains: cfg.StripPlusAll},
+			Timeout: cfg.RequestTimeout,
+			Logger:  log,
+			Metrics: api.NewMetrics(m.registry),
+		})
+		m.public = &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      10 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+		}
+		if m.publicLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
+		}
+		m.PublicAddr = m.publicLn.Addr().String()
+	}
+
+	m.admin = &http.Server{Handler: m.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	if m.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.AdminAddr, err)
+	}
+	m.AdminAddr = m.adminLn.Addr().String()
+	return nil
+}
+
+// retry runs fn until it succeeds, for up to 30s, so a process started just
+// before its dependencies does not crash-loop.
+func retry(ctx context.Context, log logrus.FieldLogger, what string, fn func(context.Context) error) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fn(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, persist.ErrShardsMismatch) || errors.Is(err, reserve.ErrShardMismatch) {
+			return err
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		log.WithError(err).Warnf("%s not ready; retrying", what)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (m *Main) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)
+		defer cancel()
+		if err := m.rdb.Ping(ctx).Err(); err != nil {
+			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
+	return mux
+}
+
+// Run serves until ctx is canceled, then shuts down: it turns not-ready,
+// waits ShutdownGrace for balancers to notice, drains in-flight requests,
+// lets the reconciler finish its batch, and returns within ShutdownTimeout.
+func (m *Main) Run(ctx context.Context) error {
+	log := m.Logger
+	errc := make(chan error, 2)
+	serve := func(srv *http.Server, ln net.Listener, name string) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("%s server: %w", name, err)
+		}
+	}
+	go serve(m.admin, m.adminLn, "admin")
+	if m.public != nil {
+		go serve(m.public, m.publicLn, "public")
+	}
+
+	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	if m.reconciler != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = m.reconciler.Run(recCtx)
+		}()
+	}
+	wg.Add(1)
+	healthCtx, stopHealth := context.WithCancel(context.Background())
+	go func() {
+		defer wg.Done()
+		m.health(healthCtx)
+	}()
+
+	m.ready.Store(true)
+	log.WithFields(logrus.Fields{"public": m.PublicAddr, "admin": m.AdminAddr}).Info("ready")
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case runErr = <-errc:
+		log.WithError(runErr).Error("server failed; shutting down")
+	}
+
+	m.ready.Store(false)
+	if runErr == nil && m.public != nil && m.Config.ShutdownGrace > 0 {
+		time.Sleep(m.Config.ShutdownGrace)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), m.Config.ShutdownTimeout)
+	defer cancel()
+	if m.public != nil {
+		if err := m.public.Shutdown(sctx); err != nil {
+			log.WithError(err).Warn("public server did not drain in time")
+		}
+	}
+	stopRec()
+	stopHealth()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
+		log.Warn("reconciler did not finish its batch in time; it stays pending for another consumer")
+	}
+	_ = m.admin.Shutdown(sctx)
+	m.Close()
+	log.Info("stopped")
+	return runErr
+}
+
+// Close releases the clients; Run calls it.
+func (m *Main) Close() {
+	if m.rdb != nil {
+		_ = m.rdb.Close()
+	}
+	if m.rdbStreams != nil {
+		_ = m.rdbStreams.Close()
+	}
+	if m.mongo != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = m.mongo.Disconnect(ctx)
+	}
+}
+
+// health publishes invitegate_dependency_up every 2s.
+func (m *Main) health(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		m.depUp.WithLabelValues("redis").Set(b2f(m.rdb.Ping(cctx).Err() == nil))
+		m.depUp.WithLabelValues("mongodb").Set(b2f(m.mongo.Ping(cctx, readpref.Primary()) == nil))
+		cancel()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,174 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Config is the whole configuration of invitegate's processes. Every field
+// comes from an INVITEGATE_* environment variable, overridden by a flag of
+// the same name in kebab case (INVITEGATE_HTTP_ADDR -> --http-addr).
+type Config struct {
+	HTTPAddr        string
+	AdminAddr       string
+	RedisAddrs      []string
+	RedisCluster    bool
+	RedisPassword   string
+	RedisNamespace  string
+	MongoURI        string
+	MongoDB         string
+	Shards          int
+	StripPlusAll    bool
+	Reconciler      bool
+	RequestTimeout  time.Duration
+	UnknownCodeTTL  time.Duration
+	ShutdownGrace   time.Duration
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+}
+
+// option is one configuration setting: its env variable, flag, default and
+// help, bound to a Config field through flag.Value.
+type option struct {
+	env, flag, def, help string
+	bind                 func(*Config) flag.Value
+}
+
+var settings = []option{
+	{"INVITEGATE_HTTP_ADDR", "http-addr", ":8080", "public API listen address", func(c *Config) flag.Value { return (*strVal)(&c.HTTPAddr) }},
+	{"INVITEGATE_ADMIN_ADDR", "admin-addr", ":9090", "admin listener (/livez, /readyz, /metrics)", func(c *Config) flag.Value { return (*strVal)(&c.AdminAddr) }},
+	{"INVITEGATE_REDIS_ADDRS", "redis-addrs", "127.0.0.1:6379", "comma-separated Redis host:port list (cluster seed nodes with --redis-cluster)", func(c *Config) flag.Value { return (*listVal)(&c.RedisAddrs) }},
+	{"INVITEGATE_REDIS_CLUSTER", "redis-cluster", "false", "talk to Redis Cluster instead of one node", func(c *Config) flag.Value { return (*boolVal)(&c.RedisCluster) }},
+	{"INVITEGATE_REDIS_PASSWORD", "redis-password", "", "Redis password (secret)", func(c *Config) flag.Value { return (*strVal)(&c.RedisPassword) }},
+	{"INVITEGATE_REDIS_NAMESPACE", "redis-namespace", "igv1", "prefix of every Redis key (carries the key-schema version)", func(c *Config) flag.Value { return (*strVal)(&c.RedisNamespace) }},
+	{"INVITEGATE_MONGO_URI", "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB connection string (credentials are masked in logs)", func(c *Config) flag.Value { return (*strVal)(&c.MongoURI) }},
+	{"INVITEGATE_MONGO_DB", "mongo-db", "invitegate", "MongoDB database name", func(c *Config) flag.Value { return (*strVal)(&c.MongoDB) }},
+	{"INVITEGATE_SHARDS", "shards", "1", "K, the number of reservation shards (1..1024); fixed for the life of a deployment", func(c *Config) flag.Value { return (*intVal)(&c.Shards) }},
+	{"INVITEGATE_EMAIL_STRIP_PLUS", "email-strip-plus", "false", "treat name+tag@any.domain as name@any.domain for uniqueness (Gmail always is)", func(c *Config) flag.Value { return (*boolVal)(&c.StripPlusAll) }},
+	{"INVITEGATE_RECONCILER", "reconciler", "true", "run the reconciler inside serve", func(c *Config) flag.Value { return (*boolVal)(&c.Reconciler) }},
+	{"INVITEGATE_REQUEST_TIMEOUT", "request-timeout", "3s", "deadline for one signup's Redis and MongoDB work; past it the answer is 503", func(c *Config) flag.Value { return (*durVal)(&c.RequestTimeout) }},
+	{"INVITEGATE_UNKNOWN_CODE_TTL", "unknown-code-ttl", "2s", "how long an unknown code is remembered before MongoDB is asked again", func(c *Config) flag.Value { return (*durVal)(&c.UnknownCodeTTL) }},
+	{"INVITEGATE_SHUTDOWN_GRACE", "shutdown-grace", "5s", "after SIGTERM, time to stay up not-ready so the balancer notices", func(c *Config) flag.Value { return (*durVal)(&c.ShutdownGrace) }},
+	{"INVITEGATE_SHUTDOWN_TIMEOUT", "shutdown-timeout", "20s", "bound on draining requests and the reconciler's batch after the grace period", func(c *Config) flag.Value { return (*durVal)(&c.ShutdownTimeout) }},
+	{"INVITEGATE_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config) flag.Value { return (*strVal)(&c.LogLevel) }},
+	{"INVITEGATE_LOG_FORMAT", "log-format", "json", "json or text", func(c *Config) flag.Value { return (*strVal)(&c.LogFormat) }},
+}
+
+// LoadConfig builds a Config from defaults, then getenv, then args (flags),
+// and validates it. Every bad value is an error naming the variable or
+// flag; nothing is silently replaced by a default.
+func LoadConfig(name string, args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(usage)
+	for _, o := range settings {
+		v := o.bind(&c)
+		if err := v.Set(o.def); err != nil {
+			panic(fmt.Sprintf("bad default for %s: %v", o.env, err))
+		}
+		fs.Var(v, o.flag, fmt.Sprintf("%s (env %s, default %q)", o.help, o.env, o.def))
+	}
+	for _, o := range settings {
+		if s := getenv(o.env); s != "" {
+			if err := o.bind(&c).Set(s); err != nil {
+				return c, fmt.Errorf("%s=%q: %w", o.env, s, err)
+			}
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return c, c.Validate()
+}
+
+// Validate reports the first invalid setting.
+func (c Config) Validate() error {
+	for _, a := range []struct{ name, addr string }{{"INVITEGATE_HTTP_ADDR", c.HTTPAddr}, {"INVITEGATE_ADMIN_ADDR", c.AdminAddr}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return fmt.Errorf("%s=%q: want host:port: %w", a.name, a.addr, err)
+		}
+	}
+	if len(c.RedisAddrs) == 0 {
+		return errors.New("INVITEGATE_REDIS_ADDRS: at least one address is required")
+	}
+	for _, a := range c.RedisAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("INVITEGATE_REDIS_ADDRS: %q: want host:port: %w", a, err)
+		}
+	}
+	if !c.RedisCluster && len(c.RedisAddrs) > 1 {
+		return errors.New("INVITEGATE_REDIS_ADDRS: several addresses need INVITEGATE_REDIS_CLUSTER=true")
+	}
+	if c.RedisNamespace == "" || strings.ContainsAny(c.RedisNamespace, "{}: ") {
+		return fmt.Errorf("INVITEGATE_REDIS_NAMESPACE=%q: must be non-empty without braces, colons or spaces", c.RedisNamespace)
+	}
+	u, err := url.Parse(c.MongoURI)
+	if err != nil || (u.Scheme != "mongodb" && u.Scheme != "mongodb+srv") {
+		return errors.New("INVITEGATE_MONGO_URI: want a mongodb:// or mongodb+srv:// URI")
+	}
+	if c.MongoDB == "" || strings.ContainsAny(c.MongoDB, `/\. "$`) {
+		return fmt.Errorf("INVITEGATE_MONGO_DB=%q: not a valid database name", c.MongoDB)
+	}
+	if c.Shards < 1 || c.Shards > 1024 {
+		return fmt.Errorf("INVITEGATE_SHARDS=%d: must be 1..1024", c.Shards)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		min  time.Duration
+	}{
+		{"INVITEGATE_REQUEST_TIMEOUT", c.RequestTimeout, time.Millisecond},
+		{"INVITEGATE_UNKNOWN_CODE_TTL", c.UnknownCodeTTL, time.Millisecond},
+		{"INVITEGATE_SHUTDOWN_GRACE", c.ShutdownGrace, 0},
+		{"INVITEGATE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, time.Second},
+	} {
+		if d.v < d.min {
+			return fmt.Errorf("%s=%s: must be at least %s", d.name, d.v, d.min)
+		}
+	}
+	if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
+		return fmt.Errorf("INVITEGATE_LOG_LEVEL=%q: %w", c.LogLevel, err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		return fmt.Errorf("INVITEGATE_LOG_FORMAT=%q: want json or text", c.LogFormat)
+	}
+	return nil
+}
+
+// Fields returns the configuration for the startup log line, secrets masked.
+func (c Config) Fields() logrus.Fields {
+	f := logrus.Fields{}
+	for _, o := range settings {
+		c := c
+		f[o.env] = o.bind(&c).String()
+	}
+	if c.RedisPassword != "" {
+		f["INVITEGATE_REDIS_PASSWORD"] = "***"
+	}
+	f["INVITEGATE_MONGO_URI"] = maskURI(c.MongoURI)
+	return f
+}
+
+// maskURI hides the password of a connection string.
+func maskURI(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "***"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "***")
+	}
+	return u.String()
+}

@@ -1,0 +1,88 @@
+package app
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := LoadConfig("t", nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8080" || c.AdminAddr != ":9090" || c.MongoDB != "invitegate" || c.Shards != 1 ||
+		len(c.RedisAddrs) != 1 || c.RedisCluster || !c.Reconciler || c.RequestTimeout != 3*time.Second {
+		t.Fatalf("defaults = %+v", c)
+	}
+}
+
+func TestLoadConfigEnvThenFlags(t *testing.T) {
+	e := env(map[string]string{
+		"INVITEGATE_HTTP_ADDR":     "127.0.0.1:1234",
+		"INVITEGATE_REDIS_ADDRS":   "a:1, b:2 ,c:3",
+		"INVITEGATE_REDIS_CLUSTER": "true",
+		"INVITEGATE_SHARDS":        "16",
+	})
+	c, err := LoadConfig("t", []string{"--shards", "32", "--http-addr=:80"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Shards != 32 || c.HTTPAddr != ":80" || strings.Join(c.RedisAddrs, ",") != "a:1,b:2,c:3" || !c.RedisCluster {
+		t.Fatalf("got %+v", c)
+	}
+}
+
+func TestLoadConfigRejectsBadValues(t *testing.T) {
+	tests := []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"INVITEGATE_SHARDS": "many"}, nil, "INVITEGATE_SHARDS"},
+		{map[string]string{"INVITEGATE_SHARDS": "0"}, nil, "INVITEGATE_SHARDS"},
+		{map[string]string{"INVITEGATE_SHARDS": "2000"}, nil, "INVITEGATE_SHARDS"},
+		{map[string]string{"INVITEGATE_REDIS_CLUSTER": "yes please"}, nil, "INVITEGATE_REDIS_CLUSTER"},
+		{map[string]string{"INVITEGATE_HTTP_ADDR": "8080"}, nil, "INVITEGATE_HTTP_ADDR"},
+		{map[string]string{"INVITEGATE_REDIS_ADDRS": "a:1,b:2"}, nil, "INVITEGATE_REDIS_CLUSTER"},
+		{map[string]string{"INVITEGATE_REDIS_ADDRS": ","}, nil, "INVITEGATE_REDIS_ADDRS"},
+		{map[string]string{"INVITEGATE_MONGO_URI": "http://x"}, nil, "INVITEGATE_MONGO_URI"},
+		{map[string]string{"INVITEGATE_MONGO_DB": "a.b"}, nil, "INVITEGATE_MONGO_DB"},
+		{map[string]string{"INVITEGATE_REQUEST_TIMEOUT": "soon"}, nil, "INVITEGATE_REQUEST_TIMEOUT"},
+		{map[string]string{"INVITEGATE_LOG_LEVEL": "loud"}, nil, "INVITEGATE_LOG_LEVEL"},
+		{map[string]string{"INVITEGATE_LOG_FORMAT": "xml"}, nil, "INVITEGATE_LOG_FORMAT"},
+		{map[string]string{"INVITEGATE_REDIS_NAMESPACE": "a{b}"}, nil, "INVITEGATE_REDIS_NAMESPACE"},
+		{nil, []string{"--shards", "x"}, "shards"},
+		{nil, []string{"--nope"}, "nope"},
+		{nil, []string{"extra"}, "unexpected"},
+	}
+	for _, tt := range tests {
+		_, err := LoadConfig("t", tt.args, env(tt.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("env %v args %v: err = %v, want mention of %s", tt.env, tt.args, err, tt.want)
+		}
+	}
+}
+
+func TestFieldsMaskSecrets(t *testing.T) {
+	c, err := LoadConfig("t", nil, env(map[string]string{
+		"INVITEGATE_MONGO_URI":      "mongodb://user:hunter2@db:27017/?authSource=admin",
+		"INVITEGATE_REDIS_PASSWORD": "s3cret",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Fields()
+	for k, v := range f {
+		s, _ := v.(string)
+		if strings.Contains(s, "hunter2") || strings.Contains(s, "s3cret") {
+			t.Fatalf("%s leaks a secret: %q", k, s)
+		}
+	}
+	if !strings.Contains(f["INVITEGATE_MONGO_URI"].(string), "user") {
+		t.Fatalf("mongo uri lost its user: %v", f["INVITEGATE_MONGO_URI"])
+	}
+}

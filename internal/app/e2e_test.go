@@ -1,0 +1,364 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/testenv"
+)
+
+// deployment is one Redis + MongoDB setup the service runs on.
+type deployment struct {
+	name    string
+	cluster bool
+	shards  int
+}
+
+var deployments = []deployment{
+	{"redis/K=1", false, 1},
+	{"redis/K=16", false, 16},
+	{"cluster/K=1", true, 1},
+	{"cluster/K=16", true, 16},
+}
+
+// env is a test deployment: its config and direct access to its stores.
+type env struct {
+	cfg   app.Config
+	db    *mongo.Database
+	store *persist.Store
+	rdb   redis.UniversalClient
+}
+
+func newEnv(tb testing.TB, d deployment) *env {
+	tb.Helper()
+	cfg := app.Config{
+		HTTPAddr:        "127.0.0.1:0",
+		AdminAddr:       "127.0.0.1:0",
+		RedisCluster:    d.cluster,
+		RedisNamespace:  testenv.KeyPrefix(tb),
+		MongoURI:        testenv.Mongo(tb),
+		MongoDB:         testenv.DBName(tb),
+		Shards:          d.shards,
+		Reconciler:      true,
+		RequestTimeout:  5 * time.Second,
+		UnknownCodeTTL:  time.Second,
+		ShutdownGrace:   0,
+		ShutdownTimeout: 10 * time.Second,
+		LogLevel:        "warn",
+		LogFormat:       "text",
+	}
+	if d.cluster {
+		cfg.RedisAddrs = testenv.SharedRedisCluster(tb)
+	} else {
+		cfg.RedisAddrs = []string{testenv.SharedRedis(tb)}
+	}
+	if err := cfg.Validate(); err != nil {
+		tb.Fatal(err)
+	}
+	mc, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	db := mc.Database(cfg.MongoDB)
+	tb.Cleanup(func() {
+		db.Drop(context.Background())
+		mc.Disconnect(context.Background())
+	})
+	rdb := app.NewRedis(cfg, 8)
+	tb.Cleanup(func() { rdb.Close() })
+	return &env{cfg: cfg, db: db, store: persist.NewStore(db, nil, nil), rdb: rdb}
+}
+
+func (e *env) create(tb testing.TB, code string, max int) {
+	tb.Helper()
+	if err := e.store.CreateInvitation(context.Background(), invite.Invitation{Code: code, MaxUses: max}); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// start runs one invitegate serve process in-process; stop shuts it down
+// gracefully (as SIGTERM does) and waits.
+func (e *env) start(tb testing.TB) (m *app.Main, stop func()) {
+	tb.Helper()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	m = &app.Main{Config: e.cfg, Mode: app.Serve, Logger: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := m.Open(ctx); err != nil {
+		cancel()
+		tb.Fatalf("open: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	waitReady(tb, m.AdminAddr)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				tb.Errorf("run: %v", err)
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	return m, stop
+}
+
+func waitReady(tb testing.TB, admin string) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tb.Fatal("service did not become ready")
+}
+
+var client = &http.Client{
+	Timeout:   30 * time.Second,
+	Transport: &http.Transport{MaxConnsPerHost: 64, MaxIdleConnsPerHost: 64},
+}
+
+func post(tb testing.TB, base, code, email string) int {
+	resp, err := client.Post("http://"+base+"/invitations/"+code, "application/json",
+		bytes.NewBufferString(fmt.Sprintf(`{"email":%q}`, email)))
+	if err != nil {
+		tb.Errorf("POST %s: %v", code, err)
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// blast sends one POST per email concurrently, spread over the servers,
+// and returns the status of each email.
+func blast(tb testing.TB, servers []string, code string, emails []string) map[string]int {
+	tb.Helper()
+	var mu sync.Mutex
+	out := make(map[string]int, len(emails))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 256)
+	for i, em := range emails {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			st := post(tb, servers[i%len(servers)], code, em)
+			mu.Lock()
+			out[em] = st
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func tally(statuses map[string]int) map[int]int {
+	t := map[int]int{}
+	for _, s := range statuses {
+		t[s]++
+	}
+	return t
+}
+
+func emails(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d@example.com", prefix, i)
+	}
+	return out
+}
+
+func (e *env) waitPersisted(tb testing.TB, code string, want int) {
+	tb.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	var n int64
+	var err error
+	for time.Now().Before(deadline) {
+		n, err = e.db.Collection(persist.RegistrationsCollection).CountDocuments(context.Background(), bson.D{{Key: "invitation", Value: code}})
+		if err == nil && n == int64(want) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tb.Fatalf("%s: %d registrations in MongoDB (err %v), want %d", code, n, err, want)
+}
+
+// TestInvariants drives real servers over HTTP on every deployment:
+// a 5,000-email spike on a code of 1,000 through two replicas (I1, I3, I4),
+// the same emails racing on three codes (I2), then Redis wiped and the
+// service restarted (I5).
+func TestInvariants(t *testing.T) {
+	for _, d := range deployments {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := newEnv(t, d)
+			e.create(t, "spike", 1000)
+			e.create(t, "c1", 1000)
+			e.create(t, "c2", 1000)
+			e.create(t, "c3", 1000)
+			e.create(t, "half", 10)
+			m1, stop1 := e.start(t)
+			m2, stop2 := e.start(t)
+			servers := []string{m1.PublicAddr, m2.PublicAddr}
+
+			// I1 + I4: exactly capacity admitted, the rest told "full".
+			spike := blast(t, servers, "spike", emails("spike", 5000))
+			if got := tally(spike); got[201] != 1000 || got[410] != 4000 || len(got) != 2 {
+				t.Fatalf("spike statuses %v, want 1000×201 and 4000×410", got)
+			}
+			// I2 under a race: the same 1,500 emails on three codes at once.
+			race := emails("race", 1500)
+			var wg sync.WaitGroup
+			results := make([]map[string]int, 3)
+			for i, code := range []string{"c1", "c2", "c3"} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					results[i] = blast(t, servers, code, race)
+				}()
+			}
+			wg.Wait()
+			wins := map[string]string{}
+			for i, code := range []string{"c1", "c2", "c3"} {
+				for em, st := range results[i] {
+					switch st {
+					case 201:
+						if prev, ok := wins[em]; ok {
+							t.Fatalf("%s won %s and %s", em, prev, code)
+						}
+						wins[em] = code
+					case 409, 410: // taken by another code, or this code filled first
+					default:
+						t.Fatalf("%s on %s: status %d", em, code, st)
+					}
+				}
+			}
+			if len(wins) != 1500 {
+				t.Fatalf("%d emails won a code, want 1500", len(wins))
+			}
+			// A registered email: 200 on its code, 409 on another, after full too.
+			for _, s := range servers {
+				if st := post(t, s, "spike", firstWith(spike, 201)); st != 200 {
+					t.Fatalf("registered email again: %d, want 200", st)
+				}
+				if st := post(t, s, "c1", firstWith(spike, 201)); st != 409 {
+					t.Fatalf("registered email on another code: %d, want 409", st)
+				}
+			}
+			blast(t, servers, "half", emails("half", 4))
+
+			// I3: everything acknowledged reaches MongoDB, once.
+			e.waitPersisted(t, "spike", 1000)
+			perCode := map[string]int{}
+			for _, c := range wins {
+				perCode[c]++
+			}
+			for _, c := range []string{"c1", "c2", "c3"} {
+				e.waitPersisted(t, c, perCode[c])
+			}
+			e.waitPersisted(t, "half", 4)
+			for em, code := range wins {
+				var reg persist.Registration
+				if err := e.db.Collection(persist.RegistrationsCollection).FindOne(ctx, bson.D{{Key: "_id", Value: em}}).Decode(&reg); err != nil || reg.Invitation != code {
+					t.Fatalf("%s in MongoDB: %+v, %v; want on %s", em, reg, err, code)
+				}
+			}
+			for code, want := range map[string]int{"spike": 0, "half": 6} {
+				if rem, _, err := m1.Reserver.Remaining(ctx, code); err != nil || rem != want {
+					t.Fatalf("%s remaining = %d, %v; want %d", code, rem, err, want)
+				}
+			}
+
+			// I5: wipe Redis, restart, everything is rebuilt from MongoDB.
+			stop1()
+			stop2()
+			wipe(t, e.rdb, e.cfg.RedisNamespace)
+			m3, _ := e.start(t)
+			for code, want := range map[string]int{"spike": 0, "half": 6} {
+				if rem, _, err := m3.Reserver.Remaining(ctx, code); err != nil || rem != want {
+					t.Fatalf("after wipe: %s remaining = %d, %v; want %d", code, rem, err, want)
+				}
+			}
+			s := []string{m3.PublicAddr}
+			registered := firstWith(spike, 201)
+			for _, c := range []struct {
+				code, email string
+				want        int
+			}{
+				{"spike", registered, 200},
+				{"c2", registered, 409},
+				{"spike", "newcomer@example.com", 410},
+				{"half", "half-0@example.com", 200},
+				{"half", "newcomer@example.com", 201},
+			} {
+				if st := post(t, s[0], c.code, c.email); st != c.want {
+					t.Fatalf("after wipe: %s on %s: %d, want %d", c.email, c.code, st, c.want)
+				}
+			}
+			// The seats left on "half" are exactly what MongoDB says.
+			rest := blast(t, s, "half", emails("late", 20))
+			if got := tally(rest); got[201] != 5 || got[410] != 15 {
+				t.Fatalf("after wipe, half: %v; want 5×201 and 15×410", got)
+			}
+			e.waitPersisted(t, "half", 10)
+		})
+	}
+}
+
+func firstWith(statuses map[string]int, want int) string {
+	for em, st := range statuses {
+		if st == want {
+			return em
+		}
+	}
+	return ""
+}
+
+// wipe deletes every key of namespace ns, on every node.
+func wipe(tb testing.TB, rdb redis.UniversalClient, ns string) {
+	tb.Helper()
+	ctx := context.Background()
+	del := func(ctx context.Context, n redis.Cmdable) error {
+		iter := n.Scan(ctx, 0, "{"+ns+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := n.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return del(ctx, n) })
+	case *redis.Client:
+		err = del(ctx, c)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+}

@@ -1,0 +1,323 @@
+// Package http owns invitegate's public HTTP API: the gin router, request
+// decoding, and the one table that maps domain errors to HTTP statuses and
+// RFC 9457 problem documents.
+package http
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+	"github.com/sirupsen/logrus"
+
+	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/reserve"
+)
+
+func init() {
+	// Debug mode prints every route to stdout; the service logs through logrus.
+	gin.SetMode(gin.ReleaseMode)
+}
+
+// Reserver takes a seat of an invitation for an email; implemented by
+// *reserve.Reserver.
+type Reserver interface {
+	Reserve(ctx context.Context, code string, a email.Address) (reserve.Result, error)
+}
+
+// Config tunes the API. Zero values take the defaults noted.
+type Config struct {
+	Email email.Options
+	// MaxBody is the largest request body accepted (default 4 KiB); a
+	// signup is one short JSON object.
+	MaxBody int64
+	// Timeout bounds the work for one request, Redis and MongoDB calls
+	// included (default 3s); past it the answer is 503.
+	Timeout time.Duration
+	// RetryAfter is the Retry-After sent with 503 answers (default 1s).
+	RetryAfter time.Duration
+	Logger     logrus.FieldLogger
+	Metrics    *Metrics
+}
+
+// API serves the public endpoints.
+type API struct {
+	res   Reserver
+	cfg   Config
+	log   logrus.FieldLogger
+	m     *Metrics
+	debug bool // per-request lines cost nothing unless enabled
+}
+
+// New returns the public HTTP handler.
+func New(res Reserver, cfg Config) http.Handler {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 4 << 10
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 3 * time.Second
+	}
+	if cfg.RetryAfter <= 0 {
+		cfg.RetryAfter = time.Second
+	}
+	if cfg.Logger == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.WarnLevel)
+		cfg.Logger = l
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	a := &API{res: res, cfg: cfg, log: cfg.Logger.WithField("component", "http"), m: cfg.Metrics, debug: debugEnabled(cfg.Logger)}
+
+	r := gin.New()
+	// Odd paths get a 4xx, never a redirect: a POST that is redirected
+	// loses its body in many clients.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	r.Use(gin.CustomRecoveryWithWriter(io.Discard, a.recovered))
+	r.POST("/invitations/:code", a.register)
+	r.NoRoute(func(c *gin.Context) { a.fail(c, "", time.Now(), errNotFound) })
+	r.NoMethod(func(c *gin.Context) { a.fail(c, "", time.Now(), errMethod) })
+	return r
+}
+
+// registration is the success body.
+type registration struct {
+	Invitation string `json:"invitation"`
+	Email      string `json:"email"`
+	Status     string `json:"status"`
+}
+
+const route = "/invitations/{code}"
+
+func (a *API) register(c *gin.Context) {
+	start := time.Now()
+	code := c.Param("code")
+	if !invite.ValidCode(code) {
+		a.fail(c, route, start, reserve.ErrUnknownCode)
+		return
+	}
+	if !isJSON(c.GetHeader("Content-Type")) {
+		a.fail(c, route, start, errMediaType)
+		return
+	}
+	raw, err := a.decode(c)
+	if err != nil {
+		a.fail(c, route, start, err)
+		return
+	}
+	addr, err := email.Parse(raw, a.cfg.Email)
+	if err != nil {
+		a.fail(c, route, start, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), a.cfg.Timeout)
+	defer cancel()
+	res, err := a.res.Reserve(ctx, code, addr)
+	if err != nil {
+		a.fail(c, route, start, err)
+		return
+	}
+	status, body, outcome := http.StatusCreated, registration{code, addr.Normalized, "registered"}, "created"
+	if res.Outcome == reserve.Existing {
+		status, body.Status, outcome = http.StatusOK, "already_registered", "existing"
+	}
+	a.m.observe(route, status, outcome, time.Since(start))
+	if a.debug {
+		a.log.WithFields(logrus.Fields{"code": code, "email": email.Mask(addr.Normalized), "status": status}).Debug("signup")
+	}
+	c.JSON(status, body)
+}
+
+// isJSON accepts application/json with an optional UTF-8 charset.
+func isJSON(ct string) bool {
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8")
+}
+
+// decode reads the body, at most MaxBody bytes, and returns its email field.
+// The body must be exactly one JSON object whose only member is "email"
+// (name matched case-insensitively, so "Email" works) holding a string;
+// duplicate members, other members, invalid UTF-8 and trailing data are
+// rejected rather than guessed at.
+func (a *API) decode(c *gin.Context) (string, error) {
+	if c.Request.ContentLength > a.cfg.MaxBody {
+		return "", errTooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, a.cfg.MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return "", errTooLarge
+		}
+		return "", errMalformed
+	}
+	return decodeEmail(body)
+}
+
+func decodeEmail(body []byte) (string, error) {
+	if !utf8.Valid(body) {
+		return "", errMalformed
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return "", errMalformed
+	}
+	var value string
+	seen := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", errMalformed
+		}
+		key, _ := tok.(string)
+		if !strings.EqualFold(key, "email") || seen {
+			return "", errMalformed
+		}
+		seen = true
+		tok, err = dec.Token()
+		if err != nil {
+			return "", errMalformed
+		}
+		v, ok := tok.(string)
+		if !ok {
+			return "", errMalformed
+		}
+		value = v
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return "", errMalformed
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", errMalformed
+	}
+	if !seen {
+		return "", errMissingEmail
+	}
+	return value, nil
+}
+
+// problem is an RFC 9457 problem document.
+type problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// ProblemBase prefixes every problem type; the suffixes are stable API.
+const ProblemBase = "https://invitegate.dev/problems/"
+
+var (
+	errNotFound     = errors.New("no such resource")
+	errMethod       = errors.New("method not allowed")
+	errMediaType    = errors.New("unsupported media type")
+	errTooLarge     = errors.New("body too large")
+	errMalformed    = errors.New("malformed body")
+	errMissingEmail = errors.New("missing email")
+)
+
+// failure is one row of the error table.
+type failure struct {
+	status  int
+	slug    string // problem type suffix
+	outcome string // metric label
+	title   string
+	detail  string
+}
+
+// failures maps every error the API answers to its status and problem; an
+// error not in it is a 500, logged once.
+var failures = []struct {
+	err error
+	f   failure
+}{
+	{reserve.ErrUnknownCode, failure{404, "unknown-invitation", "unknown_code", "Unknown invitation", "There is no invitation with this code."}},
+	{errNotFound, failure{404, "not-found", "not_found", "Not found", "There is nothing at this address."}},
+	{errMethod, failure{405, "method-not-allowed", "method_not_allowed", "Method not allowed", "Use POST with a JSON body."}},
+	{email.ErrInvalid, failure{400, "invalid-email", "invalid_email", "Invalid email address", "Enter a plain email address such as name@example.com."}},
+	{errMalformed, failure{400, "malformed-body", "malformed", "Malformed request body", `The body must be a JSON object with one string member "email".`}},
+	{errMissingEmail, failure{400, "missing-email", "malformed", "Email is required", `The body must be a JSON object with one string member "email".`}},
+	{errTooLarge, failure{413, "body-too-large", "too_large", "Request body too large", "The body is larger than a signup needs."}},
+	{errMediaType, failure{415, "unsupported-media-type", "unsupported_media", "Unsupported media type", "Send Content-Type: application/json."}},
+	{reserve.ErrEmailTaken, failure{409, "email-already-used", "email_taken", "Email already used", "This email address has already used another invitation."}},
+	{reserve.ErrFull, failure{410, "invitation-full", "full", "Invitation is full", "This invitation has no places left."}},
+	{reserve.ErrDisabled, failure{410, "invitation-disabled", "disabled", "Invitation is disabled", "This invitation is no longer accepted."}},
+	{reserve.ErrExpired, failure{410, "invitation-expired", "expired", "Invitation has expired", "This invitation is no longer accepted."}},
+	{reserve.ErrUnavailable, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
+	{context.DeadlineExceeded, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
+	{reserve.ErrShardMismatch, failure{503, "unavailable", "misconfigured", "Service unavailable", "Try again later."}},
+}
+
+var internalFailure = failure{500, "internal", "internal", "Internal error", "Something went wrong on our side. Try again later."}
+
+func lookup(err error) (failure, bool) {
+	for _, row := range failures {
+		if errors.Is(err, row.err) {
+			return row.f, true
+		}
+	}
+	return internalFailure, false
+}
+
+// fail answers err as a problem document.
+func (a *API) fail(c *gin.Context, route string, start time.Time, err error) {
+	f, known := lookup(err)
+	if !known {
+		a.log.WithError(err).WithField("path", c.Request.URL.Path).Error("unexpected error")
+	} else if f.status >= 500 {
+		a.log.WithError(err).WithField("path", c.Request.URL.Path).Warn("request failed")
+	}
+	if f.status == http.StatusServiceUnavailable {
+		c.Header("Retry-After", strconv.Itoa(int(max(a.cfg.RetryAfter.Round(time.Second)/time.Second, 1))))
+	}
+	if f.status == http.StatusMethodNotAllowed {
+		c.Header("Allow", http.MethodPost)
+	}
+	if route == "" {
+		route = "other"
+	}
+	a.m.observe(route, f.status, f.outcome, time.Since(start))
+	writeProblem(c, f)
+}
+
+func writeProblem(c *gin.Context, f failure) {
+	b, _ := json.Marshal(problem{Type: ProblemBase + f.slug, Title: f.title, Status: f.status, Detail: f.detail})
+	c.Header("Cache-Control", "no-store")
+	c.Data(f.status, "application/problem+json", b)
+	c.Abort()
+}
+
+func (a *API) recovered(c *gin.Context, v any) {
+	a.log.WithField("panic", v).WithField("path", c.Request.URL.Path).Error("recovered from panic")
+	if !c.Writer.Written() {
+		writeProblem(c, internalFailure)
+	}
+}
+
+func debugEnabled(l logrus.FieldLogger) bool {
+	switch l := l.(type) {
+	case *logrus.Logger:
+		return l.IsLevelEnabled(logrus.DebugLevel)
+	case *logrus.Entry:
+		return l.Logger.IsLevelEnabled(logrus.DebugLevel)
+	}
+	return false
+}

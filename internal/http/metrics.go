@@ -1,0 +1,40 @@
+package http
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the API's Prometheus collectors. Labels are bounded: route
+// templates, status codes and outcome names, never codes or emails.
+type Metrics struct {
+	Requests *prometheus.CounterVec   // route, status, outcome
+	Duration *prometheus.HistogramVec // route, outcome
+}
+
+// NewMetrics creates the collectors and registers them with reg (nil: not
+// registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "invitegate_http_requests_total",
+			Help: "Public API requests by route, status and outcome.",
+		}, []string{"route", "status", "outcome"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "invitegate_http_request_duration_seconds",
+			Help:    "Public API request latency by route and outcome.",
+			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route", "outcome"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Requests, m.Duration)
+	}
+	return m
+}
+
+func (m *Metrics) observe(route string, status int, outcome string, d time.Duration) {
+	m.Requests.WithLabelValues(route, strconv.Itoa(status), outcome).Inc()
+	m.Duration.WithLabelValues(route, outcome).Observe(d.Seconds())
+}

@@ -1,0 +1,57 @@
+// Package invite holds invitegate's domain vocabulary shared by the Redis
+// reservation layer, the MongoDB store and the HTTP API: invitations,
+// reservations and the rules for invitation codes.
+package invite
+
+import "time"
+
+// MaxUsesLimit is the largest capacity an invitation may have.
+const MaxUsesLimit = 1000
+
+// MaxCodeLen is the longest invitation code accepted.
+const MaxCodeLen = 64
+
+// Invitation is one invitation code as MongoDB holds it.
+type Invitation struct {
+	Code      string
+	MaxUses   int
+	Disabled  bool
+	ExpiresAt time.Time // zero: never expires
+}
+
+// Expired reports whether the invitation has expired at now.
+func (i Invitation) Expired(now time.Time) bool {
+	return !i.ExpiresAt.IsZero() && !now.Before(i.ExpiresAt)
+}
+
+// Reservation is one signup taken in Redis and waiting to be written to
+// MongoDB. ID is the reservation stream's entry ID on Shard.
+type Reservation struct {
+	ID         string
+	Shard      int
+	Code       string
+	Canonical  string
+	Email      string
+	ReservedAt time.Time
+}
+
+// ValidCode reports whether code is a well-formed invitation code:
+// 1..64 characters of [A-Za-z0-9_-]. Anything else can never name an
+// invitation, so callers answer "not found" without asking a store.
+func ValidCode(code string) bool {
+	if len(code) == 0 || len(code) > MaxCodeLen {
+		return false
+	}
+	for i := 0; i < len(code); i++ {
+		c := code[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidMaxUses reports whether n is an allowed capacity (1..1000).
+func ValidMaxUses(n int) bool { return n >= 1 && n <= MaxUsesLimit }

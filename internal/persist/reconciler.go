@@ -1,0 +1,269 @@
+package persist
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/invitegate/invitegate/internal/invite"
+)
+
+// Queue is the reservation streams as the reconciler sees them; implemented
+// by *reserve.Reserver.
+type Queue interface {
+	Shards() int
+	Read(ctx context.Context, shard int, consumer string, count int, block time.Duration) ([]invite.Reservation, error)
+	Claim(ctx context.Context, shard int, consumer string, minIdle time.Duration, count int) ([]invite.Reservation, error)
+	Ack(ctx context.Context, shard int, ids ...string) error
+	GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error)
+	Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error)
+}
+
+// ReconcilerConfig tunes a Reconciler. Zero values take the defaults noted.
+type ReconcilerConfig struct {
+	// Consumer names this process in the consumer group; unique per process.
+	Consumer string
+	// Batch is the most reservations one bulk insert carries (default 500).
+	Batch int
+	// Block is how long one read waits for new reservations (default 1s).
+	Block time.Duration
+	// ClaimIdle is how long a reservation read by another consumer may stay
+	// unacknowledged before this one takes it over (default 15s).
+	ClaimIdle time.Duration
+	// WriteTimeout bounds one bulk insert and its acknowledgement (default 10s).
+	WriteTimeout time.Duration
+	// StatsEvery is how often backlog and lag are measured (default 1s).
+	StatsEvery time.Duration
+	Now        func() time.Time
+	Logger     logrus.FieldLogger
+	Metrics    *Metrics
+}
+
+// Reconciler moves reservations from the Redis streams into MongoDB: one
+// worker per shard reads its stream through the consumer group, writes a
+// batch, and acknowledges exactly what MongoDB acknowledged.
+type Reconciler struct {
+	q   Queue
+	st  *Store
+	cfg ReconcilerConfig
+	log logrus.FieldLogger
+	m   *Metrics
+}
+
+// NewReconciler returns a Reconciler draining q into st.
+func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
+	if cfg.Consumer == "" {
+		cfg.Consumer = "reconciler"
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 500
+	}
+	if cfg.Block <= 0 {
+		cfg.Block = time.Second
+	}
+	if cfg.ClaimIdle <= 0 {
+		cfg.ClaimIdle = 15 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.StatsEvery <= 0 {
+		cfg.StatsEvery = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.WarnLevel)
+		cfg.Logger = l
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Reconciler{q: q, st: st, cfg: cfg, log: cfg.Logger.WithFields(logrus.Fields{"component": "reconciler", "consumer": cfg.Consumer}), m: cfg.Metrics}
+}
+
+// Run drains every shard until ctx is canceled. On cancellation each
+// worker finishes (writes and acknowledges, within WriteTimeout) the batch
+// it holds, then Run returns nil. Whatever it could not finish stays
+// pending in Redis for another consumer.
+func (rc *Reconciler) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for s := 0; s < rc.q.Shards(); s++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rc.work(ctx, s)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rc.stats(ctx)
+	}()
+	wg.Wait()
+	return nil
+}
+
+func (rc *Reconciler) work(ctx context.Context, shard int) {
+	log := rc.log.WithField("shard", shard)
+	bo := backoff{}
+	lastClaim := time.Time{}
+	for ctx.Err() == nil {
+		var batch []invite.Reservation
+		var err error
+		if time.Since(lastClaim) >= rc.cfg.ClaimIdle/2 {
+			lastClaim = time.Now()
+			batch, err = rc.q.Claim(ctx, shard, rc.cfg.Consumer, rc.cfg.ClaimIdle, rc.cfg.Batch)
+			if len(batch) > 0 {
+				rc.m.Claimed.Add(float64(len(batch)))
+				log.WithField("entries", len(batch)).Info("took over reservations left pending by another consumer")
+			}
+		}
+		if err == nil && len(batch) == 0 {
+			batch, err = rc.q.Read(ctx, shard, rc.cfg.Consumer, rc.cfg.Batch, rc.cfg.Block)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			rc.m.Errors.WithLabelValues("redis").Inc()
+			log.WithError(err).Warn("read reservations")
+			bo.wait(ctx)
+			continue
+		}
+		bo.reset()
+		if len(batch) > 0 {
+			rc.process(ctx, log, shard, batch)
+		}
+	}
+}
+
+// process writes batch until every reservation is settled or ctx is
+// canceled; on cancellation it makes one last attempt so the batch in hand
+// is not abandoned half-way.
+func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) {
+	bo := backoff{}
+	for len(batch) > 0 {
+		batch = rc.attempt(ctx, log, shard, batch)
+		if len(batch) == 0 || ctx.Err() != nil {
+			return
+		}
+		bo.wait(ctx)
+	}
+}
+
+// attempt persists batch once and acknowledges what is settled; it returns
+// what must be retried.
+func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) []invite.Reservation {
+	start := time.Now()
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rc.cfg.WriteTimeout)
+	defer cancel()
+
+	valid := batch[:0:0]
+	var done []string
+	for _, r := range batch {
+		if r.Code == "" {
+			rc.m.Rows.WithLabelValues("malformed").Inc()
+			log.WithField("id", r.ID).Error("dropping a stream entry that is not a reservation")
+			done = append(done, r.ID)
+			continue
+		}
+		valid = append(valid, r)
+	}
+	results, err := rc.st.Persist(wctx, valid)
+	if err != nil {
+		rc.m.Errors.WithLabelValues("mongo").Inc()
+		log.WithError(err).WithField("entries", len(valid)).Warn("write registrations; will retry")
+		if len(done) > 0 {
+			_ = rc.q.Ack(wctx, shard, done...)
+		}
+		return valid
+	}
+	var retry []invite.Reservation
+	for i, res := range results {
+		r := valid[i]
+		switch res.Outcome {
+		case Written:
+			rc.m.Rows.WithLabelValues("written").Inc()
+			rc.m.Persisted.Observe(rc.cfg.Now().Sub(r.ReservedAt).Seconds())
+			done = append(done, r.ID)
+		case AlreadyWritten:
+			rc.m.Rows.WithLabelValues("duplicate").Inc()
+			done = append(done, r.ID)
+		case Conflict:
+			if _, err := rc.q.GiveBack(wctx, r, res.Owner); err != nil {
+				rc.m.Errors.WithLabelValues("redis").Inc()
+				log.WithError(err).Warn("give back token; will retry")
+				retry = append(retry, r)
+				continue
+			}
+			rc.m.Rows.WithLabelValues("conflict").Inc()
+			log.WithFields(logrus.Fields{"code": r.Code, "owner": res.Owner}).Warn("mongodb refused a reservation: the email belongs to another code; token given back")
+			done = append(done, r.ID)
+		default:
+			retry = append(retry, r)
+		}
+	}
+	if err := rc.q.Ack(wctx, shard, done...); err != nil {
+		// Unacknowledged entries come back as duplicates: harmless.
+		rc.m.Errors.WithLabelValues("redis").Inc()
+		log.WithError(err).Warn("acknowledge reservations")
+	}
+	rc.m.Batches.Inc()
+	rc.m.BatchSeconds.Observe(time.Since(start).Seconds())
+	if len(retry) > 0 {
+		rc.m.Errors.WithLabelValues("mongo").Inc()
+	}
+	return retry
+}
+
+// stats publishes backlog and lag (age of the oldest unpersisted
+// reservation) per shard.
+func (rc *Reconciler) stats(ctx context.Context) {
+	t := time.NewTicker(rc.cfg.StatsEvery)
+	defer t.Stop()
+	for {
+		for s := 0; s < rc.q.Shards(); s++ {
+			sctx, cancel := context.WithTimeout(ctx, rc.cfg.StatsEvery)
+			n, oldest, err := rc.q.Backlog(sctx, s)
+			cancel()
+			if err != nil {
+				continue
+			}
+			shard := strconv.Itoa(s)
+			rc.m.Backlog.WithLabelValues(shard).Set(float64(n))
+			lag := 0.0
+			if !oldest.IsZero() {
+				lag = max(rc.cfg.Now().Sub(oldest).Seconds(), 0)
+			}
+			rc.m.Lag.WithLabelValues(shard).Set(lag)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// backoff waits 50ms, doubling to 5s, between failed attempts.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) reset() { b.d = 0 }
+
+func (b *backoff) wait(ctx context.Context) {
+	if b.d == 0 {
+		b.d = 50 * time.Millisecond
+	} else {
+		b.d = min(2*b.d, 5*time.Second)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(b.d):
+	}
+}

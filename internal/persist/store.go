@@ -1,0 +1,368 @@
+// Package persist owns MongoDB, invitegate's source of truth: the
+// invitations and registrations collections, and the reconciler that writes
+// reservations from the Redis streams into them.
+//
+// Registrations are written with unordered bulk inserts keyed by canonical
+// email. A duplicate key for the same email and code means "already
+// written" (a redelivered batch); for another code it is a conflict the
+// reservation layer must undo. Inserts, never upserts: they are idempotent
+// by _id without racing updates on one document.
+package persist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+
+	"github.com/invitegate/invitegate/internal/invite"
+)
+
+// Collection names.
+const (
+	InvitationsCollection   = "invitations"
+	RegistrationsCollection = "registrations"
+	SettingsCollection      = "settings"
+)
+
+// Errors returned by Store.
+var (
+	ErrExists         = errors.New("persist: invitation already exists")
+	ErrInvalid        = errors.New("persist: invalid invitation")
+	ErrShardsMismatch = errors.New("persist: deployment was created with another shard count")
+	ErrDatabase       = errors.New("persist: database unavailable")
+)
+
+// Store reads and writes invitegate's MongoDB collections.
+type Store struct {
+	db       *mongo.Database
+	inv      *mongo.Collection
+	reg      *mongo.Collection
+	settings *mongo.Collection
+	log      logrus.FieldLogger
+	now      func() time.Time
+}
+
+// NewStore returns a Store on db. Writes use majority write concern: a
+// registration is acknowledged to the reconciler only once it survives a
+// primary failover.
+func NewStore(db *mongo.Database, logger logrus.FieldLogger, now func() time.Time) *Store {
+	if now == nil {
+		now = time.Now
+	}
+	if logger == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.WarnLevel)
+		logger = l
+	}
+	wc := options.Collection().SetWriteConcern(writeconcern.Majority())
+	return &Store{
+		db:       db,
+		inv:      db.Collection(InvitationsCollection, wc),
+		reg:      db.Collection(RegistrationsCollection, wc),
+		settings: db.Collection(SettingsCollection, wc),
+		log:      logger.WithField("component", "persist"),
+		now:      now,
+	}
+}
+
+// EnsureSchema creates the indexes the service relies on. It is idempotent.
+func (s *Store) EnsureSchema(ctx context.Context) error {
+	_, err := s.reg.Indexes().CreateOne(ctx, mongo.IndexModel{
+		Keys:    bson.D{{Key: "invitation", Value: 1}},
+		Options: options.Index().SetName("invitation_1"),
+	})
+	if err != nil {
+		return fmt.Errorf("%w: create index: %w", ErrDatabase, err)
+	}
+	return nil
+}
+
+// CheckShards records the deployment's shard count on first start and
+// returns ErrShardsMismatch when a later start uses another one: emails
+// would hash to other shards and claims would no longer be unique.
+func (s *Store) CheckShards(ctx context.Context, shards int) error {
+	_, err := s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: "shards"}, {Key: "value", Value: shards}})
+	if err == nil {
+		return nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	var doc struct {
+		Value int `bson:"value"`
+	}
+	if err := s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: "shards"}}).Decode(&doc); err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	if doc.Value != shards {
+		return fmt.Errorf("%w: created with %d, configured %d", ErrShardsMismatch, doc.Value, shards)
+	}
+	return nil
+}
+
+// CreateInvitation inserts inv. It returns ErrInvalid for a bad code or
+// max_uses and ErrExists when the code is taken.
+func (s *Store) CreateInvitation(ctx context.Context, inv invite.Invitation) error {
+	if !invite.ValidCode(inv.Code) {
+		return fmt.Errorf("%w: code must be 1-64 characters of A-Z a-z 0-9 _ -", ErrInvalid)
+	}
+	if !invite.ValidMaxUses(inv.MaxUses) {
+		return fmt.Errorf("%w: max_uses must be 1..%d", ErrInvalid, invite.MaxUsesLimit)
+	}
+	doc := bson.D{{Key: "_id", Value: inv.Code}, {Key: "max_uses", Value: int32(inv.MaxUses)}}
+	if inv.Disabled {
+		doc = append(doc, bson.E{Key: "disabled", Value: true})
+	}
+	if !inv.ExpiresAt.IsZero() {
+		doc = append(doc, bson.E{Key: "expires_at", Value: inv.ExpiresAt})
+	}
+	_, err := s.inv.InsertOne(ctx, doc)
+	if mongo.IsDuplicateKeyError(err) {
+		return ErrExists
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return nil
+}
+
+// Invitation returns the invitation named code. ok is false when there is
+// none, or when its document is unusable (logged).
+func (s *Store) Invitation(ctx context.Context, code string) (invite.Invitation, bool, error) {
+	raw, err := s.inv.FindOne(ctx, bson.D{{Key: "_id", Value: code}}).Raw()
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return invite.Invitation{}, false, nil
+	}
+	if err != nil {
+		return invite.Invitation{}, false, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	inv, err := decodeInvitation(raw)
+	if err != nil {
+		s.log.WithError(err).WithField("code", code).Error("ignoring unusable invitation document")
+		return invite.Invitation{}, false, nil
+	}
+	return inv, true, nil
+}
+
+// Invitations returns every usable invitation; unusable documents are
+// logged and skipped.
+func (s *Store) Invitations(ctx context.Context) ([]invite.Invitation, error) {
+	cur, err := s.inv.Find(ctx, bson.D{}, options.Find().SetSort(bson.D{{Key: "_id", Value: 1}}))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	defer cur.Close(ctx)
+	var out []invite.Invitation
+	for cur.Next(ctx) {
+		inv, err := decodeInvitation(cur.Current)
+		if err != nil {
+			s.log.WithError(err).WithField("code", cur.Current.Lookup("_id").String()).Error("ignoring unusable invitation document")
+			continue
+		}
+		out = append(out, inv)
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return out, nil
+}
+
+// decodeInvitation reads an invitation written by invitectl or by any other
+// tool: max_uses may be an int32, an int64 or a double holding an integer.
+func decodeInvitation(raw bson.Raw) (invite.Invitation, error) {
+	var inv invite.Invitation
+	id, ok := raw.Lookup("_id").StringValueOK()
+	if !ok || !invite.ValidCode(id) {
+		return inv, errors.New("_id is not a valid invitation code")
+	}
+	inv.Code = id
+	mu := raw.Lookup("max_uses")
+	var n int64
+	switch mu.Type {
+	case bson.TypeInt32:
+		n = int64(mu.Int32())
+	case bson.TypeInt64:
+		n = mu.Int64()
+	case bson.TypeDouble:
+		f := mu.Double()
+		if f != math.Trunc(f) || math.IsInf(f, 0) || math.IsNaN(f) || f < 0 || f > invite.MaxUsesLimit {
+			return inv, fmt.Errorf("max_uses %v is not an integer in range", f)
+		}
+		n = int64(f)
+	default:
+		return inv, fmt.Errorf("max_uses has BSON type %s, want int32, int64 or integral double", mu.Type)
+	}
+	if n < 1 || n > invite.MaxUsesLimit {
+		return inv, fmt.Errorf("max_uses %d out of range 1..%d", n, invite.MaxUsesLimit)
+	}
+	inv.MaxUses = int(n)
+	if d := raw.Lookup("disabled"); d.Type == bson.TypeBoolean {
+		inv.Disabled = d.Boolean()
+	}
+	if e := raw.Lookup("expires_at"); e.Type == bson.TypeDateTime {
+		inv.ExpiresAt = e.Time().UTC()
+	}
+	return inv, nil
+}
+
+// ForEachRegistration calls fn with the canonical email and code of every
+// registration of code, or of all codes when code is "". It stops at the
+// first error fn returns.
+func (s *Store) ForEachRegistration(ctx context.Context, code string, fn func(canonical, code string) error) error {
+	filter := bson.D{}
+	if code != "" {
+		filter = bson.D{{Key: "invitation", Value: code}}
+	}
+	cur, err := s.reg.Find(ctx, filter, options.Find().SetProjection(bson.D{{Key: "invitation", Value: 1}}).SetBatchSize(1000))
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		id, ok1 := cur.Current.Lookup("_id").StringValueOK()
+		c, ok2 := cur.Current.Lookup("invitation").StringValueOK()
+		if !ok1 || !ok2 {
+			continue
+		}
+		if err := fn(id, c); err != nil {
+			return err
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return nil
+}
+
+// Counts returns the number of registrations per code.
+func (s *Store) Counts(ctx context.Context) (map[string]int, error) {
+	counts := make(map[string]int)
+	err := s.ForEachRegistration(ctx, "", func(_, code string) error {
+		counts[code]++
+		return nil
+	})
+	return counts, err
+}
+
+// Registration is one document of the registrations collection.
+type Registration struct {
+	Canonical   string    `bson:"_id"`
+	Email       string    `bson:"email"`
+	Invitation  string    `bson:"invitation"`
+	ReservedAt  time.Time `bson:"reserved_at"`
+	PersistedAt time.Time `bson:"persisted_at"`
+}
+
+// Registration returns the registration of a canonical email; ok is false
+// when there is none.
+func (s *Store) Registration(ctx context.Context, canonical string) (reg Registration, ok bool, err error) {
+	err = s.reg.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&reg)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return reg, false, nil
+	}
+	if err != nil {
+		return reg, false, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return reg, true, nil
+}
+
+// Outcome is what happened to one reservation in Persist.
+type Outcome int
+
+const (
+	// Failed: not known to be written; retry it.
+	Failed Outcome = iota
+	// Written by this call.
+	Written
+	// AlreadyWritten: the same email and code were already there.
+	AlreadyWritten
+	// Conflict: the email belongs to another code (see Result.Owner).
+	Conflict
+)
+
+// Result is the outcome of one reservation in Persist.
+type Result struct {
+	Outcome Outcome
+	Owner   string // the code MongoDB holds, for Conflict
+}
+
+// Persist writes reservations as registrations with one unordered bulk
+// insert. The results are in the order of rs. A returned error means
+// nothing is known to be written (MongoDB unreachable); per-item failures
+// are reported as Failed instead.
+func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result, error) {
+	out := make([]Result, len(rs))
+	if len(rs) == 0 {
+		return out, nil
+	}
+	now := s.now().UTC()
+	docs := make([]any, len(rs))
+	for i, r := range rs {
+		docs[i] = Registration{Canonical: r.Canonical, Email: r.Email, Invitation: r.Code, ReservedAt: r.ReservedAt, PersistedAt: now}
+	}
+	_, err := s.reg.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	for i := range out {
+		out[i].Outcome = Written
+	}
+	if err == nil {
+		return out, nil
+	}
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) {
+		return nil, fmt.Errorf("%w: insert registrations: %w", ErrDatabase, err)
+	}
+	if bwe.WriteConcernError != nil {
+		// Written, perhaps, but not durably: retry all; the retry sees
+		// duplicates for what did land.
+		for i := range out {
+			out[i].Outcome = Failed
+		}
+	}
+	var dups []string
+	dupIdx := make(map[string]int)
+	for _, we := range bwe.WriteErrors {
+		if we.Index < 0 || we.Index >= len(out) {
+			continue
+		}
+		if we.Code == 11000 || we.Code == 11001 {
+			out[we.Index].Outcome = Failed
+			dups = append(dups, rs[we.Index].Canonical)
+			dupIdx[rs[we.Index].Canonical] = we.Index
+			continue
+		}
+		out[we.Index].Outcome = Failed
+		s.log.WithField("code", rs[we.Index].Code).WithField("mongo_code", we.Code).Warn("registration insert failed; will retry")
+	}
+	if len(dups) == 0 {
+		return out, nil
+	}
+	cur, err := s.reg.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: dups}}}},
+		options.Find().SetProjection(bson.D{{Key: "invitation", Value: 1}}))
+	if err != nil {
+		// The inserts that did succeed stay Written; duplicates retry.
+		return out, nil
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		id, _ := cur.Current.Lookup("_id").StringValueOK()
+		owner, _ := cur.Current.Lookup("invitation").StringValueOK()
+		i, ok := dupIdx[id]
+		if !ok {
+			continue
+		}
+		if owner == rs[i].Code {
+			out[i] = Result{Outcome: AlreadyWritten}
+		} else {
+			out[i] = Result{Outcome: Conflict, Owner: owner}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,162 @@
+package persist_test
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"testing"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/testenv"
+)
+
+// newDB returns a fresh database on the embedded MongoDB-wire server.
+func newDB(tb testing.TB) *mongo.Database {
+	tb.Helper()
+	c, err := mongo.Connect(options.Client().ApplyURI(testenv.Mongo(tb)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { c.Disconnect(context.Background()) })
+	db := c.Database(testenv.DBName(tb))
+	tb.Cleanup(func() { db.Drop(context.Background()) })
+	return db
+}
+
+func newStore(tb testing.TB) (*persist.Store, *mongo.Database) {
+	tb.Helper()
+	db := newDB(tb)
+	st := persist.NewStore(db, nil, nil)
+	if err := st.EnsureSchema(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	return st, db
+}
+
+func TestInvitations(t *testing.T) {
+	ctx := context.Background()
+	st, db := newStore(t)
+	if err := st.CreateInvitation(ctx, invite.Invitation{Code: "a", MaxUses: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateInvitation(ctx, invite.Invitation{Code: "a", MaxUses: 5}); !errors.Is(err, persist.ErrExists) {
+		t.Fatalf("duplicate create: %v, want ErrExists", err)
+	}
+	for _, bad := range []invite.Invitation{{Code: "b", MaxUses: 0}, {Code: "b", MaxUses: 1001}, {Code: "b/c", MaxUses: 1}} {
+		if err := st.CreateInvitation(ctx, bad); !errors.Is(err, persist.ErrInvalid) {
+			t.Fatalf("create %+v: %v, want ErrInvalid", bad, err)
+		}
+	}
+	// Documents written by other tools, with every numeric type MongoDB
+	// shells produce, and some that are unusable.
+	docs := []any{
+		bson.D{{Key: "_id", Value: "i64"}, {Key: "max_uses", Value: int64(3)}},
+		bson.D{{Key: "_id", Value: "dbl"}, {Key: "max_uses", Value: 4.0}},
+		bson.D{{Key: "_id", Value: "str"}, {Key: "max_uses", Value: "4"}},
+		bson.D{{Key: "_id", Value: "frac"}, {Key: "max_uses", Value: 4.5}},
+	}
+	if _, err := db.Collection(persist.InvitationsCollection).InsertMany(ctx, docs); err != nil {
+		t.Fatal(err)
+	}
+	invs, err := st.Invitations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, i := range invs {
+		got = append(got, i.Code)
+	}
+	sort.Strings(got)
+	if want := []string{"a", "dbl", "i64"}; !equal(got, want) {
+		t.Fatalf("usable invitations %v, want %v", got, want)
+	}
+	if _, ok, err := st.Invitation(ctx, "str"); ok || err != nil {
+		t.Fatalf("Invitation(str) ok=%v err=%v; want unusable, no error", ok, err)
+	}
+	if inv, ok, err := st.Invitation(ctx, "dbl"); !ok || err != nil || inv.MaxUses != 4 {
+		t.Fatalf("Invitation(dbl) = %+v, %v, %v", inv, ok, err)
+	}
+	if _, ok, err := st.Invitation(ctx, "none"); ok || err != nil {
+		t.Fatalf("Invitation(none) ok=%v err=%v", ok, err)
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestCheckShards(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t)
+	if err := st.CheckShards(ctx, 16); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CheckShards(ctx, 16); err != nil {
+		t.Fatalf("same count again: %v", err)
+	}
+	if err := st.CheckShards(ctx, 4); !errors.Is(err, persist.ErrShardsMismatch) {
+		t.Fatalf("other count: %v, want ErrShardsMismatch", err)
+	}
+}
+
+// TestPersistOutcomes: a batch mixing new, already written and conflicting
+// registrations reports each one right, and writes the new ones once.
+func TestPersistOutcomes(t *testing.T) {
+	ctx := context.Background()
+	st, db := newStore(t)
+	at := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	first := []invite.Reservation{
+		{ID: "1-0", Code: "c", Canonical: "a@x.io", Email: "a@x.io", ReservedAt: at},
+		{ID: "1-1", Code: "d", Canonical: "b@x.io", Email: "b@x.io", ReservedAt: at},
+	}
+	res, err := st.Persist(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Outcome != persist.Written {
+			t.Fatalf("first[%d] = %v, want Written", i, r.Outcome)
+		}
+	}
+	second := []invite.Reservation{
+		{ID: "2-0", Code: "c", Canonical: "new@x.io", Email: "New@x.io", ReservedAt: at},
+		{ID: "1-0", Code: "c", Canonical: "a@x.io", Email: "a@x.io", ReservedAt: at}, // redelivered
+		{ID: "2-1", Code: "c", Canonical: "b@x.io", Email: "b@x.io", ReservedAt: at}, // belongs to d
+	}
+	res, err = st.Persist(ctx, second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []persist.Result{{Outcome: persist.Written}, {Outcome: persist.AlreadyWritten}, {Outcome: persist.Conflict, Owner: "d"}}
+	for i := range want {
+		if res[i] != want[i] {
+			t.Fatalf("second[%d] = %+v, want %+v", i, res[i], want[i])
+		}
+	}
+	n, err := db.Collection(persist.RegistrationsCollection).CountDocuments(ctx, bson.D{})
+	if err != nil || n != 3 {
+		t.Fatalf("registrations = %d, %v; want 3", n, err)
+	}
+	reg, ok, err := st.Registration(ctx, "new@x.io")
+	if err != nil || !ok || reg.Email != "New@x.io" || reg.Invitation != "c" || !reg.ReservedAt.Equal(at) || reg.PersistedAt.IsZero() {
+		t.Fatalf("stored registration = %+v, %v, %v", reg, ok, err)
+	}
+	counts, err := st.Counts(ctx)
+	if err != nil || counts["c"] != 2 || counts["d"] != 1 {
+		t.Fatalf("counts = %v, %v", counts, err)
+	}
+}

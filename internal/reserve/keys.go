@@ -1,0 +1,68 @@
+package reserve
+
+import (
+	"hash/fnv"
+	"strconv"
+)
+
+// SchemaVersion is part of every key. A release that changes what a key
+// holds bumps it, so old and new replicas never read each other's shapes.
+const SchemaVersion = "v1"
+
+// keys builds every Redis key of the reservation layer. Each key of shard s
+// starts with the hash tag {ns:s}, so all keys of one shard live in one
+// Redis Cluster hash slot and one Lua call may touch them together.
+type keys struct {
+	tags []string // tags[s] = "{ns:s}"
+}
+
+func newKeys(namespace string, shards int) keys {
+	k := keys{tags: make([]string, shards)}
+	for s := range k.tags {
+		k.tags[s] = "{" + namespace + ":" + strconv.Itoa(s) + "}"
+	}
+	return k
+}
+
+// sentinel marks a shard as seeded from MongoDB; its value is the shard count.
+func (k keys) sentinel(s int) string { return k.tags[s] + ":seeded" }
+
+// bucket is a code's token bucket on shard s.
+func (k keys) bucket(s int, code string) string { return k.tags[s] + ":b:" + code }
+
+// claim maps a canonical email to the code it holds; it lives on the email's shard.
+func (k keys) claim(s int, canonical string) string { return k.tags[s] + ":e:" + canonical }
+
+// stream is shard s's reservation stream.
+func (k keys) stream(s int) string { return k.tags[s] + ":x" }
+
+// givenBack marks a reservation whose token was returned.
+func (k keys) givenBack(s int, id string) string { return k.tags[s] + ":g:" + id }
+
+// lock serializes seeding of one code across replicas; it lives on shard 0.
+func (k keys) lock(code string) string { return k.tags[0] + ":lock:" + code }
+
+// shardOf returns the shard of a canonical email: FNV-1a mod shards.
+func shardOf(canonical string, shards int) int {
+	if shards == 1 {
+		return 0
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(canonical))
+	return int(h.Sum64() % uint64(shards))
+}
+
+// split divides n tokens over shards: the first n%shards shards get one more.
+func split(n, shards int) []int {
+	if n < 0 {
+		n = 0
+	}
+	out := make([]int, shards)
+	for s := range out {
+		out[s] = n / shards
+		if s < n%shards {
+			out[s]++
+		}
+	}
+	return out
+}

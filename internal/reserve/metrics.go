@@ -1,0 +1,33 @@
+package reserve
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the reservation layer's Prometheus collectors.
+type Metrics struct {
+	Sweeps      prometheus.Counter
+	TokensMoved prometheus.Counter
+	GiveBacks   prometheus.Counter
+}
+
+// NewMetrics creates the collectors and registers them with reg (nil: not
+// registered, for tests and tools).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Sweeps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "invitegate_reserve_sweeps_total",
+			Help: "Requests that found their shard's bucket empty and looked for tokens on other shards.",
+		}),
+		TokensMoved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "invitegate_reserve_tokens_moved_total",
+			Help: "Tokens moved from one shard's bucket to another's.",
+		}),
+		GiveBacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "invitegate_reserve_tokens_given_back_total",
+			Help: "Tokens returned because MongoDB refused a reservation (the email belonged to another code).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Sweeps, m.TokensMoved, m.GiveBacks)
+	}
+	return m
+}

@@ -1,0 +1,416 @@
+// Package reserve owns invitegate's hot path: the Redis reservation layer.
+//
+// A code's capacity is split over K pre-sharded token buckets. An email's
+// shard is hash(canonical email) mod K; its claim, its shard's bucket for the
+// code and its shard's reservation stream share one hash tag, so one Lua call
+// (scripts/lua/reserve.lua) checks the claim, takes a token, sets the claim
+// and appends the reservation atomically, on one Redis node or one Redis
+// Cluster slot. A shard whose bucket is empty moves tokens from other shards
+// before it answers "full"; once every shard is empty the shard remembers
+// it for a short while, so rejections cost one round trip.
+//
+// Redis is seeded from MongoDB (the source of truth) through a Source; the
+// reconciler in internal/persist drains the streams back into MongoDB.
+package reserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/scripts/lua"
+)
+
+// Errors returned by Reserve. Callers map them to answers; anything else is
+// an internal error.
+var (
+	ErrUnknownCode = errors.New("reserve: unknown invitation code")
+	ErrEmailTaken  = errors.New("reserve: email already registered with another invitation")
+	ErrFull        = errors.New("reserve: invitation is full")
+	ErrDisabled    = errors.New("reserve: invitation is disabled")
+	ErrExpired     = errors.New("reserve: invitation has expired")
+	// ErrUnavailable wraps failures to reach Redis or MongoDB in time; the
+	// request may be retried.
+	ErrUnavailable = errors.New("reserve: reservation store unavailable")
+	// ErrShardMismatch means Redis was seeded for another shard count than
+	// this process runs with; it needs an operator.
+	ErrShardMismatch = errors.New("reserve: redis is seeded for a different shard count")
+)
+
+// Scripts are loaded once and called by SHA, falling back to EVAL when a
+// node does not have them (a fresh or restarted node, a new release).
+var (
+	reserveScript  = redis.NewScript(lua.Reserve)
+	stealScript    = redis.NewScript(lua.Steal)
+	seedScript     = redis.NewScript(lua.Seed)
+	giveBackScript = redis.NewScript(lua.GiveBack)
+	reopenScript   = redis.NewScript(lua.Reopen)
+	unlockScript   = redis.NewScript(lua.Unlock)
+)
+
+// Outcome is what a successful Reserve did.
+type Outcome int
+
+const (
+	// Created is a new signup.
+	Created Outcome = iota + 1
+	// Existing means the email already holds this code; nothing changed.
+	Existing
+)
+
+// Result is a successful reservation.
+type Result struct {
+	Outcome Outcome
+	Shard   int
+	ID      string // reservation stream entry ID; empty for Existing
+}
+
+// Source is where the reservation layer reads the truth from when it seeds
+// Redis: MongoDB, through internal/persist.
+type Source interface {
+	// Invitation returns the invitation named code; ok is false when there
+	// is none (or it is unusable, e.g. max_uses out of range).
+	Invitation(ctx context.Context, code string) (inv invite.Invitation, ok bool, err error)
+	// Invitations returns every usable invitation.
+	Invitations(ctx context.Context) ([]invite.Invitation, error)
+	// ForEachRegistration calls fn for each registration of code, or of all
+	// codes when code is "".
+	ForEachRegistration(ctx context.Context, code string, fn func(canonical, code string) error) error
+}
+
+// Config tunes a Reserver. Zero values take the defaults noted.
+type Config struct {
+	// Namespace prefixes every key (default "ig" + SchemaVersion). Tests use
+	// their own.
+	Namespace string
+	// Shards is K, fixed per deployment (default 1).
+	Shards int
+	// SoldOutTTL is how long a shard trusts "every shard was empty" before
+	// it looks again (default 2s). Returned tokens clear the mark at once.
+	SoldOutTTL time.Duration
+	// UnknownTTL is how long an unknown code is remembered, so random codes
+	// cannot hammer MongoDB (default 2s).
+	UnknownTTL time.Duration
+	// LockTTL bounds how long a crashed seeder blocks a code (default 10s).
+	LockTTL time.Duration
+	Now     func() time.Time
+	Logger  logrus.FieldLogger
+	Metrics *Metrics
+}
+
+// Reserver runs reservations against Redis. It is safe for concurrent use.
+type Reserver struct {
+	rdb     redis.Scripter
+	cmd     redis.Cmdable
+	src     Source
+	keys    keys
+	shards  int
+	kArg    string
+	cfg     Config
+	log     logrus.FieldLogger
+	metrics *Metrics
+
+	seedAll singleflight.Group
+	seedOne singleflight.Group
+
+	mu      sync.Mutex
+	unknown map[string]time.Time // code -> forget after
+}
+
+// Client is the part of go-redis the reservation layer uses; both
+// *redis.Client and *redis.ClusterClient satisfy it.
+type Client interface {
+	redis.Scripter
+	redis.Cmdable
+}
+
+// New returns a Reserver over rdb seeding from src.
+func New(rdb Client, src Source, cfg Config) *Reserver {
+	if cfg.Namespace == "" {
+		cfg.Namespace = "ig" + SchemaVersion
+	}
+	if cfg.Shards <= 0 {
+		cfg.Shards = 1
+	}
+	if cfg.SoldOutTTL <= 0 {
+		cfg.SoldOutTTL = 2 * time.Second
+	}
+	if cfg.UnknownTTL <= 0 {
+		cfg.UnknownTTL = 2 * time.Second
+	}
+	if cfg.LockTTL <= 0 {
+		cfg.LockTTL = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		l := logrus.New()
+		l.SetLevel(logrus.WarnLevel)
+		cfg.Logger = l
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	return &Reserver{
+		rdb:     rdb,
+		cmd:     rdb,
+		src:     src,
+		keys:    newKeys(cfg.Namespace, cfg.Shards),
+		shards:  cfg.Shards,
+		kArg:    strconv.Itoa(cfg.Shards),
+		cfg:     cfg,
+		log:     cfg.Logger.WithField("component", "reserve"),
+		metrics: cfg.Metrics,
+		unknown: make(map[string]time.Time),
+	}
+}
+
+// Shards returns K.
+func (r *Reserver) Shards() int { return r.shards }
+
+// ShardOf returns the shard of a canonical email.
+func (r *Reserver) ShardOf(canonical string) int { return shardOf(canonical, r.shards) }
+
+// script status codes, see reserve.lua.
+const (
+	stReserved = 1 + iota
+	stExisting
+	stTaken
+	stSoldOut
+	stEmpty
+	stClosed
+	stNoBucket
+	stNoSeed
+	stMismatch
+)
+
+type reply struct {
+	status int
+	arg    string
+}
+
+// Reserve takes one seat of code for a. It returns Created or Existing, or
+// one of ErrUnknownCode, ErrEmailTaken, ErrFull, ErrDisabled, ErrExpired,
+// ErrShardMismatch, or an error wrapping ErrUnavailable.
+func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (Result, error) {
+	if !invite.ValidCode(code) {
+		return Result{}, ErrUnknownCode
+	}
+	s := shardOf(a.Canonical, r.shards)
+	// Each retry follows seeding; more than a few means something keeps
+	// wiping Redis under us.
+	for attempt := 0; attempt < 5; attempt++ {
+		rep, err := r.call(ctx, s, code, a, 0, 0)
+		if err != nil {
+			return Result{}, err
+		}
+		switch rep.status {
+		case stEmpty:
+			return r.sweep(ctx, s, code, a)
+		case stNoBucket:
+			if err := r.ensureCode(ctx, code); err != nil {
+				return Result{}, err
+			}
+			continue
+		case stNoSeed:
+			if err := r.seedShared(ctx); err != nil {
+				return Result{}, err
+			}
+			continue
+		}
+		return r.result(s, rep)
+	}
+	return Result{}, fmt.Errorf("%w: code %q still unseeded after retries", ErrUnavailable, code)
+}
+
+// sweep moves tokens from other shards to s, starting at a random shard so
+// concurrent sweeps spread out, until a reservation goes through or every
+// shard is empty; then it marks s sold out.
+func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Address) (Result, error) {
+	r.metrics.Sweeps.Inc()
+	if r.shards > 1 {
+		start := rand.IntN(r.shards - 1)
+		for i := 0; i < r.shards-1; i++ {
+			j := (s + 1 + (start+i)%(r.shards-1)) % r.shards
+			got, err := stealScript.Run(ctx, r.rdb, []string{r.keys.bucket(j, code)}).Int()
+			if err != nil {
+				return Result{}, unavailable(err)
+			}
+			if got == 0 {
+				continue
+			}
+			r.metrics.TokensMoved.Add(float64(got))
+			rep, err := r.call(ctx, s, code, a, got, 0)
+			if err != nil {
+				return Result{}, err
+			}
+			if rep.status != stEmpty {
+				return r.result(s, rep)
+			}
+		}
+	}
+	rep, err := r.call(ctx, s, code, a, 0, r.cfg.SoldOutTTL.Milliseconds())
+	if err != nil {
+		return Result{}, err
+	}
+	return r.result(s, rep)
+}
+
+func (r *Reserver) result(s int, rep reply) (Result, error) {
+	switch rep.status {
+	case stReserved:
+		return Result{Outcome: Created, Shard: s, ID: rep.arg}, nil
+	case stExisting:
+		return Result{Outcome: Existing, Shard: s}, nil
+	case stTaken:
+		return Result{}, ErrEmailTaken
+	case stSoldOut:
+		return Result{}, ErrFull
+	case stClosed:
+		if rep.arg == "expired" {
+			return Result{}, ErrExpired
+		}
+		return Result{}, ErrDisabled
+	case stMismatch:
+		r.log.WithField("redis_shards", rep.arg).WithField("shards", r.shards).Error("redis was seeded for another shard count")
+		return Result{}, ErrShardMismatch
+	case stNoBucket:
+		// The bucket vanished between two calls of one request: Redis lost data.
+		return Result{}, fmt.Errorf("%w: bucket disappeared", ErrUnavailable)
+	case stNoSeed:
+		return Result{}, fmt.Errorf("%w: shard not seeded", ErrUnavailable)
+	case stEmpty:
+		return Result{}, ErrFull
+	}
+	return Result{}, fmt.Errorf("reserve: unexpected script status %d", rep.status)
+}
+
+func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address, carry int, markTTL int64) (reply, error) {
+	ks := []string{r.keys.sentinel(s), r.keys.bucket(s, code), r.keys.claim(s, a.Canonical), r.keys.stream(s)}
+	now := r.cfg.Now().UnixMilli()
+	v, err := reserveScript.Run(ctx, r.rdb, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg).Slice()
+	if err != nil {
+		return reply{}, unavailable(err)
+	}
+	return decodeReply(v)
+}
+
+// decodeReply turns a script's {status, arg?} array into a reply.
+func decodeReply(v []any) (reply, error) {
+	if len(v) == 0 {
+		return reply{}, errors.New("reserve: empty script reply")
+	}
+	st, ok := v[0].(int64)
+	if !ok {
+		return reply{}, fmt.Errorf("reserve: script status has type %T", v[0])
+	}
+	rep := reply{status: int(st)}
+	if len(v) > 1 {
+		switch a := v[1].(type) {
+		case string:
+			rep.arg = a
+		case int64:
+			rep.arg = strconv.FormatInt(a, 10)
+		}
+	}
+	return rep, nil
+}
+
+func unavailable(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// isUnknown reports whether code was recently found missing in MongoDB.
+func (r *Reserver) isUnknown(code string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	until, ok := r.unknown[code]
+	if ok && now.After(until) {
+		delete(r.unknown, code)
+		return false
+	}
+	return ok
+}
+
+// maxUnknown bounds the unknown-code cache; a flood of random codes resets
+// it rather than growing memory.
+const maxUnknown = 10000
+
+func (r *Reserver) rememberUnknown(code string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.unknown) >= maxUnknown {
+		clear(r.unknown)
+	}
+	r.unknown[code] = now.Add(r.cfg.UnknownTTL)
+}
+
+// Forget drops code from the unknown-code cache, for a caller that just
+// created it.
+func (r *Reserver) Forget(code string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.unknown, code)
+}
+
+// ensureCode makes sure code's buckets exist, looking it up in MongoDB.
+// It returns ErrUnknownCode if MongoDB has no usable invitation by that name.
+func (r *Reserver) ensureCode(ctx context.Context, code string) error {
+	if r.isUnknown(code, r.cfg.Now()) {
+		return ErrUnknownCode
+	}
+	ch := r.seedOne.DoChan(code, func() (any, error) {
+		// Detached from one request's cancellation: other requests wait on
+		// the same seeding; bounded by its own timeout.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.LockTTL)
+		defer cancel()
+		inv, ok, err := r.src.Invitation(sctx, code)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if !ok {
+			r.rememberUnknown(code, r.cfg.Now())
+			return nil, ErrUnknownCode
+		}
+		return nil, r.SeedCode(sctx, inv)
+	})
+	select {
+	case res := <-ch:
+		return res.Err
+	case <-ctx.Done():
+		return unavailable(ctx.Err())
+	}
+}
+
+// seedShared runs SeedAll once per process at a time; concurrent callers
+// share its result.
+func (r *Reserver) seedShared(ctx context.Context) error {
+	ch := r.seedAll.DoChan("all", func() (any, error) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		defer cancel()
+		return nil, r.SeedAll(sctx)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return unavailable(res.Err)
+		}
+		return nil
+	case <-ctx.Done():
+		return unavailable(ctx.Err())
+	}
+}

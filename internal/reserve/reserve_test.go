@@ -1,0 +1,541 @@
+package reserve_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/testenv"
+)
+
+// memSource is an in-memory Source standing in for MongoDB.
+type memSource struct {
+	mu      sync.Mutex
+	invs    map[string]invite.Invitation
+	regs    map[string]string // canonical -> code
+	lookups atomic.Int64
+}
+
+func newSource(invs ...invite.Invitation) *memSource {
+	s := &memSource{invs: map[string]invite.Invitation{}, regs: map[string]string{}}
+	for _, i := range invs {
+		s.invs[i.Code] = i
+	}
+	return s
+}
+
+func (s *memSource) Invitation(_ context.Context, code string) (invite.Invitation, bool, error) {
+	s.lookups.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.invs[code]
+	return i, ok, nil
+}
+
+func (s *memSource) Invitations(context.Context) ([]invite.Invitation, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []invite.Invitation
+	for _, i := range s.invs {
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+func (s *memSource) ForEachRegistration(_ context.Context, code string, fn func(string, string) error) error {
+	s.mu.Lock()
+	regs := make(map[string]string, len(s.regs))
+	for k, v := range s.regs {
+		regs[k] = v
+	}
+	s.mu.Unlock()
+	for k, c := range regs {
+		if code == "" || c == code {
+			if err := fn(k, c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// backend is a Redis deployment the tests run against.
+type backend struct {
+	name   string
+	client func(testing.TB) reserve.Client
+}
+
+func realBackends() []backend {
+	return []backend{
+		{"redis", func(tb testing.TB) reserve.Client {
+			c := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(tb), PoolSize: 64})
+			tb.Cleanup(func() { c.Close() })
+			return c
+		}},
+		{"cluster", func(tb testing.TB) reserve.Client {
+			c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.SharedRedisCluster(tb), PoolSize: 64})
+			tb.Cleanup(func() { c.Close() })
+			return c
+		}},
+	}
+}
+
+func miniBackend() backend {
+	return backend{"miniredis", func(tb testing.TB) reserve.Client {
+		m := miniredis.RunT(tb)
+		c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+		tb.Cleanup(func() { c.Close() })
+		return c
+	}}
+}
+
+func addr(tb testing.TB, s string) email.Address {
+	tb.Helper()
+	a, err := email.Parse(s, email.Options{})
+	if err != nil {
+		tb.Fatalf("parse %q: %v", s, err)
+	}
+	return a
+}
+
+func newReserver(tb testing.TB, c reserve.Client, src reserve.Source, shards int, now func() time.Time) *reserve.Reserver {
+	tb.Helper()
+	r := reserve.New(c, src, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now})
+	if err := r.SeedIfNeeded(context.Background()); err != nil {
+		tb.Fatalf("seed: %v", err)
+	}
+	return r
+}
+
+func TestOutcomes(t *testing.T) {
+	for _, b := range append(realBackends(), miniBackend()) {
+		for _, k := range []int{1, 16} {
+			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
+				ctx := context.Background()
+				now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+				src := newSource(
+					invite.Invitation{Code: "x", MaxUses: 2},
+					invite.Invitation{Code: "y", MaxUses: 1},
+					invite.Invitation{Code: "off", MaxUses: 5, Disabled: true},
+					invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: now.Add(-time.Minute)},
+				)
+				r := newReserver(t, b.client(t), src, k, func() time.Time { return now })
+
+				steps := []struct {
+					code, email string
+					want        reserve.Outcome
+					wantErr     error
+				}{
+					{"x", "a@example.com", reserve.Created, nil},
+					{"x", "A@Example.com", reserve.Existing, nil},
+					{"y", "a@example.com", 0, reserve.ErrEmailTaken},
+					{"x", "b@example.com", reserve.Created, nil},
+					{"x", "c@example.com", 0, reserve.ErrFull},
+					{"x", "a@example.com", reserve.Existing, nil}, // full, but registered here: 200
+					{"y", "d@example.com", reserve.Created, nil},
+					{"y", "a@example.com", 0, reserve.ErrEmailTaken}, // registered elsewhere beats full: 409
+					{"off", "e@example.com", 0, reserve.ErrDisabled},
+					{"old", "e@example.com", 0, reserve.ErrExpired},
+					{"nope", "e@example.com", 0, reserve.ErrUnknownCode},
+					{"bad/code", "e@example.com", 0, reserve.ErrUnknownCode},
+					{"x", "e.x.t+spam@googlemail.com", 0, reserve.ErrFull},
+				}
+				for i, s := range steps {
+					res, err := r.Reserve(ctx, s.code, addr(t, s.email))
+					if s.wantErr != nil {
+						if !errors.Is(err, s.wantErr) {
+							t.Fatalf("step %d %s %s: err = %v, want %v", i, s.code, s.email, err, s.wantErr)
+						}
+						continue
+					}
+					if err != nil || res.Outcome != s.want {
+						t.Fatalf("step %d %s %s: got %v, %v; want %v", i, s.code, s.email, res.Outcome, err, s.want)
+					}
+				}
+				rem, ok, err := r.Remaining(ctx, "x")
+				if err != nil || !ok || rem != 0 {
+					t.Fatalf("Remaining(x) = %d, %v, %v; want 0, true, nil", rem, ok, err)
+				}
+			})
+		}
+	}
+}
+
+// spike sends one reservation per email concurrently and counts outcomes.
+func spike(tb testing.TB, r *reserve.Reserver, code string, emails []string) (created, existing, full int64, wins map[string]bool) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins = map[string]bool{}
+	var c, e, f, other atomic.Int64
+	var firstErr atomic.Value
+	for _, em := range emails {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := r.Reserve(context.Background(), code, addr(tb, em))
+			switch {
+			case err == nil && res.Outcome == reserve.Created:
+				c.Add(1)
+				mu.Lock()
+				wins[em] = true
+				mu.Unlock()
+			case err == nil:
+				e.Add(1)
+			case errors.Is(err, reserve.ErrFull), errors.Is(err, reserve.ErrEmailTaken):
+				f.Add(1)
+			default:
+				other.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := other.Load(); n > 0 {
+		tb.Fatalf("%d unexpected errors, first: %v", n, firstErr.Load())
+	}
+	return c.Load(), e.Load(), f.Load(), wins
+}
+
+func emails(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d@example.com", prefix, i)
+	}
+	return out
+}
+
+// TestSpikeExactCapacity is I1 and I4 at the Redis layer: 5,000 concurrent
+// distinct emails on a code of 1,000 admit exactly 1,000, leave 0 remaining
+// and 1,000 entries in the streams.
+func TestSpikeExactCapacity(t *testing.T) {
+	for _, b := range realBackends() {
+		for _, k := range []int{1, 16} {
+			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
+				ctx := context.Background()
+				r := newReserver(t, b.client(t), newSource(invite.Invitation{Code: "spike", MaxUses: 1000}), k, nil)
+				created, _, full, _ := spike(t, r, "spike", emails("s", 5000))
+				if created != 1000 || full != 4000 {
+					t.Fatalf("created %d, rejected %d; want 1000, 4000", created, full)
+				}
+				rem, _, err := r.Remaining(ctx, "spike")
+				if err != nil || rem != 0 {
+					t.Fatalf("remaining = %d, %v; want 0", rem, err)
+				}
+				var backlog int64
+				for s := 0; s < k; s++ {
+					n, _, err := r.Backlog(ctx, s)
+					if err != nil {
+						t.Fatal(err)
+					}
+					backlog += n
+				}
+				if backlog != 1000 {
+					t.Fatalf("stream entries = %d, want 1000", backlog)
+				}
+			})
+		}
+	}
+}
+
+// TestSameEmailsThreeCodes is I2 under a race: the same emails hit three
+// codes at once; each email wins exactly one code.
+func TestSameEmailsThreeCodes(t *testing.T) {
+	for _, b := range realBackends() {
+		for _, k := range []int{1, 16} {
+			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
+				codes := []string{"c1", "c2", "c3"}
+				src := newSource(invite.Invitation{Code: "c1", MaxUses: 1000}, invite.Invitation{Code: "c2", MaxUses: 1000}, invite.Invitation{Code: "c3", MaxUses: 1000})
+				r := newReserver(t, b.client(t), src, k, nil)
+				list := emails("m", 1500)
+				var wg sync.WaitGroup
+				results := make([]map[string]bool, len(codes))
+				counts := make([]int64, len(codes))
+				for i, c := range codes {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						counts[i], _, _, results[i] = spike(t, r, c, list)
+					}()
+				}
+				wg.Wait()
+				total := counts[0] + counts[1] + counts[2]
+				if total != 1500 {
+					t.Fatalf("total wins %d, want 1500 (one per email)", total)
+				}
+				for _, em := range list {
+					n := 0
+					for i := range codes {
+						if results[i][em] {
+							n++
+						}
+					}
+					if n != 1 {
+						t.Fatalf("%s won %d codes, want 1", em, n)
+					}
+				}
+				for i, c := range codes {
+					if counts[i] > 1000 {
+						t.Fatalf("%s admitted %d > 1000", c, counts[i])
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestTokenStealing: with 16 shards and a capacity of 16, every shard holds
+// one token; emails that all hash to one shard still fill the code, because
+// an empty shard moves tokens from the others before it answers full.
+func TestTokenStealing(t *testing.T) {
+	for _, b := range append(realBackends(), miniBackend()) {
+		t.Run(b.name, func(t *testing.T) {
+			r := newReserver(t, b.client(t), newSource(invite.Invitation{Code: "st", MaxUses: 16}), 16, nil)
+			var same []string
+			for i := 0; len(same) < 40; i++ {
+				em := fmt.Sprintf("u%d@example.com", i)
+				if r.ShardOf(addr(t, em).Canonical) == 3 {
+					same = append(same, em)
+				}
+			}
+			created, _, full, _ := spike(t, r, "st", same)
+			if created != 16 || full != 24 {
+				t.Fatalf("created %d, full %d; want 16, 24", created, full)
+			}
+		})
+	}
+}
+
+// TestSoldOutCostsOneCall: once every shard is empty, a shard remembers it
+// for SoldOutTTL, so further rejections do not sweep the other shards.
+func TestSoldOutCostsOneCall(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	c := realBackends()[0].client(t)
+	m := reserve.NewMetrics(nil)
+	r := reserve.New(c, newSource(invite.Invitation{Code: "so", MaxUses: 4}), reserve.Config{
+		Namespace: testenv.KeyPrefix(t), Shards: 16, Now: clock, SoldOutTTL: time.Second, Metrics: m,
+	})
+	if err := r.SeedIfNeeded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("w%d@example.com", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := testutil.ToFloat64(m.Sweeps)
+	for i := 0; i < 500; i++ {
+		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("l%d@example.com", i))); !errors.Is(err, reserve.ErrFull) {
+			t.Fatalf("err = %v, want ErrFull", err)
+		}
+	}
+	sweeps := testutil.ToFloat64(m.Sweeps) - before
+	if sweeps > 16 {
+		t.Fatalf("%v sweeps for 500 rejections, want at most one per shard", sweeps)
+	}
+	// After the TTL a shard looks again, once.
+	now = now.Add(2 * time.Second)
+	before = testutil.ToFloat64(m.Sweeps)
+	for i := 0; i < 100; i++ {
+		_, _ = r.Reserve(ctx, "so", addr(t, fmt.Sprintf("z%d@example.com", i)))
+	}
+	if d := testutil.ToFloat64(m.Sweeps) - before; d < 1 || d > 16 {
+		t.Fatalf("%v sweeps after the TTL, want 1..16", d)
+	}
+}
+
+// TestSeedConcurrentNeverDoubles: many seeders at once (replicas starting
+// together) create each bucket once; the remaining capacity equals max_uses
+// minus what MongoDB holds, and claims come back from MongoDB.
+func TestSeedConcurrentNeverDoubles(t *testing.T) {
+	for _, b := range realBackends() {
+		for _, k := range []int{1, 16} {
+			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
+				ctx := context.Background()
+				src := newSource(invite.Invitation{Code: "sd", MaxUses: 100}, invite.Invitation{Code: "other", MaxUses: 10})
+				for i := 0; i < 30; i++ {
+					src.regs[fmt.Sprintf("p%d@example.com", i)] = "sd"
+				}
+				c := b.client(t)
+				ns := testenv.KeyPrefix(t)
+				var wg sync.WaitGroup
+				errs := make(chan error, 8)
+				for i := 0; i < 8; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						r := reserve.New(c, src, reserve.Config{Namespace: ns, Shards: k})
+						if i%2 == 0 {
+							errs <- r.SeedAll(ctx)
+						} else {
+							errs <- r.SeedCode(ctx, invite.Invitation{Code: "sd", MaxUses: 100})
+						}
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				for err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				r := reserve.New(c, src, reserve.Config{Namespace: ns, Shards: k})
+				rem, _, err := r.Remaining(ctx, "sd")
+				if err != nil || rem != 70 {
+					t.Fatalf("remaining = %d, %v; want 70", rem, err)
+				}
+				// Seeding again changes nothing.
+				if err := r.SeedAll(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if rem, _, _ := r.Remaining(ctx, "sd"); rem != 70 {
+					t.Fatalf("remaining after reseed = %d, want 70", rem)
+				}
+				if res, err := r.Reserve(ctx, "sd", addr(t, "p7@example.com")); err != nil || res.Outcome != reserve.Existing {
+					t.Fatalf("persisted email on its code: %v, %v; want Existing", res.Outcome, err)
+				}
+				if _, err := r.Reserve(ctx, "other", addr(t, "p7@example.com")); !errors.Is(err, reserve.ErrEmailTaken) {
+					t.Fatalf("persisted email on another code: %v; want ErrEmailTaken", err)
+				}
+			})
+		}
+	}
+}
+
+// TestUnknownCodeCache: unknown codes are remembered briefly so they do
+// not reach MongoDB on every request, and a code created after a miss
+// works once the entry expires.
+func TestUnknownCodeCache(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	src := newSource()
+	r := reserve.New(miniBackend().client(t), src, reserve.Config{Namespace: "u", UnknownTTL: 2 * time.Second, Now: func() time.Time { return now }})
+	if err := r.SeedIfNeeded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if _, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); !errors.Is(err, reserve.ErrUnknownCode) {
+			t.Fatalf("err = %v, want ErrUnknownCode", err)
+		}
+	}
+	if n := src.lookups.Load(); n != 1 {
+		t.Fatalf("%d source lookups for 50 requests, want 1", n)
+	}
+	src.mu.Lock()
+	src.invs["later"] = invite.Invitation{Code: "later", MaxUses: 1}
+	src.mu.Unlock()
+	now = now.Add(3 * time.Second)
+	if res, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); err != nil || res.Outcome != reserve.Created {
+		t.Fatalf("after TTL: %v, %v; want Created", res.Outcome, err)
+	}
+}
+
+// TestReseedAfterWipe is I5 at the Redis layer: a wiped Redis is rebuilt
+// from the source on the next request, with no taken seat reopened.
+func TestReseedAfterWipe(t *testing.T) {
+	for _, b := range realBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			src := newSource(invite.Invitation{Code: "w", MaxUses: 3})
+			c := b.client(t)
+			ns := testenv.KeyPrefix(t)
+			r := reserve.New(c, src, reserve.Config{Namespace: ns, Shards: 4})
+			for _, em := range []string{"a@example.com", "b@example.com"} {
+				if _, err := r.Reserve(ctx, "w", addr(t, em)); err != nil {
+					t.Fatal(err)
+				}
+				src.regs[addr(t, em).Canonical] = "w" // the reconciler's job, done by hand
+			}
+			wipe(t, c, ns)
+			// A new email gets the last seat; the next is refused; the old
+			// ones are recognized.
+			if res, err := r.Reserve(ctx, "w", addr(t, "c@example.com")); err != nil || res.Outcome != reserve.Created {
+				t.Fatalf("c: %v, %v", res.Outcome, err)
+			}
+			if _, err := r.Reserve(ctx, "w", addr(t, "d@example.com")); !errors.Is(err, reserve.ErrFull) {
+				t.Fatalf("d: %v, want ErrFull", err)
+			}
+			if res, err := r.Reserve(ctx, "w", addr(t, "a@example.com")); err != nil || res.Outcome != reserve.Existing {
+				t.Fatalf("a: %v, %v; want Existing", res.Outcome, err)
+			}
+		})
+	}
+}
+
+// wipe deletes every key of namespace ns on every node.
+func wipe(tb testing.TB, c reserve.Client, ns string) {
+	tb.Helper()
+	ctx := context.Background()
+	del := func(ctx context.Context, n redis.Cmdable) error {
+		iter := n.Scan(ctx, 0, "{"+ns+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := n.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return del(ctx, n) })
+	case *redis.Client:
+		err = del(ctx, c)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// TestGiveBackOnce: a refused reservation returns its token exactly once,
+// even when the entry is delivered again.
+func TestGiveBackOnce(t *testing.T) {
+	ctx := context.Background()
+	src := newSource(invite.Invitation{Code: "g", MaxUses: 2})
+	r := newReserver(t, realBackends()[0].client(t), src, 1, nil)
+	a := addr(t, "x@example.com")
+	res, err := r.Reserve(ctx, "g", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := invite.Reservation{ID: res.ID, Shard: res.Shard, Code: "g", Canonical: a.Canonical, Email: a.Normalized}
+	for i, want := range []bool{true, false} {
+		got, err := r.GiveBack(ctx, entry, "elsewhere")
+		if err != nil || got != want {
+			t.Fatalf("give back #%d = %v, %v; want %v", i, got, err, want)
+		}
+	}
+	if rem, _, _ := r.Remaining(ctx, "g"); rem != 2 {
+		t.Fatalf("remaining = %d, want 2", rem)
+	}
+	if _, err := r.Reserve(ctx, "g", a); !errors.Is(err, reserve.ErrEmailTaken) {
+		t.Fatalf("email now points at its MongoDB code: %v, want ErrEmailTaken", err)
+	}
+}
+
+// TestRedisDown: an unreachable Redis is ErrUnavailable within the
+// caller's deadline, not a hang.
+func TestRedisDown(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { c.Close() })
+	r := reserve.New(c, newSource(), reserve.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := r.Reserve(ctx, "x", addr(t, "a@example.com"))
+	if !errors.Is(err, reserve.ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+}

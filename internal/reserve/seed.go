@@ -1,0 +1,245 @@
+package reserve
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/invite"
+)
+
+// claimBatch is how many claims one pipelined round trip writes while seeding.
+const claimBatch = 500
+
+// Seeded reports whether every shard carries the seeded sentinel for this
+// shard count. It returns ErrShardMismatch if a shard was seeded for another.
+func (r *Reserver) Seeded(ctx context.Context) (bool, error) {
+	all := true
+	for s := 0; s < r.shards; s++ {
+		v, err := r.cmd.Get(ctx, r.keys.sentinel(s)).Result()
+		if errors.Is(err, redis.Nil) {
+			all = false
+			continue
+		}
+		if err != nil {
+			return false, unavailable(err)
+		}
+		if v != r.kArg {
+			return false, fmt.Errorf("%w: shard %d seeded for %s shards, this process runs %d", ErrShardMismatch, s, v, r.shards)
+		}
+	}
+	return all, nil
+}
+
+// SeedIfNeeded seeds Redis from the Source unless every shard is already
+// seeded; what Redis holds is never overwritten.
+func (r *Reserver) SeedIfNeeded(ctx context.Context) error {
+	ok, err := r.Seeded(ctx)
+	if err != nil || ok {
+		return err
+	}
+	return r.SeedAll(ctx)
+}
+
+// SeedAll fills Redis from the Source without disturbing what it already
+// holds: every registration's email claim (SET NX), every usable code's
+// buckets (created only where missing, see SeedCode), then each shard's
+// sentinel. Several processes may run it at once: every write is
+// create-if-absent and bucket creation is serialized per code by a lock.
+func (r *Reserver) SeedAll(ctx context.Context) error {
+	start := time.Now()
+	invs, err := r.src.Invitations(ctx)
+	if err != nil {
+		return fmt.Errorf("seed: list invitations: %w", err)
+	}
+	counts, err := r.seedClaims(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, inv := range invs {
+		if err := r.seedBucketsLocked(ctx, inv, counts[inv.Code]); err != nil {
+			return err
+		}
+	}
+	for s := 0; s < r.shards; s++ {
+		if err := r.cmd.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	if _, err := r.Seeded(ctx); err != nil {
+		return err
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	r.log.WithFields(map[string]any{
+		"invitations": len(invs), "registrations": total, "shards": r.shards, "took": time.Since(start).String(),
+	}).Info("seeded redis from mongodb")
+	return nil
+}
+
+// SeedCode creates inv's buckets where they are missing, after restoring
+// the claims of its registrations. Buckets are only ever created, never
+// overwritten; see seedBuckets for how missing ones are sized.
+func (r *Reserver) SeedCode(ctx context.Context, inv invite.Invitation) error {
+	counts, err := r.seedClaims(ctx, inv.Code)
+	if err != nil {
+		return err
+	}
+	if err := r.seedBucketsLocked(ctx, inv, counts[inv.Code]); err != nil {
+		return err
+	}
+	r.log.WithField("code", inv.Code).Debug("seeded invitation")
+	return nil
+}
+
+// seedClaims writes a claim for each registration of code ("" for all) and
+// returns the number of registrations per code.
+func (r *Reserver) seedClaims(ctx context.Context, code string) (map[string]int, error) {
+	counts := make(map[string]int)
+	pipe := r.cmd.Pipeline()
+	flush := func() error {
+		if pipe.Len() == 0 {
+			return nil
+		}
+		_, err := pipe.Exec(ctx)
+		if err != nil {
+			return unavailable(err)
+		}
+		return nil
+	}
+	err := r.src.ForEachRegistration(ctx, code, func(canonical, c string) error {
+		counts[c]++
+		pipe.SetNX(ctx, r.keys.claim(shardOf(canonical, r.shards), canonical), c, 0)
+		if pipe.Len() >= claimBatch {
+			return flush()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("seed: read registrations: %w", err)
+	}
+	return counts, flush()
+}
+
+// seedBucketsLocked runs seedBuckets under code's seeding lock.
+func (r *Reserver) seedBucketsLocked(ctx context.Context, inv invite.Invitation, persisted int) error {
+	unlock, err := r.lock(ctx, inv.Code)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return r.seedBuckets(ctx, inv, persisted)
+}
+
+// seedBuckets creates the missing buckets of inv. When none exists, the
+// remaining capacity (max_uses minus persisted registrations) is split over
+// the shards. When some exist, Redis lost part of its data (one cluster node
+// wiped): the missing buckets start empty, because the surviving ones may
+// already hold tokens moved there and a fresh split could hand out seats
+// twice. That strands capacity, which `invitectl reseed` gives back; it
+// never over-admits.
+func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persisted int) error {
+	exists := make([]bool, r.shards)
+	present := 0
+	for s := 0; s < r.shards; s++ {
+		n, err := r.cmd.Exists(ctx, r.keys.bucket(s, inv.Code)).Result()
+		if err != nil {
+			return unavailable(err)
+		}
+		if n == 1 {
+			exists[s] = true
+			present++
+		}
+	}
+	if present == r.shards {
+		return nil
+	}
+	amounts := split(inv.MaxUses-persisted, r.shards)
+	if present > 0 {
+		r.log.WithFields(map[string]any{"code": inv.Code, "present": present, "shards": r.shards}).
+			Warn("some buckets of this code are missing; recreating them empty, run `invitectl reseed` to restore capacity")
+		clear(amounts)
+	}
+	dis := "0"
+	if inv.Disabled {
+		dis = "1"
+	}
+	var exp int64
+	if !inv.ExpiresAt.IsZero() {
+		exp = inv.ExpiresAt.UnixMilli()
+	}
+	for s := 0; s < r.shards; s++ {
+		if exists[s] {
+			continue
+		}
+		err := seedScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, amounts[s], dis, exp, inv.MaxUses).Err()
+		if err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
+}
+
+// lock takes code's seeding lock, waiting for a holder to finish. The lock
+// expires after LockTTL, so a crashed holder delays seeding, never blocks it.
+func (r *Reserver) lock(ctx context.Context, code string) (unlock func(), err error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	key := r.keys.lock(code)
+	for {
+		ok, err := r.cmd.SetNX(ctx, key, token, r.cfg.LockTTL).Result()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		if ok {
+			return func() {
+				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+				defer cancel()
+				if err := unlockScript.Run(uctx, r.rdb, []string{key}, token).Err(); err != nil {
+					r.log.WithError(err).WithField("code", code).Warn("release seeding lock; it expires by itself")
+				}
+			}, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, unavailable(ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Reopen clears every shard's sold-out mark for code, so tokens that came
+// back are found by the next request instead of after SoldOutTTL.
+func (r *Reserver) Reopen(ctx context.Context, code string) error {
+	for s := 0; s < r.shards; s++ {
+		if err := reopenScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
+}
+
+// Remaining returns the tokens left for code summed over all shards; ok is
+// false when no shard has a bucket for it.
+func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, ok bool, err error) {
+	for s := 0; s < r.shards; s++ {
+		v, err := r.cmd.HGet(ctx, r.keys.bucket(s, code), "tok").Int()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return 0, false, unavailable(err)
+		}
+		ok = true
+		remaining += v
+	}
+	return remaining, ok, nil
+}

@@ -1,0 +1,163 @@
+package reserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/invite"
+)
+
+// Group is the consumer group every reconciler joins on every shard stream.
+const Group = "reconciler"
+
+// giveBackMarkerTTL keeps the "token already returned" marker long enough
+// for any redelivery of the same entry.
+const giveBackMarkerTTL = 7 * 24 * time.Hour
+
+// Read returns up to count new reservations of shard for consumer, waiting
+// up to block when there are none. It creates the consumer group when Redis
+// has none (first start, or Redis lost its data).
+func (r *Reserver) Read(ctx context.Context, shard int, consumer string, count int, block time.Duration) ([]invite.Reservation, error) {
+	res, err := r.cmd.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group:    Group,
+		Consumer: consumer,
+		Streams:  []string{r.keys.stream(shard), ">"},
+		Count:    int64(count),
+		Block:    block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
+		return nil, r.createGroup(ctx, shard)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	var out []invite.Reservation
+	for _, st := range res {
+		out = r.appendEntries(out, shard, st.Messages)
+	}
+	return out, nil
+}
+
+// Claim takes over up to count reservations of shard that another consumer
+// read but did not acknowledge within minIdle (it died or hangs).
+func (r *Reserver) Claim(ctx context.Context, shard int, consumer string, minIdle time.Duration, count int) ([]invite.Reservation, error) {
+	msgs, _, err := r.cmd.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		Stream:   r.keys.stream(shard),
+		Group:    Group,
+		Consumer: consumer,
+		MinIdle:  minIdle,
+		Start:    "0-0",
+		Count:    int64(count),
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
+		return nil, r.createGroup(ctx, shard)
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return r.appendEntries(nil, shard, msgs), nil
+}
+
+func (r *Reserver) createGroup(ctx context.Context, shard int) error {
+	err := r.cmd.XGroupCreateMkStream(ctx, r.keys.stream(shard), Group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// appendEntries decodes stream messages. A message that cannot be decoded
+// (never written by reserve.lua) is returned with an empty Code so the
+// caller can drop it instead of retrying it forever.
+func (r *Reserver) appendEntries(out []invite.Reservation, shard int, msgs []redis.XMessage) []invite.Reservation {
+	for _, m := range msgs {
+		res := invite.Reservation{ID: m.ID, Shard: shard}
+		c, _ := m.Values["c"].(string)
+		k, _ := m.Values["k"].(string)
+		e, _ := m.Values["e"].(string)
+		ts, _ := m.Values["t"].(string)
+		ms, err := strconv.ParseInt(ts, 10, 64)
+		if c != "" && k != "" && e != "" && err == nil {
+			res.Code, res.Canonical, res.Email = c, k, e
+			res.ReservedAt = time.UnixMilli(ms).UTC()
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
+// Ack acknowledges reservations of shard that MongoDB holds and deletes them
+// from the stream, so the stream only ever holds unpersisted reservations.
+func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	key := r.keys.stream(shard)
+	pipe := r.cmd.TxPipeline()
+	pipe.XAck(ctx, key, Group, ids...)
+	pipe.XDel(ctx, key, ids...)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
+// GiveBack undoes reservation res, which MongoDB refused because the email
+// belongs to owner: the token goes back to the bucket (once, even if res is
+// delivered again), the claim is pointed at owner, and the code's sold-out
+// marks are cleared. It reports whether a token was returned.
+func (r *Reserver) GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error) {
+	ks := []string{
+		r.keys.bucket(res.Shard, res.Code),
+		r.keys.claim(res.Shard, res.Canonical),
+		r.keys.givenBack(res.Shard, res.ID),
+	}
+	n, err := giveBackScript.Run(ctx, r.rdb, ks, res.Code, owner, giveBackMarkerTTL.Milliseconds()).Int()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	if n == 1 {
+		r.metrics.GiveBacks.Inc()
+		if err := r.Reopen(ctx, res.Code); err != nil {
+			return true, err
+		}
+	}
+	return n == 1, nil
+}
+
+// Backlog returns how many reservations of shard wait for MongoDB and when
+// the oldest of them was made (zero when none).
+func (r *Reserver) Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error) {
+	key := r.keys.stream(shard)
+	n, err = r.cmd.XLen(ctx, key).Result()
+	if err != nil {
+		return 0, time.Time{}, unavailable(err)
+	}
+	if n == 0 {
+		return 0, time.Time{}, nil
+	}
+	msgs, err := r.cmd.XRangeN(ctx, key, "-", "+", 1).Result()
+	if err != nil {
+		return 0, time.Time{}, unavailable(err)
+	}
+	if len(msgs) == 0 {
+		return n, time.Time{}, nil
+	}
+	ms, err := strconv.ParseInt(strings.SplitN(msgs[0].ID, "-", 2)[0], 10, 64)
+	if err != nil {
+		return n, time.Time{}, fmt.Errorf("reserve: stream id %q: %w", msgs[0].ID, err)
+	}
+	return n, time.UnixMilli(ms), nil
+}

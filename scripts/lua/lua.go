@@ -1,0 +1,36 @@
+// Package lua embeds the Redis Lua scripts of invitegate. The scripts live
+// here as .lua files so they can be read, linted and reviewed as Lua; Go code
+// loads them once as *redis.Script in internal/reserve.
+package lua
+
+import _ "embed"
+
+// Reserve is one atomic signup attempt on one shard (see reserve.lua).
+//
+//go:embed reserve.lua
+var Reserve string
+
+// Steal takes tokens from one shard's bucket (see steal.lua).
+//
+//go:embed steal.lua
+var Steal string
+
+// Seed creates one shard's bucket unless it exists (see seed.lua).
+//
+//go:embed seed.lua
+var Seed string
+
+// GiveBack returns the token of a reservation MongoDB refused (see giveback.lua).
+//
+//go:embed giveback.lua
+var GiveBack string
+
+// Reopen clears a shard's sold-out mark (see reopen.lua).
+//
+//go:embed reopen.lua
+var Reopen string
+
+// Unlock releases a lock held by the caller (see unlock.lua).
+//
+//go:embed unlock.lua
+var Unlock string

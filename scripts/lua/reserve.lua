@@ -1,0 +1,83 @@
+-- reserve.lua: one signup attempt, atomically, on one shard.
+--
+-- All keys carry the shard's hash tag, so the script runs on one Redis
+-- (Cluster) node and touches one hash slot.
+--
+-- KEYS[1] seeded sentinel   {ns:s}:seeded        string: shard count K
+-- KEYS[2] token bucket      {ns:s}:b:<code>      hash: tok, so, dis, exp, max
+-- KEYS[3] email claim       {ns:s}:e:<canon>     string: code
+-- KEYS[4] reservation log   {ns:s}:x             stream
+-- ARGV[1] code   ARGV[2] canonical email   ARGV[3] email as entered (normalized)
+-- ARGV[4] now (unix ms)   ARGV[5] tokens carried in from other shards (>= 0)
+-- ARGV[6] sold-out mark TTL in ms (0: answer 5 instead of marking)
+-- ARGV[7] shard count K of the caller
+--
+-- Reply (first element is the status):
+--   {1, stream id}  reserved: token taken, claim set, entry appended
+--   {2}             this email already holds this code (idempotent success)
+--   {3, code}       this email already holds another code
+--   {4}             no token on this shard and the code is marked sold out
+--   {5}             no token on this shard: caller should move tokens here
+--   {6, reason}     code closed: "disabled" or "expired"
+--   {7}             no bucket for this code on this shard (unknown or unseeded)
+--   {8}             shard not seeded from MongoDB yet
+--   {9, K}          shard seeded for a different shard count
+
+local seeded = redis.call('GET', KEYS[1])
+if not seeded then
+  return {8}
+end
+if seeded ~= ARGV[7] then
+  return {9, seeded}
+end
+
+local b = redis.call('HMGET', KEYS[2], 'tok', 'so', 'dis', 'exp')
+if not b[1] then
+  -- Carried tokens are dropped here: a vanished bucket can only strand
+  -- capacity, never create it.
+  return {7}
+end
+
+local tok = tonumber(b[1])
+local carry = tonumber(ARGV[5])
+if carry > 0 then
+  redis.call('HINCRBY', KEYS[2], 'tok', carry)
+  tok = tok + carry
+end
+
+-- The email's claim wins over every state of the code: a registered email
+-- gets its answer (200 or 409) even when the code is full or closed.
+local owner = redis.call('GET', KEYS[3])
+if owner then
+  if owner == ARGV[1] then
+    return {2}
+  end
+  return {3, owner}
+end
+
+local now = tonumber(ARGV[4])
+if b[3] == '1' then
+  return {6, 'disabled'}
+end
+local exp = tonumber(b[4])
+if exp and exp > 0 and now >= exp then
+  return {6, 'expired'}
+end
+
+if tok <= 0 then
+  local so = tonumber(b[2]) or 0
+  if so > now then
+    return {4}
+  end
+  local ttl = tonumber(ARGV[6])
+  if ttl > 0 then
+    redis.call('HSET', KEYS[2], 'so', now + ttl)
+    return {4}
+  end
+  return {5}
+end
+
+redis.call('HINCRBY', KEYS[2], 'tok', -1)
+redis.call('SET', KEYS[3], ARGV[1])
+local id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[1], 'k', ARGV[2], 'e', ARGV[3], 't', ARGV[4])
+return {1, id}
