@@ -28,13 +28,18 @@ type ReconcilerConfig struct {
 	Consumer string
 	// Batch is the most reservations one bulk insert carries (default 500).
 	Batch int
-	// Block is how long one read waits for new reservations (default 1s).
+	// Block is how long one read waits for new reservations (default
+	// 250ms); it also bounds how long shutdown waits for an idle worker.
 	Block time.Duration
 	// ClaimIdle is how long a reservation read by another consumer may stay
 	// unacknowledged before this one takes it over (default 15s).
 	ClaimIdle time.Duration
 	// WriteTimeout bounds one bulk insert and its acknowledgement (default 10s).
 	WriteTimeout time.Duration
+	// DrainTimeout bounds the final drain after Run's context ends: the
+	// worker keeps writing what is already in its stream, without waiting
+	// for more, until the stream is empty or this passes (default 5s).
+	DrainTimeout time.Duration
 	// StatsEvery is how often backlog and lag are measured (default 1s).
 	StatsEvery time.Duration
 	Now        func() time.Time
@@ -62,13 +67,16 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 		cfg.Batch = 500
 	}
 	if cfg.Block <= 0 {
-		cfg.Block = time.Second
+		cfg.Block = 250 * time.Millisecond
 	}
 	if cfg.ClaimIdle <= 0 {
 		cfg.ClaimIdle = 15 * time.Second
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 5 * time.Second
 	}
 	if cfg.StatsEvery <= 0 {
 		cfg.StatsEvery = time.Second
@@ -88,9 +96,9 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 }
 
 // Run drains every shard until ctx is canceled. On cancellation each
-// worker finishes (writes and acknowledges, within WriteTimeout) the batch
-// it holds, then Run returns nil. Whatever it could not finish stays
-// pending in Redis for another consumer.
+// worker finishes the batch it holds, then writes what is already in its
+// stream until the stream is empty or DrainTimeout passes, and Run returns
+// nil. Whatever it could not finish stays in Redis for another consumer.
 func (rc *Reconciler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for s := 0; s < rc.q.Shards(); s++ {
@@ -140,6 +148,21 @@ func (rc *Reconciler) work(ctx context.Context, shard int) {
 		if len(batch) > 0 {
 			rc.process(ctx, log, shard, batch)
 		}
+	}
+	rc.drain(context.WithoutCancel(ctx), log, shard)
+}
+
+// drain writes what is already in shard's stream, without blocking for
+// more, until it is empty or DrainTimeout passes.
+func (rc *Reconciler) drain(ctx context.Context, log logrus.FieldLogger, shard int) {
+	ctx, cancel := context.WithTimeout(ctx, rc.cfg.DrainTimeout)
+	defer cancel()
+	for ctx.Err() == nil {
+		batch, err := rc.q.Read(ctx, shard, rc.cfg.Consumer, rc.cfg.Batch, -1)
+		if err != nil || len(batch) == 0 {
+			return
+		}
+		rc.process(ctx, log, shard, batch)
 	}
 }
 

@@ -98,8 +98,9 @@ type Config struct {
 	// SoldOutTTL is how long a shard trusts "every shard was empty" before
 	// it looks again (default 2s). Returned tokens clear the mark at once.
 	SoldOutTTL time.Duration
-	// UnknownTTL is how long an unknown code is remembered, so random codes
-	// cannot hammer MongoDB (default 2s).
+	// UnknownTTL is how long the snapshot of MongoDB's codes is trusted:
+	// an unknown code is answered from it, so random codes cannot hammer
+	// MongoDB, and a new code works after at most this long (default 2s).
 	UnknownTTL time.Duration
 	// LockTTL bounds how long a crashed seeder blocks a code (default 10s).
 	LockTTL time.Duration
@@ -123,8 +124,8 @@ type Reserver struct {
 	seedAll singleflight.Group
 	seedOne singleflight.Group
 
-	mu      sync.Mutex
-	unknown map[string]time.Time // code -> forget after
+	mu    sync.Mutex
+	known knownCodes
 }
 
 // Client is the part of go-redis the reservation layer uses; both
@@ -172,7 +173,6 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 		cfg:     cfg,
 		log:     cfg.Logger.WithField("component", "reserve"),
 		metrics: cfg.Metrics,
-		unknown: make(map[string]time.Time),
 	}
 }
 
@@ -334,43 +334,23 @@ func unavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// isUnknown reports whether code was recently found missing in MongoDB.
-func (r *Reserver) isUnknown(code string, now time.Time) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	until, ok := r.unknown[code]
-	if ok && now.After(until) {
-		delete(r.unknown, code)
-		return false
-	}
-	return ok
+// knownCodes is a snapshot of the usable invitation codes in MongoDB.
+type knownCodes struct {
+	until time.Time // refresh after
+	codes map[string]struct{}
 }
 
-// maxUnknown bounds the unknown-code cache; a flood of random codes resets
-// it rather than growing memory.
-const maxUnknown = 10000
-
-func (r *Reserver) rememberUnknown(code string, now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.unknown) >= maxUnknown {
-		clear(r.unknown)
-	}
-	r.unknown[code] = now.Add(r.cfg.UnknownTTL)
-}
-
-// Forget drops code from the unknown-code cache, for a caller that just
-// created it.
-func (r *Reserver) Forget(code string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.unknown, code)
-}
-
-// ensureCode makes sure code's buckets exist, looking it up in MongoDB.
-// It returns ErrUnknownCode if MongoDB has no usable invitation by that name.
+// ensureCode makes sure code's buckets exist. Whether code exists at all is
+// answered from a snapshot of MongoDB's codes refreshed at most every
+// UnknownTTL, so a flood of random codes costs MongoDB one query per
+// UnknownTTL per replica, not one per code. It returns ErrUnknownCode if
+// MongoDB has no usable invitation by that name.
 func (r *Reserver) ensureCode(ctx context.Context, code string) error {
-	if r.isUnknown(code, r.cfg.Now()) {
+	ok, err := r.isKnown(ctx, code)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		return ErrUnknownCode
 	}
 	ch := r.seedOne.DoChan(code, func() (any, error) {
@@ -383,7 +363,6 @@ func (r *Reserver) ensureCode(ctx context.Context, code string) error {
 			return nil, unavailable(err)
 		}
 		if !ok {
-			r.rememberUnknown(code, r.cfg.Now())
 			return nil, ErrUnknownCode
 		}
 		return nil, r.SeedCode(sctx, inv)
@@ -393,6 +372,45 @@ func (r *Reserver) ensureCode(ctx context.Context, code string) error {
 		return res.Err
 	case <-ctx.Done():
 		return unavailable(ctx.Err())
+	}
+}
+
+// isKnown reports whether code is in the snapshot of MongoDB's codes,
+// refreshing the snapshot first when it is older than UnknownTTL.
+func (r *Reserver) isKnown(ctx context.Context, code string) (bool, error) {
+	now := r.cfg.Now()
+	r.mu.Lock()
+	snap := r.known
+	r.mu.Unlock()
+	if now.Before(snap.until) {
+		_, ok := snap.codes[code]
+		return ok, nil
+	}
+	ch := r.seedOne.DoChan("\x00codes", func() (any, error) {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.LockTTL)
+		defer cancel()
+		invs, err := r.src.Invitations(sctx)
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		codes := make(map[string]struct{}, len(invs))
+		for _, inv := range invs {
+			codes[inv.Code] = struct{}{}
+		}
+		r.mu.Lock()
+		r.known = knownCodes{until: r.cfg.Now().Add(r.cfg.UnknownTTL), codes: codes}
+		r.mu.Unlock()
+		return codes, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return false, res.Err
+		}
+		_, ok := res.Val.(map[string]struct{})[code]
+		return ok, nil
+	case <-ctx.Done():
+		return false, unavailable(ctx.Err())
 	}
 }
 

@@ -24,7 +24,7 @@ type memSource struct {
 	mu      sync.Mutex
 	invs    map[string]invite.Invitation
 	regs    map[string]string // canonical -> code
-	lookups atomic.Int64
+	lookups atomic.Int64      // Invitation and Invitations calls
 }
 
 func newSource(invs ...invite.Invitation) *memSource {
@@ -44,6 +44,7 @@ func (s *memSource) Invitation(_ context.Context, code string) (invite.Invitatio
 }
 
 func (s *memSource) Invitations(context.Context) ([]invite.Invitation, error) {
+	s.lookups.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []invite.Invitation
@@ -415,9 +416,9 @@ func TestSeedConcurrentNeverDoubles(t *testing.T) {
 	}
 }
 
-// TestUnknownCodeCache: unknown codes are remembered briefly so they do
-// not reach MongoDB on every request, and a code created after a miss
-// works once the entry expires.
+// TestUnknownCodeCache: unknown codes are answered from a snapshot of
+// MongoDB's codes, so a flood of random codes costs one query per TTL, and
+// a code created after a miss works once the snapshot expires.
 func TestUnknownCodeCache(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -426,13 +427,17 @@ func TestUnknownCodeCache(t *testing.T) {
 	if err := r.SeedIfNeeded(ctx); err != nil {
 		t.Fatal(err)
 	}
+	src.lookups.Store(0)
 	for i := 0; i < 50; i++ {
+		if _, err := r.Reserve(ctx, fmt.Sprintf("random%d", i), addr(t, "a@example.com")); !errors.Is(err, reserve.ErrUnknownCode) {
+			t.Fatalf("err = %v, want ErrUnknownCode", err)
+		}
 		if _, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); !errors.Is(err, reserve.ErrUnknownCode) {
 			t.Fatalf("err = %v, want ErrUnknownCode", err)
 		}
 	}
 	if n := src.lookups.Load(); n != 1 {
-		t.Fatalf("%d source lookups for 50 requests, want 1", n)
+		t.Fatalf("%d source lookups for 100 requests on 51 unknown codes, want 1", n)
 	}
 	src.mu.Lock()
 	src.invs["later"] = invite.Invitation{Code: "later", MaxUses: 1}

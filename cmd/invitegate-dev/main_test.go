@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start runs the dev server like `make run` and returns its API address and
+// a stop function (SIGTERM's path: cancel, drain, exit 0).
+func start(t *testing.T, dataDir string) (string, func()) {
+	t.Helper()
+	api, admin := freeAddr(t), freeAddr(t)
+	env := map[string]string{"INVITEGATE_DEV_DATA": dataDir, "INVITEGATE_LOG_LEVEL": "warn"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	var out bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"serve", "--http-addr", api, "--admin-addr", admin}, func(k string) string { return env[k] }, &out, io.Discard)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("dev server not ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return api, func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("exit code %d", code)
+		}
+		if !strings.Contains(out.String(), "curl -i -X POST") {
+			t.Errorf("banner has no curl example:\n%s", out.String())
+		}
+	}
+}
+
+func post(t *testing.T, api, code, email string) int {
+	t.Helper()
+	resp, err := http.Post("http://"+api+"/invitations/"+code, "application/json", strings.NewReader(fmt.Sprintf(`{"email":%q}`, email)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestDevServerKeepsSignupsAcrossRestart is `make run` twice: the demo
+// codes exist, a signup works, and after a restart (Redis is in memory,
+// MongoDB's files survive) the email is still registered.
+func TestDevServerKeepsSignupsAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	api, stop := start(t, dir)
+	if st := post(t, api, "twitter-reg1", "dev@example.com"); st != 201 {
+		t.Fatalf("first signup: %d", st)
+	}
+	for i := 0; i < 10; i++ {
+		if st := post(t, api, "instagram-hello", fmt.Sprintf("i%d@example.com", i)); st != 201 {
+			t.Fatalf("instagram-hello #%d: %d", i, st)
+		}
+	}
+	// No waiting: shutdown drains the reconciler's stream into MongoDB
+	// before the in-memory Redis goes away.
+	stop()
+
+	api, stop = start(t, dir)
+	defer stop()
+	for _, c := range []struct {
+		code, email string
+		want        int
+	}{
+		{"twitter-reg1", "dev@example.com", 200},
+		{"telegram-test", "dev@example.com", 409},
+		{"instagram-hello", "late@example.com", 410},
+		{"telegram-test", "new@example.com", 201},
+	} {
+		if st := post(t, api, c.code, c.email); st != c.want {
+			t.Fatalf("after restart %s on %s: %d, want %d", c.email, c.code, st, c.want)
+		}
+	}
+}

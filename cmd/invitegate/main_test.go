@@ -1,0 +1,28 @@
+package main
+
+import (
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestProductionBinaryLinksNoDevServers: the production binary must not
+// carry the in-process Redis or the embedded MongoDB-wire server.
+func TestProductionBinaryLinksNoDevServers(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(goBin, "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	deps := string(out)
+	if !strings.Contains(deps, "github.com/redis/go-redis/v9") {
+		t.Fatal("go list output does not look like a dependency list")
+	}
+	for _, banned := range []string{"github.com/alicebob/miniredis", "github.com/FerretDB/FerretDB", "internal/embedded", "internal/testenv"} {
+		if strings.Contains(deps, banned) {
+			t.Errorf("cmd/invitegate links %s", banned)
+		}
+	}
+}
