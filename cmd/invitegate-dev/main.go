@@ -109,12 +109,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 invitegate (dev): embedded Redis (miniredis) and MongoDB-wire server (FerretDB, data in %s)
   API      http://%s/invitations/{code}     codes: twitter-reg1 (1000), telegram-test (100), instagram-hello (10)
   admin    http://%s/livez  /readyz  /metrics
-  MongoDB  %s   (database %q)
+  Redis    %s   MongoDB %s   (database %q)
 
 Try:
   curl -i -X POST http://%s/invitations/twitter-reg1 -H 'Content-Type: application/json' -d '{"email":"you@example.com"}'
 
-`, dir, host, admin, uri, cfg.MongoDB, host)
+Administer it from another terminal while it runs:
+  INVITEGATE_REDIS_ADDRS=%s INVITEGATE_MONGO_URI=%s go run ./cmd/invitectl list
+
+`, dir, host, admin, mr.Addr(), uri, cfg.MongoDB, host, mr.Addr(), uri)
 	return app.Command(ctx, args, env, stdout, stderr)
 }
 
