@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -29,7 +30,11 @@ const usage = `invitectl: administer invitegate invitations.
 
 Usage:
   invitectl create CODE --max N [--expires RFC3339] [--disabled]
+  invitectl import FILE.csv          rows: code,max_uses[,expires_at RFC 3339]; all or nothing
   invitectl list [--json]
+  invitectl set-max CODE N           up or down, applied to the live counters
+  invitectl disable CODE
+  invitectl enable CODE
   invitectl reseed
 
 Connection settings come from the service's environment:
@@ -37,8 +42,10 @@ INVITEGATE_REDIS_ADDRS, INVITEGATE_REDIS_CLUSTER, INVITEGATE_REDIS_PASSWORD,
 INVITEGATE_REDIS_NAMESPACE, INVITEGATE_MONGO_URI, INVITEGATE_MONGO_DB,
 INVITEGATE_SHARDS.
 
-Exit codes: 0 success, 1 failure (unreachable store, ...), 2 bad usage,
-3 the invitation already exists (create).
+Exit codes: 0 success, 1 failure (unreachable store, ...), 2 bad usage or
+bad input, 3 an invitation already exists (create, import), 4 no such
+invitation, 5 refused: set-max below the seats already taken (nothing
+changed).
 `
 
 // Exit codes a script can rely on.
@@ -47,6 +54,8 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 	exitExists  = 3
+	exitMissing = 4
+	exitRefused = 5
 )
 
 func main() {
@@ -98,7 +107,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
-	case "create", "list", "reseed":
+	case "create", "list", "reseed", "import", "set-max", "disable", "enable":
 	default:
 		fmt.Fprintf(stderr, "invitectl: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage
@@ -141,9 +150,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			inv.ExpiresAt = t.UTC()
 		}
+	case "set-max":
+		if len(pos) != 2 {
+			fmt.Fprintln(stderr, "invitectl set-max: want CODE N")
+			return exitUsage
+		}
+		n, err := strconv.Atoi(pos[1])
+		if err != nil || !invite.ValidMaxUses(n) {
+			fmt.Fprintf(stderr, "invitectl set-max: N must be 1..%d\n", invite.MaxUsesLimit)
+			return exitUsage
+		}
+		inv = invite.Invitation{Code: pos[0], MaxUses: n}
+	case "disable", "enable", "import":
+		if len(pos) != 1 {
+			fmt.Fprintf(stderr, "invitectl %s: want exactly one argument\n", cmd)
+			return exitUsage
+		}
+		inv.Code = pos[0]
 	default:
 		if len(pos) != 0 {
 			fmt.Fprintf(stderr, "invitectl %s: unexpected arguments: %s\n", cmd, strings.Join(pos, " "))
+			return exitUsage
+		}
+	}
+	var batch []invite.Invitation
+	if cmd == "import" {
+		if batch, err = readCSV(inv.Code); err != nil {
+			fmt.Fprintf(stderr, "invitectl import: %v\n", err)
 			return exitUsage
 		}
 	}
@@ -162,6 +195,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return create(ctx, e, inv, stdout, stderr)
 	case "list":
 		return list(ctx, e, *asJSON, stdout, stderr)
+	case "import":
+		return importAll(ctx, e, batch, stdout, stderr)
+	case "set-max":
+		return setMax(ctx, e, inv.Code, inv.MaxUses, stdout, stderr)
+	case "disable", "enable":
+		return setDisabled(ctx, e, inv.Code, cmd == "disable", stdout, stderr)
 	default:
 		return reseed(ctx, e, stdout, stderr)
 	}

@@ -38,6 +38,8 @@ var (
 	ErrInvalid        = errors.New("persist: invalid invitation")
 	ErrShardsMismatch = errors.New("persist: deployment was created with another shard count")
 	ErrDatabase       = errors.New("persist: database unavailable")
+	ErrNotFound       = errors.New("persist: no such invitation")
+	ErrChanged        = errors.New("persist: invitation changed concurrently")
 )
 
 // Store reads and writes invitegate's MongoDB collections.
@@ -130,6 +132,74 @@ func (s *Store) CreateInvitation(ctx context.Context, inv invite.Invitation) err
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return nil
+}
+
+// CreateInvitations inserts invs all together: it returns ErrInvalid or
+// ErrExists (naming the code) before writing anything when one of them is
+// bad or taken.
+func (s *Store) CreateInvitations(ctx context.Context, invs []invite.Invitation) error {
+	docs := make([]any, 0, len(invs))
+	for _, inv := range invs {
+		if !invite.ValidCode(inv.Code) || !invite.ValidMaxUses(inv.MaxUses) {
+			return fmt.Errorf("%w: %q", ErrInvalid, inv.Code)
+		}
+		n, err := s.inv.CountDocuments(ctx, bson.D{{Key: "_id", Value: inv.Code}})
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrDatabase, err)
+		}
+		if n > 0 {
+			return fmt.Errorf("%w: %q", ErrExists, inv.Code)
+		}
+		doc := bson.D{{Key: "_id", Value: inv.Code}, {Key: "max_uses", Value: int32(inv.MaxUses)}}
+		if !inv.ExpiresAt.IsZero() {
+			doc = append(doc, bson.E{Key: "expires_at", Value: inv.ExpiresAt})
+		}
+		docs = append(docs, doc)
+	}
+	if len(docs) == 0 {
+		return nil
+	}
+	if _, err := s.inv.InsertMany(ctx, docs); err != nil {
+		if mongo.IsDuplicateKeyError(err) {
+			return fmt.Errorf("%w: created concurrently", ErrExists)
+		}
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return nil
+}
+
+// SetMaxUses changes code's max_uses from old to n. It returns ErrChanged
+// when max_uses is no longer old (another admin was faster) and
+// ErrNotFound when there is no such invitation.
+func (s *Store) SetMaxUses(ctx context.Context, code string, old, n int) error {
+	if !invite.ValidMaxUses(n) {
+		return fmt.Errorf("%w: max_uses must be 1..%d", ErrInvalid, invite.MaxUsesLimit)
+	}
+	res, err := s.inv.UpdateOne(ctx, bson.D{{Key: "_id", Value: code}, {Key: "max_uses", Value: old}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "max_uses", Value: int32(n)}}}})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	if res.MatchedCount == 0 {
+		if _, ok, err := s.Invitation(ctx, code); err == nil && !ok {
+			return ErrNotFound
+		}
+		return ErrChanged
+	}
+	return nil
+}
+
+// SetDisabled disables or enables code; ErrNotFound when there is none.
+func (s *Store) SetDisabled(ctx context.Context, code string, disabled bool) error {
+	res, err := s.inv.UpdateOne(ctx, bson.D{{Key: "_id", Value: code}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "disabled", Value: disabled}}}})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	if res.MatchedCount == 0 {
+		return ErrNotFound
 	}
 	return nil
 }
@@ -240,6 +310,15 @@ func (s *Store) ForEachRegistration(ctx context.Context, code string, fn func(ca
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
 	return nil
+}
+
+// Count returns the number of registrations of code.
+func (s *Store) Count(ctx context.Context, code string) (int, error) {
+	n, err := s.reg.CountDocuments(ctx, bson.D{{Key: "invitation", Value: code}})
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return int(n), nil
 }
 
 // Counts returns the number of registrations per code.

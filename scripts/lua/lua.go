@@ -34,3 +34,18 @@ var Reopen string
 //
 //go:embed unlock.lua
 var Unlock string
+
+// Grant adds tokens to one shard's bucket (see grant.lua).
+//
+//go:embed grant.lua
+var Grant string
+
+// Revoke removes unused tokens from one shard's bucket (see revoke.lua).
+//
+//go:embed revoke.lua
+var Revoke string
+
+// State sets a field of one shard's bucket (see state.lua).
+//
+//go:embed state.lua
+var State string

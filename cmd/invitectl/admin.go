@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/reserve"
+)
+
+// readCSV parses an import file: code,max_uses[,expires_at] per line, an
+// optional header line starting with "code". Every problem is reported
+// with its line number; nothing is returned unless every row is good.
+func readCSV(path string) ([]invite.Invitation, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = -1
+	r.TrimLeadingSpace = true
+	r.Comment = '#'
+	var out []invite.Invitation
+	seen := map[string]int{}
+	for {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		line, _ := r.FieldPos(0)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", line, err)
+		}
+		if len(out) == 0 && len(seen) == 0 && strings.EqualFold(strings.TrimSpace(rec[0]), "code") {
+			seen[""] = line // header
+			continue
+		}
+		if len(rec) < 2 || len(rec) > 3 {
+			return nil, fmt.Errorf("line %d: want code,max_uses[,expires_at], got %d fields", line, len(rec))
+		}
+		inv := invite.Invitation{Code: strings.TrimSpace(rec[0])}
+		if !invite.ValidCode(inv.Code) {
+			return nil, fmt.Errorf("line %d: code %q must be 1-64 characters of A-Z a-z 0-9 _ -", line, inv.Code)
+		}
+		if prev, ok := seen[inv.Code]; ok {
+			return nil, fmt.Errorf("line %d: code %q already on line %d", line, inv.Code, prev)
+		}
+		seen[inv.Code] = line
+		n, err := strconv.Atoi(strings.TrimSpace(rec[1]))
+		if err != nil || !invite.ValidMaxUses(n) {
+			return nil, fmt.Errorf("line %d: max_uses %q must be an integer 1..%d", line, rec[1], invite.MaxUsesLimit)
+		}
+		inv.MaxUses = n
+		if len(rec) == 3 && strings.TrimSpace(rec[2]) != "" {
+			t, err := time.Parse(time.RFC3339, strings.TrimSpace(rec[2]))
+			if err != nil {
+				return nil, fmt.Errorf("line %d: expires_at %q is not RFC 3339 (e.g. 2027-01-31T23:59:59Z)", line, rec[2])
+			}
+			inv.ExpiresAt = t.UTC()
+		}
+		out = append(out, inv)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no invitations in the file")
+	}
+	return out, nil
+}
+
+func importAll(ctx context.Context, e *env, invs []invite.Invitation, stdout, stderr io.Writer) int {
+	if err := e.store.CreateInvitations(ctx, invs); err != nil {
+		fmt.Fprintf(stderr, "invitectl import: nothing imported: %v\n", err)
+		if errors.Is(err, persist.ErrExists) {
+			return exitExists
+		}
+		return exitFailure
+	}
+	for _, inv := range invs {
+		if err := e.res.SeedCode(ctx, inv); err != nil {
+			fmt.Fprintf(stderr, "invitectl import: %s: seeding Redis failed (the service seeds it on first use): %v\n", inv.Code, err)
+		}
+	}
+	fmt.Fprintf(stdout, "imported %d invitations\n", len(invs))
+	return exitOK
+}
+
+// setMax changes a code's capacity in MongoDB and in the live Redis
+// buckets. Up: MongoDB first, then the new seats. Down: the seats are
+// taken out of Redis first (refused, changing nothing, when fewer are
+// free), then MongoDB; if MongoDB fails they go back.
+func setMax(ctx context.Context, e *env, code string, n int, stdout, stderr io.Writer) int {
+	inv, ok, err := e.store.Invitation(ctx, code)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
+		return exitFailure
+	}
+	if !ok {
+		fmt.Fprintf(stderr, "invitectl set-max: no invitation %q\n", code)
+		return exitMissing
+	}
+	old := inv.MaxUses
+	switch {
+	case n == old:
+		fmt.Fprintf(stdout, "%s already has max %d\n", code, n)
+		return exitOK
+	case n > old:
+		if err := e.store.SetMaxUses(ctx, code, old, n); err != nil {
+			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
+			return exitFailure
+		}
+		if err := e.res.Grow(ctx, code, n-old, n); err != nil {
+			fmt.Fprintf(stderr, "invitectl set-max: MongoDB has max %d, but Redis was not updated (run `invitectl reseed`): %v\n", n, err)
+			return exitFailure
+		}
+	default:
+		persisted, err := e.store.Count(ctx, code)
+		if err != nil {
+			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
+			return exitFailure
+		}
+		if n < persisted {
+			fmt.Fprintf(stderr, "invitectl set-max: refused: %s already has %d registrations, more than %d; nothing changed\n", code, persisted, n)
+			return exitRefused
+		}
+		if _, err := e.res.Shrink(ctx, code, old-n, old, n); err != nil {
+			if errors.Is(err, reserve.ErrBelowTaken) {
+				fmt.Fprintf(stderr, "invitectl set-max: refused: fewer than %d of %s's seats are free; nothing changed\n", old-n, code)
+				return exitRefused
+			}
+			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
+			return exitFailure
+		}
+		if err := e.store.SetMaxUses(ctx, code, old, n); err != nil {
+			if gerr := e.res.Grow(ctx, code, old-n, old); gerr != nil {
+				fmt.Fprintf(stderr, "invitectl set-max: putting seats back failed (run `invitectl reseed`): %v\n", gerr)
+			}
+			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
+			return exitFailure
+		}
+	}
+	fmt.Fprintf(stdout, "%s: max %d -> %d\n", code, old, n)
+	return exitOK
+}
+
+func setDisabled(ctx context.Context, e *env, code string, disabled bool, stdout, stderr io.Writer) int {
+	verb := map[bool]string{true: "disable", false: "enable"}[disabled]
+	if err := e.store.SetDisabled(ctx, code, disabled); err != nil {
+		if errors.Is(err, persist.ErrNotFound) {
+			fmt.Fprintf(stderr, "invitectl %s: no invitation %q\n", verb, code)
+			return exitMissing
+		}
+		fmt.Fprintf(stderr, "invitectl %s: %v\n", verb, err)
+		return exitFailure
+	}
+	if err := e.res.SetDisabled(ctx, code, disabled); err != nil {
+		fmt.Fprintf(stderr, "invitectl %s: MongoDB updated, Redis not (run `invitectl reseed`): %v\n", verb, err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "%sd %s\n", verb, code)
+	return exitOK
+}

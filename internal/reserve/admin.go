@@ -1,0 +1,90 @@
+package reserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/scripts/lua"
+)
+
+var (
+	grantScript  = redis.NewScript(lua.Grant)
+	revokeScript = redis.NewScript(lua.Revoke)
+	stateScript  = redis.NewScript(lua.State)
+)
+
+// ErrBelowTaken means a capacity cut would go below the seats already
+// taken; nothing was changed.
+var ErrBelowTaken = errors.New("reserve: new capacity is below the seats already taken")
+
+// Grow adds n seats to code's live buckets, split over the shards, records
+// newMax and clears sold-out marks, so a full code reopens at once. A code
+// with no buckets is left alone: seeding reads the new capacity from MongoDB.
+func (r *Reserver) Grow(ctx context.Context, code string, n, newMax int) error {
+	if n < 0 {
+		return fmt.Errorf("reserve: grow by %d", n)
+	}
+	for s, add := range split(n, r.shards) {
+		if err := grantScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, add, newMax).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
+}
+
+// Shrink removes n unused seats from code's live buckets and records
+// newMax. If fewer than n seats are unused it puts back what it took and
+// returns ErrBelowTaken: a cut never takes a seat someone holds, even with
+// signups running. seeded is false when the code has no buckets (nothing
+// to take; MongoDB's count is then the only check).
+func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax int) (seeded bool, err error) {
+	taken := make([]int, r.shards)
+	need := n
+	for s := 0; s < r.shards && need > 0; s++ {
+		got, err := revokeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, need, newMax).Int()
+		if err != nil {
+			r.undoShrink(ctx, code, taken, oldMax)
+			return true, unavailable(err)
+		}
+		if got < 0 {
+			continue
+		}
+		seeded = true
+		taken[s] = got
+		need -= got
+	}
+	if !seeded {
+		return false, nil
+	}
+	if need > 0 {
+		r.undoShrink(ctx, code, taken, oldMax)
+		return true, ErrBelowTaken
+	}
+	return true, nil
+}
+
+func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int, oldMax int) {
+	for s, n := range taken {
+		if err := grantScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, n, oldMax).Err(); err != nil {
+			r.log.WithError(err).WithField("code", code).Error("could not put back seats after a refused cut; run `invitectl reseed`")
+		}
+	}
+}
+
+// SetDisabled marks code disabled (or enabled) on every live bucket; every
+// replica sees it on its next request.
+func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) error {
+	v := "0"
+	if disabled {
+		v = "1"
+	}
+	for s := 0; s < r.shards; s++ {
+		if err := stateScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, "dis", v).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
+}
