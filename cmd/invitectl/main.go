@@ -35,7 +35,8 @@ Usage:
   invitectl set-max CODE N           up or down, applied to the live counters
   invitectl disable CODE
   invitectl enable CODE
-  invitectl reseed
+  invitectl reseed [CODE | --all]   no argument: restore what Redis lacks; CODE or
+                                   --all: freeze, drain, rebuild from MongoDB
 
 Connection settings come from the service's environment:
 INVITEGATE_REDIS_ADDRS, INVITEGATE_REDIS_CLUSTER, INVITEGATE_REDIS_PASSWORD,
@@ -118,6 +119,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	expires := fs.String("expires", "", "expiry time, RFC 3339 (e.g. 2027-01-31T23:59:59Z)")
 	disabled := fs.Bool("disabled", false, "create the invitation disabled")
 	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "reseed: rebuild every invitation")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -161,6 +163,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return exitUsage
 		}
 		inv = invite.Invitation{Code: pos[0], MaxUses: n}
+	case "reseed":
+		if len(pos) > 1 || (len(pos) == 1 && *all) {
+			fmt.Fprintln(stderr, "invitectl reseed: want nothing, one CODE, or --all")
+			return exitUsage
+		}
+		if len(pos) == 1 {
+			inv.Code = pos[0]
+		}
 	case "disable", "enable", "import":
 		if len(pos) != 1 {
 			fmt.Fprintf(stderr, "invitectl %s: want exactly one argument\n", cmd)
@@ -202,7 +212,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "disable", "enable":
 		return setDisabled(ctx, e, inv.Code, cmd == "disable", stdout, stderr)
 	default:
-		return reseed(ctx, e, stdout, stderr)
+		return reseed(ctx, e, inv.Code, *all, stdout, stderr)
 	}
 }
 
@@ -311,14 +321,5 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", r.Code, r.MaxUses, r.Persisted, r.Reserved, r.Remaining, state)
 	}
 	_ = tw.Flush()
-	return exitOK
-}
-
-func reseed(ctx context.Context, e *env, stdout, stderr io.Writer) int {
-	if err := e.res.SeedAll(ctx); err != nil {
-		fmt.Fprintf(stderr, "invitectl reseed: %v\n", err)
-		return exitFailure
-	}
-	fmt.Fprintln(stdout, "reseeded: every missing claim and bucket restored from MongoDB")
 	return exitOK
 }

@@ -263,6 +263,7 @@ var failures = []struct {
 	{reserve.ErrExpired, failure{410, "invitation-expired", "expired", "Invitation has expired", "This invitation is no longer accepted."}},
 	{reserve.ErrUnavailable, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
 	{context.DeadlineExceeded, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
+	{reserve.ErrFrozen, failure{503, "invitation-reseeding", "frozen", "Invitation briefly unavailable", "This invitation is being updated. Try again in a moment."}},
 	{reserve.ErrShardMismatch, failure{503, "unavailable", "misconfigured", "Service unavailable", "Try again later."}},
 }
 

@@ -42,6 +42,8 @@ var (
 	// ErrUnavailable wraps failures to reach Redis or MongoDB in time; the
 	// request may be retried.
 	ErrUnavailable = errors.New("reserve: reservation store unavailable")
+	// ErrFrozen means a reseed of the code is running; retry in a moment.
+	ErrFrozen = errors.New("reserve: invitation is being reseeded")
 	// ErrShardMismatch means Redis was seeded for another shard count than
 	// this process runs with; it needs an operator.
 	ErrShardMismatch = errors.New("reserve: redis is seeded for a different shard count")
@@ -193,6 +195,7 @@ const (
 	stNoBucket
 	stNoSeed
 	stMismatch
+	stFrozen
 )
 
 type reply struct {
@@ -211,7 +214,7 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (R
 	// Each retry follows seeding; more than a few means something keeps
 	// wiping Redis under us.
 	for attempt := 0; attempt < 5; attempt++ {
-		rep, err := r.call(ctx, s, code, a, 0, 0)
+		rep, err := r.call(ctx, s, code, a, 0, "", 0)
 		if err != nil {
 			return Result{}, err
 		}
@@ -243,15 +246,20 @@ func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Addres
 		start := rand.IntN(r.shards - 1)
 		for i := 0; i < r.shards-1; i++ {
 			j := (s + 1 + (start+i)%(r.shards-1)) % r.shards
-			got, err := stealScript.Run(ctx, r.rdb, []string{r.keys.bucket(j, code)}).Int()
+			v, err := stealScript.Run(ctx, r.rdb, []string{r.keys.bucket(j, code)}, r.cfg.Now().UnixMilli()).Slice()
 			if err != nil {
 				return Result{}, unavailable(err)
 			}
+			st, err := decodeReply(v)
+			if err != nil {
+				return Result{}, err
+			}
+			got := st.status
 			if got == 0 {
 				continue
 			}
 			r.metrics.TokensMoved.Add(float64(got))
-			rep, err := r.call(ctx, s, code, a, got, 0)
+			rep, err := r.call(ctx, s, code, a, got, st.arg, 0)
 			if err != nil {
 				return Result{}, err
 			}
@@ -260,7 +268,7 @@ func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Addres
 			}
 		}
 	}
-	rep, err := r.call(ctx, s, code, a, 0, r.cfg.SoldOutTTL.Milliseconds())
+	rep, err := r.call(ctx, s, code, a, 0, "", r.cfg.SoldOutTTL.Milliseconds())
 	if err != nil {
 		return Result{}, err
 	}
@@ -292,14 +300,18 @@ func (r *Reserver) result(s int, rep reply) (Result, error) {
 		return Result{}, fmt.Errorf("%w: shard not seeded", ErrUnavailable)
 	case stEmpty:
 		return Result{}, ErrFull
+	case stFrozen:
+		return Result{}, ErrFrozen
 	}
 	return Result{}, fmt.Errorf("reserve: unexpected script status %d", rep.status)
 }
 
-func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address, carry int, markTTL int64) (reply, error) {
+// call runs reserve.lua on shard s; carry tokens of epoch carryEpoch come
+// from other shards.
+func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address, carry int, carryEpoch string, markTTL int64) (reply, error) {
 	ks := []string{r.keys.sentinel(s), r.keys.bucket(s, code), r.keys.claim(s, a.Canonical), r.keys.stream(s)}
 	now := r.cfg.Now().UnixMilli()
-	v, err := reserveScript.Run(ctx, r.rdb, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg).Slice()
+	v, err := reserveScript.Run(ctx, r.rdb, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch).Slice()
 	if err != nil {
 		return reply{}, unavailable(err)
 	}

@@ -49,3 +49,13 @@ var Revoke string
 //
 //go:embed state.lua
 var State string
+
+// Freeze stops a code's signups on one shard during a reseed (see freeze.lua).
+//
+//go:embed freeze.lua
+var Freeze string
+
+// Rebuild replaces one shard's bucket after a reseed (see rebuild.lua).
+//
+//go:embed rebuild.lua
+var Rebuild string

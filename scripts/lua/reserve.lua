@@ -11,6 +11,7 @@
 -- ARGV[4] now (unix ms)   ARGV[5] tokens carried in from other shards (>= 0)
 -- ARGV[6] sold-out mark TTL in ms (0: answer 5 instead of marking)
 -- ARGV[7] shard count K of the caller
+-- ARGV[8] epoch of the bucket the carried tokens came from (see steal.lua)
 --
 -- Reply (first element is the status):
 --   {1, stream id}  reserved: token taken, claim set, entry appended
@@ -22,6 +23,7 @@
 --   {7}             no bucket for this code on this shard (unknown or unseeded)
 --   {8}             shard not seeded from MongoDB yet
 --   {9, K}          shard seeded for a different shard count
+--   {10, ms}        code frozen by a reseed for about ms more milliseconds
 
 local seeded = redis.call('GET', KEYS[1])
 if not seeded then
@@ -31,7 +33,7 @@ if seeded ~= ARGV[7] then
   return {9, seeded}
 end
 
-local b = redis.call('HMGET', KEYS[2], 'tok', 'so', 'dis', 'exp')
+local b = redis.call('HMGET', KEYS[2], 'tok', 'so', 'dis', 'exp', 'frz', 'ep')
 if not b[1] then
   -- Carried tokens are dropped here: a vanished bucket can only strand
   -- capacity, never create it.
@@ -40,7 +42,9 @@ end
 
 local tok = tonumber(b[1])
 local carry = tonumber(ARGV[5])
-if carry > 0 then
+-- Tokens taken before a reseed rebuilt the code (another epoch) are
+-- dropped: the rebuild already counted every seat from MongoDB.
+if carry > 0 and (b[6] or '0') == ARGV[8] then
   redis.call('HINCRBY', KEYS[2], 'tok', carry)
   tok = tok + carry
 end
@@ -56,6 +60,10 @@ if owner then
 end
 
 local now = tonumber(ARGV[4])
+local frz = tonumber(b[5])
+if frz and frz > now then
+  return {10, frz - now}
+end
 if b[3] == '1' then
   return {6, 'disabled'}
 end

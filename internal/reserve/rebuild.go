@@ -1,0 +1,116 @@
+package reserve
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/scripts/lua"
+)
+
+var (
+	freezeScript  = redis.NewScript(lua.Freeze)
+	rebuildScript = redis.NewScript(lua.Rebuild)
+)
+
+// Reseeding one code under live traffic (invitectl reseed CODE):
+//
+//  1. Freeze: every shard's bucket refuses signups (ErrFrozen, a 503 with
+//     Retry-After) until a deadline, and gives no tokens to sweeps.
+//  2. Pending: every reservation of the code still in the streams is read;
+//     the caller writes them to MongoDB (idempotent inserts).
+//  3. RestoreClaims + Rebuild: claims of the code's registrations are set
+//     from MongoDB, and every bucket is replaced by max_uses minus the
+//     registrations, in a new epoch, unfrozen.
+//
+// Once every shard is frozen no reservation of the code can happen, so
+// after step 2 MongoDB holds every seat taken, and the rebuilt tokens are
+// exact. Tokens a sweep took before the freeze carry the old epoch and are
+// dropped when deposited. If the caller dies, the freeze expires by itself
+// and the old state stands.
+
+// Freeze stops code's signups on every shard until now+ttl.
+func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) error {
+	until := r.cfg.Now().Add(ttl).UnixMilli()
+	for s := 0; s < r.shards; s++ {
+		if err := freezeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, until).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
+}
+
+// Pending returns the reservations of code still in the streams (not yet
+// acknowledged as written to MongoDB).
+func (r *Reserver) Pending(ctx context.Context, code string) ([]invite.Reservation, error) {
+	var out []invite.Reservation
+	for s := 0; s < r.shards; s++ {
+		start := "-"
+		for {
+			msgs, err := r.cmd.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
+			if err != nil {
+				return nil, unavailable(err)
+			}
+			for _, e := range r.appendEntries(nil, s, msgs) {
+				if e.Code == code {
+					out = append(out, e)
+				}
+			}
+			if len(msgs) < 1000 {
+				break
+			}
+			start = "(" + msgs[len(msgs)-1].ID
+		}
+	}
+	return out, nil
+}
+
+// RestoreClaims points the claim of every registration of code in the
+// source at code, overwriting what Redis holds: MongoDB is the truth.
+func (r *Reserver) RestoreClaims(ctx context.Context, code string) (int, error) {
+	n := 0
+	pipe := r.cmd.Pipeline()
+	err := r.src.ForEachRegistration(ctx, code, func(canonical, c string) error {
+		n++
+		pipe.Set(ctx, r.keys.claim(shardOf(canonical, r.shards), canonical), c, 0)
+		if pipe.Len() >= claimBatch {
+			if _, err := pipe.Exec(ctx); err != nil {
+				return unavailable(err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if pipe.Len() > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return 0, unavailable(err)
+		}
+	}
+	return n, nil
+}
+
+// Rebuild replaces every bucket of inv with max_uses minus persisted
+// tokens split over the shards, in a new epoch, unfrozen. Call it only
+// with the code frozen and its pending reservations written.
+func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted int) error {
+	epoch := strconv.FormatInt(r.cfg.Now().UnixNano(), 10)
+	dis := "0"
+	if inv.Disabled {
+		dis = "1"
+	}
+	var exp int64
+	if !inv.ExpiresAt.IsZero() {
+		exp = inv.ExpiresAt.UnixMilli()
+	}
+	for s, tok := range split(inv.MaxUses-persisted, r.shards) {
+		if err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, tok, dis, exp, inv.MaxUses, epoch).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
+}
