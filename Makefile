@@ -24,6 +24,14 @@ test: ## vet, gofmt check, and every test with the race detector (needs redis-se
 build: ## build the production binaries into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/invitegate ./cmd/invitectl
 
+.PHONY: up
+up: ## the production-like stack with Docker: MongoDB (replica set), Redis (AOF), 2 API replicas, nginx, Prometheus, Grafana, Mailpit
+	docker compose up -d --build
+
+.PHONY: down
+down: ## stop the Docker stack (volumes are kept; `docker compose down -v` drops them)
+	docker compose down
+
 .PHONY: fuzz
 fuzz: ## run each fuzz target for 20s
 	$(GO) test ./internal/email -run '^$$' -fuzz FuzzParse -fuzztime 20s

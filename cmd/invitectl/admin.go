@@ -75,7 +75,24 @@ func readCSV(path string) ([]invite.Invitation, error) {
 	return out, nil
 }
 
-func importAll(ctx context.Context, e *env, invs []invite.Invitation, stdout, stderr io.Writer) int {
+func importAll(ctx context.Context, e *env, invs []invite.Invitation, skipExisting bool, stdout, stderr io.Writer) int {
+	skipped := 0
+	if skipExisting {
+		kept := invs[:0:0]
+		for _, inv := range invs {
+			_, ok, err := e.store.Invitation(ctx, inv.Code)
+			if err != nil {
+				fmt.Fprintf(stderr, "invitectl import: nothing imported: %v\n", err)
+				return exitFailure
+			}
+			if ok {
+				skipped++
+				continue
+			}
+			kept = append(kept, inv)
+		}
+		invs = kept
+	}
 	if err := e.store.CreateInvitations(ctx, invs); err != nil {
 		fmt.Fprintf(stderr, "invitectl import: nothing imported: %v\n", err)
 		if errors.Is(err, persist.ErrExists) {
@@ -88,7 +105,11 @@ func importAll(ctx context.Context, e *env, invs []invite.Invitation, stdout, st
 			fmt.Fprintf(stderr, "invitectl import: %s: seeding Redis failed (the service seeds it on first use): %v\n", inv.Code, err)
 		}
 	}
-	fmt.Fprintf(stdout, "imported %d invitations\n", len(invs))
+	fmt.Fprintf(stdout, "imported %d invitations", len(invs))
+	if skipped > 0 {
+		fmt.Fprintf(stdout, ", skipped %d that exist", skipped)
+	}
+	fmt.Fprintln(stdout)
 	return exitOK
 }
 

@@ -215,6 +215,12 @@ func TestImport(t *testing.T) {
 	if rows := listJSON(t, c); len(rows) != 2 {
 		t.Fatalf("partial import: %d invitations", len(rows))
 	}
+	if code, out, errOut := c.run(t, "import", "--skip-existing", again); code != 0 || !strings.Contains(out, "imported 1 invitations, skipped 1") {
+		t.Fatalf("import --skip-existing: %d %s %s", code, out, errOut)
+	}
+	if rows := listJSON(t, c); len(rows) != 3 {
+		t.Fatalf("after --skip-existing: %d invitations, want 3", len(rows))
+	}
 	if code, _, _ := c.run(t, "import", filepath.Join(dir, "missing.csv")); code != exitUsage {
 		t.Fatalf("missing file: exit %d", code)
 	}

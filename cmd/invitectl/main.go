@@ -30,7 +30,8 @@ const usage = `invitectl: administer invitegate invitations.
 
 Usage:
   invitectl create CODE --max N [--expires RFC3339] [--disabled]
-  invitectl import FILE.csv          rows: code,max_uses[,expires_at RFC 3339]; all or nothing
+  invitectl import [--skip-existing] FILE.csv
+                                   rows: code,max_uses[,expires_at RFC 3339]; all or nothing
   invitectl list [--json]
   invitectl set-max CODE N           up or down, applied to the live counters
   invitectl disable CODE
@@ -120,6 +121,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	disabled := fs.Bool("disabled", false, "create the invitation disabled")
 	asJSON := fs.Bool("json", false, "print JSON")
 	all := fs.Bool("all", false, "reseed: rebuild every invitation")
+	skipExisting := fs.Bool("skip-existing", false, "import: leave codes that already exist alone instead of failing")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return exitOK
@@ -206,7 +208,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "list":
 		return list(ctx, e, *asJSON, stdout, stderr)
 	case "import":
-		return importAll(ctx, e, batch, stdout, stderr)
+		return importAll(ctx, e, batch, *skipExisting, stdout, stderr)
 	case "set-max":
 		return setMax(ctx, e, inv.Code, inv.MaxUses, stdout, stderr)
 	case "disable", "enable":

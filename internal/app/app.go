@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +66,7 @@ type Main struct {
 	reconciler *persist.Reconciler
 	ready      atomic.Bool
 	depUp      *prometheus.GaugeVec
+	remaining  *prometheus.GaugeVec
 }
 
 // NewRedis returns a client for cfg: a cluster client with
@@ -130,13 +133,8 @@ func (m *Main) Open(ctx context.Context) error {
 	log.WithFields(cfg.Fields()).Info("starting invitegate")
 
 	m.registry = prometheus.NewRegistry()
-	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewBuildInfoCollector())
-	m.depUp = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "invitegate_dependency_up",
-		Help: "1 when the last health check of a dependency (redis, mongodb) succeeded.",
-	}, []string{"dependency"})
-	m.registry.MustRegister(m.depUp)
+	mets := registerMetrics(m.registry)
+	m.depUp, m.remaining = mets.depUp, mets.remaining
 
 	m.rdb = NewRedis(cfg, 0)
 	// Blocking stream reads hold a connection each: give them their own
@@ -164,7 +162,7 @@ func (m *Main) Open(ctx context.Context) error {
 		UnknownTTL: cfg.UnknownCodeTTL,
 		Now:        m.Now,
 		Logger:     log,
-		Metrics:    reserve.NewMetrics(m.registry),
+		Metrics:    mets.reserve,
 	})
 	if err := retry(ctx, log, "redis seed", m.Reserver.SeedIfNeeded); err != nil {
 		return err
@@ -179,7 +177,7 @@ func (m *Main) Open(ctx context.Context) error {
 			Consumer: fmt.Sprintf("%s-%d-%d", host, os.Getpid(), m.Now().UnixNano()),
 			Now:      m.Now,
 			Logger:   log,
-			Metrics:  persist.NewMetrics(m.registry),
+			Metrics:  mets.persist,
 		})
 	}
 
@@ -188,7 +186,7 @@ func (m *Main) Open(ctx context.Context) error {
 			Email:   email.Options{StripPlusAllDomains: cfg.StripPlusAll},
 			Timeout: cfg.RequestTimeout,
 			Logger:  log,
-			Metrics: api.NewMetrics(m.registry),
+			Metrics: mets.http,
 		})
 		m.public = &http.Server{
 			Handler:           handler,
@@ -343,21 +341,140 @@ func (m *Main) Close() {
 	}
 }
 
-// health publishes invitegate_dependency_up every 2s.
+// health publishes invitegate_dependency_up every 2s and the remaining
+// seats per code every 10s.
 func (m *Main) health(ctx context.Context) {
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	var lastSeats time.Time
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		m.depUp.WithLabelValues("redis").Set(b2f(m.rdb.Ping(cctx).Err() == nil))
 		m.depUp.WithLabelValues("mongodb").Set(b2f(m.mongo.Ping(cctx, readpref.Primary()) == nil))
 		cancel()
+		if time.Since(lastSeats) >= 10*time.Second {
+			lastSeats = time.Now()
+			m.publishSeats(ctx)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// publishSeats sets invitegate_invitation_remaining for every code.
+// NOTE: one HGET per code and shard; with thousands of codes this wants a
+// pipeline or a sampled subset.
+func (m *Main) publishSeats(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	invs, err := m.Store.Invitations(ctx)
+	if err != nil {
+		return
+	}
+	seats := make(map[string]int, len(invs))
+	for _, inv := range invs {
+		n, ok, err := m.Reserver.Remaining(ctx, inv.Code)
+		if err != nil {
+			return
+		}
+		if ok {
+			seats[inv.Code] = n
+		}
+	}
+	m.remaining.Reset()
+	for code, n := range seats {
+		m.remaining.WithLabelValues(code).Set(float64(n))
+	}
+}
+
+// metrics are every collector a process exports.
+type metrics struct {
+	http      *api.Metrics
+	reserve   *reserve.Metrics
+	persist   *persist.Metrics
+	depUp     *prometheus.GaugeVec
+	remaining *prometheus.GaugeVec
+}
+
+// registerMetrics creates and registers every collector with reg. It is
+// the one list of what /metrics exports; MetricNames reads it too.
+func registerMetrics(reg prometheus.Registerer) metrics {
+	m := metrics{
+		http:    api.NewMetrics(reg),
+		reserve: reserve.NewMetrics(reg),
+		persist: persist.NewMetrics(reg),
+		depUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "invitegate_dependency_up",
+			Help: "1 when the last health check of a dependency (redis, mongodb) succeeded.",
+		}, []string{"dependency"}),
+		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "invitegate_invitation_remaining",
+			Help: "Seats left per invitation code in Redis (codes are created by staff, so the label is bounded).",
+		}, []string{"code"}),
+	}
+	reg.MustRegister(m.depUp, m.remaining, buildInfo(),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// MetricNames returns the name of every metric family /metrics exports
+// (histograms by their base name).
+func MetricNames() []string {
+	rec := &recorder{}
+	registerMetrics(rec)
+	return rec.names
+}
+
+// recorder is a Registerer that only notes metric names.
+type recorder struct{ names []string }
+
+func (r *recorder) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc, 64)
+	go func() { c.Describe(ch); close(ch) }()
+	for d := range ch {
+		// Desc has no name accessor; its String() is stable:
+		// Desc{fqName: "name", help: ...}.
+		s := d.String()
+		if i := strings.Index(s, `fqName: "`); i >= 0 {
+			rest := s[i+len(`fqName: "`):]
+			r.names = append(r.names, rest[:strings.IndexByte(rest, '"')])
+		}
+	}
+	return nil
+}
+
+func (r *recorder) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		_ = r.Register(c)
+	}
+}
+
+func (r *recorder) Unregister(prometheus.Collector) bool { return false }
+
+// buildInfo is invitegate_build_info{version, revision, goversion} = 1.
+func buildInfo() prometheus.Collector {
+	version, revision, goVersion := "(devel)", "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		if bi.Main.Version != "" {
+			version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "invitegate_build_info",
+		Help:        "Build of this process; always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	g.Set(1)
+	return g
 }
 
 func b2f(b bool) float64 {

@@ -6,8 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 const usage = `invitegate: invitation-gated signups.
@@ -15,6 +18,8 @@ const usage = `invitegate: invitation-gated signups.
 Usage:
   invitegate serve     [flags]   public API, admin listener and (by default) the reconciler
   invitegate reconcile [flags]   only the reconciler and the admin listener
+  invitegate probe [URL]         exit 0 if URL (default http://127.0.0.1:9090/readyz) answers 200;
+                                 a health check for images without curl
   invitegate help
 
 Every flag also reads an INVITEGATE_* environment variable; run
@@ -37,6 +42,8 @@ func Command(ctx context.Context, args []string, getenv func(string) string, std
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "probe":
+		return probe(ctx, args[1:], getenv, stderr)
 	default:
 		fmt.Fprintf(stderr, "invitegate: unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -58,6 +65,42 @@ func Command(ctx context.Context, args []string, getenv func(string) string, std
 		return 1
 	}
 	if err := m.Run(ctx); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// probe GETs a readiness URL: by default the admin listener of this
+// host's INVITEGATE_ADMIN_ADDR port.
+func probe(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) int {
+	url := "http://127.0.0.1:9090/readyz"
+	if a := getenv("INVITEGATE_ADMIN_ADDR"); a != "" {
+		if _, port, err := net.SplitHostPort(a); err == nil {
+			url = "http://127.0.0.1:" + port + "/readyz"
+		}
+	}
+	if len(args) > 1 {
+		fmt.Fprintln(stderr, "invitegate probe: want at most one URL")
+		return 2
+	}
+	if len(args) == 1 {
+		url = args[0]
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitegate probe: %v\n", err)
+		return 2
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitegate probe: %v\n", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintf(stderr, "invitegate probe: %s answered %d\n", url, resp.StatusCode)
 		return 1
 	}
 	return 0

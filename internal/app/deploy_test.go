@@ -1,0 +1,193 @@
+package app
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/goccy/go-yaml"
+)
+
+var metricRef = regexp.MustCompile(`\binvitegate_[a-z0-9_]+`)
+
+// exported returns the metric names /metrics can show, with the series a
+// histogram adds.
+func exported() map[string]bool {
+	out := map[string]bool{}
+	for _, n := range MetricNames() {
+		out[n] = true
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			out[n+suffix] = true
+		}
+	}
+	return out
+}
+
+// TestDashboardQueriesExportedMetrics fails when a Grafana panel or a
+// Prometheus alert queries a metric the service does not export (renamed,
+// removed, misspelled).
+func TestDashboardQueriesExportedMetrics(t *testing.T) {
+	have := exported()
+	check := func(file string, exprs []string) {
+		t.Helper()
+		refs := 0
+		for _, e := range exprs {
+			for _, m := range metricRef.FindAllString(e, -1) {
+				refs++
+				if !have[m] {
+					t.Errorf("%s queries %s, which invitegate does not export", file, m)
+				}
+			}
+		}
+		if refs == 0 {
+			t.Errorf("%s queries no invitegate metric at all", file)
+		}
+	}
+
+	dashboards, _ := filepath.Glob("../../deploy/grafana/dashboards/*.json")
+	if len(dashboards) == 0 {
+		t.Fatal("no dashboards found")
+	}
+	for _, f := range dashboards {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Panels []struct {
+				Title   string `json:"title"`
+				Targets []struct {
+					Expr string `json:"expr"`
+				} `json:"targets"`
+			} `json:"panels"`
+		}
+		if err := json.Unmarshal(b, &d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		var exprs []string
+		for _, p := range d.Panels {
+			if len(p.Targets) == 0 {
+				t.Errorf("%s: panel %q has no query", f, p.Title)
+			}
+			for _, tg := range p.Targets {
+				exprs = append(exprs, tg.Expr)
+			}
+		}
+		check(f, exprs)
+	}
+
+	rules, err := os.ReadFile("../../deploy/prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	for _, line := range strings.Split(string(rules), "\n") {
+		if l := strings.TrimSpace(line); strings.HasPrefix(l, "expr:") {
+			exprs = append(exprs, l)
+		}
+	}
+	check("alerts.yml", exprs)
+}
+
+// TestAlertRulesPassPromtool runs `promtool check rules` (Debian package
+// prometheus; .ci/run installs it).
+func TestAlertRulesPassPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not found on PATH: install it (apt-get install -y prometheus); CI checks the alert rules with it")
+	}
+	out, err := exec.Command(promtool, "check", "rules", "../../deploy/prometheus/alerts.yml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "SUCCESS") {
+		t.Fatalf("promtool output: %s", out)
+	}
+}
+
+func TestExportedMetricNames(t *testing.T) {
+	names := MetricNames()
+	if len(names) < 10 {
+		t.Fatalf("only %d metrics registered: %v", len(names), names)
+	}
+	for _, want := range []string{"invitegate_http_requests_total", "invitegate_reservation_lag_seconds", "invitegate_build_info", "invitegate_reserve_tokens_moved_total"} {
+		found := false
+		for _, n := range names {
+			found = found || n == want
+		}
+		if !found {
+			t.Errorf("%s is not exported", want)
+		}
+	}
+}
+
+// TestComposeFileIsConsistent checks docker-compose.yml statically (there
+// is no Docker engine on CI machines): every service the stack needs is
+// there, every health condition has a health check, every mounted file
+// exists, and the API replicas are built from this repo's Dockerfile.
+func TestComposeFileIsConsistent(t *testing.T) {
+	b, err := os.ReadFile("../../docker-compose.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct {
+		Services map[string]struct {
+			Build       any                      `yaml:"build"`
+			Image       string                   `yaml:"image"`
+			Command     []string                 `yaml:"command"`
+			Volumes     []string                 `yaml:"volumes"`
+			Healthcheck *struct{ Test []string } `yaml:"healthcheck"`
+			DependsOn   map[string]struct {
+				Condition string `yaml:"condition"`
+			} `yaml:"depends_on"`
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		t.Fatalf("docker-compose.yml: %v", err)
+	}
+	for _, name := range []string{"mongo", "redis", "seed", "api1", "api2", "nginx", "prometheus", "grafana", "mailpit"} {
+		if _, ok := c.Services[name]; !ok {
+			t.Errorf("service %s missing", name)
+		}
+	}
+	for name, s := range c.Services {
+		for dep, d := range s.DependsOn {
+			target, ok := c.Services[dep]
+			if !ok {
+				t.Errorf("%s depends on unknown service %s", name, dep)
+				continue
+			}
+			if d.Condition == "service_healthy" && target.Healthcheck == nil {
+				t.Errorf("%s waits for %s to be healthy, but %s has no health check", name, dep, dep)
+			}
+		}
+		for _, v := range s.Volumes {
+			src := strings.SplitN(v, ":", 2)[0]
+			if strings.HasPrefix(src, "./") {
+				if _, err := os.Stat(filepath.Join("../..", src)); err != nil {
+					t.Errorf("%s mounts %s, which does not exist", name, src)
+				}
+			}
+		}
+	}
+	for _, api := range []string{"api1", "api2"} {
+		s := c.Services[api]
+		if s.Build != "." || s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), "invitegate probe") {
+			t.Errorf("%s: want build . and an `invitegate probe` health check, got %+v", api, s)
+		}
+		if s.Environment["INVITEGATE_SHARDS"] != c.Services["seed"].Environment["INVITEGATE_SHARDS"] {
+			t.Errorf("%s and seed disagree on INVITEGATE_SHARDS", api)
+		}
+	}
+	if _, err := os.Stat("../../Dockerfile"); err != nil {
+		t.Error("Dockerfile missing")
+	}
+	if !strings.Contains(strings.Join(c.Services["redis"].Command, " "), "--appendonly yes") {
+		t.Error("redis runs without AOF")
+	}
+}
