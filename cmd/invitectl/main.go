@@ -264,6 +264,9 @@ type row struct {
 	Expired   bool       `json:"expired"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Seeded    bool       `json:"seeded"`
+	// LagSeconds is the age of the code's oldest reservation not yet in
+	// MongoDB; 0 when everything is written.
+	LagSeconds float64 `json:"lag_seconds"`
 }
 
 func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) int {
@@ -273,6 +276,11 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		return exitFailure
 	}
 	counts, err := e.store.Counts(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitectl list: %v\n", err)
+		return exitFailure
+	}
+	oldest, err := e.res.OldestPending(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "invitectl list: %v\n", err)
 		return exitFailure
@@ -289,6 +297,9 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		if !inv.ExpiresAt.IsZero() {
 			t := inv.ExpiresAt
 			r.ExpiresAt = &t
+		}
+		if t, ok := oldest[inv.Code]; ok {
+			r.LagSeconds = max(now.Sub(t).Seconds(), 0)
 		}
 		if seeded {
 			r.Remaining = rem
@@ -309,7 +320,7 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "CODE\tMAX\tPERSISTED\tRESERVED\tREMAINING\tSTATE\t")
+	fmt.Fprintln(tw, "CODE\tMAX\tPERSISTED\tRESERVED\tREMAINING\tSTATE\tLAG\t")
 	for _, r := range rows {
 		state := "open"
 		switch {
@@ -320,7 +331,11 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		case !r.Seeded:
 			state = "unseeded"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t\n", r.Code, r.MaxUses, r.Persisted, r.Reserved, r.Remaining, state)
+		lag := "-"
+		if r.LagSeconds > 0 {
+			lag = (time.Duration(r.LagSeconds * float64(time.Second))).Round(time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t\n", r.Code, r.MaxUses, r.Persisted, r.Reserved, r.Remaining, state, lag)
 	}
 	_ = tw.Flush()
 	return exitOK

@@ -101,6 +101,13 @@ func TestCreateListReseed(t *testing.T) {
 	for _, r := range rows {
 		w := want[r.Code]
 		r.ExpiresAt = nil
+		if r.Code == "beta" && r.LagSeconds <= 0 {
+			t.Fatalf("beta has an unpersisted reservation but lag %v", r.LagSeconds)
+		}
+		if r.Code != "beta" && r.LagSeconds != 0 {
+			t.Fatalf("%s has nothing pending but lag %v", r.Code, r.LagSeconds)
+		}
+		r.LagSeconds = 0
 		if r != w {
 			t.Fatalf("list row %+v, want %+v", r, w)
 		}
