@@ -301,6 +301,12 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	m.ready.Store(false)
+	if m.public != nil {
+		// From now on answers carry "Connection: close": balancers stop
+		// reusing connections to this replica before Shutdown closes the
+		// idle ones under them.
+		m.public.SetKeepAlivesEnabled(false)
+	}
 	if runErr == nil && m.public != nil && m.Config.ShutdownGrace > 0 {
 		time.Sleep(m.Config.ShutdownGrace)
 	}

@@ -1,22 +1,26 @@
 // Package testenv starts the real servers invitegate's tests run against:
-// redis-server processes (single nodes and a 3-node Redis Cluster) and an
-// embedded FerretDB as the MongoDB-wire server. Tests isolate themselves
-// with KeyPrefix and DBName instead of wiping shared servers.
+// redis-server child processes (single nodes and 3-master Redis Clusters)
+// and an embedded FerretDB as the MongoDB-wire server. Shared servers live
+// for the whole test process; tests keep apart with KeyPrefix and DBName
+// instead of wiping them.
 //
 // A missing redis-server fails the test with an install hint; it is never
-// skipped silently.
+// skipped silently. Only _test files may import this package.
 package testenv
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,167 +33,81 @@ import (
 	"github.com/invitegate/invitegate/internal/embedded"
 )
 
-// RedisOptions configure a redis-server.
+const (
+	redisStartTimeout   = 10 * time.Second
+	clusterReadyTimeout = 20 * time.Second
+	// startAttempts bounds retries when another process takes the port
+	// between our probe and redis-server's bind.
+	startAttempts = 5
+	// maxClusterPort keeps the cluster bus port (port+10000) valid.
+	maxClusterPort = 55535
+	logName        = "redis-server.log"
+)
+
+// RedisOptions configure a redis-server started by StartRedis.
 type RedisOptions struct {
-	AOF         bool
-	AppendFsync string // "always" or "everysec" (default)
-	Cluster     bool
+	// AOF turns on the append-only file (appendonly yes).
+	AOF bool
+	// AppendFsync is "always", "everysec" or "no"; empty means "everysec".
+	AppendFsync string
+	// Cluster starts the node with cluster-enabled yes. StartRedis does not
+	// assign slots; use StartRedisCluster for a working cluster.
+	Cluster bool
 }
 
-// RedisServer is a redis-server child process.
+// RedisServer is a redis-server child process on 127.0.0.1. Its stdout and
+// stderr (the redis log) go to redis-server.log in Dir.
 type RedisServer struct {
+	// Addr is host:port, stable across Restart.
 	Addr string
-	Dir  string
+	// Dir is the server's working and data directory, stable across Restart.
+	Dir string
+
 	port int
 	opt  RedisOptions
+
+	mu   sync.Mutex
 	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	done chan struct{} // closed once cmd has exited and been reaped
 }
 
-// StartRedis starts a redis-server on a free loopback port with its own
-// directory; it is killed when the test ends.
+// StartRedis starts a redis-server of its own on a free loopback port with
+// its own directory, waits until it answers PING, and kills it when the
+// test ends (the directory is kept, and logged, if the test failed). It
+// fails the test if redis-server is missing or does not come up.
 func StartRedis(tb testing.TB, opt RedisOptions) *RedisServer {
 	tb.Helper()
-	dir, err := os.MkdirTemp("", "redis-")
+	r, err := startRedis(opt)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("testenv: %v", err)
 	}
-	r, err := startRedis(dir, opt)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		r.stop()
-		os.RemoveAll(dir)
-	})
+	tb.Cleanup(func() { r.discard(tb) })
 	return r
 }
 
-func startRedis(dir string, opt RedisOptions) (*RedisServer, error) {
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		return nil, fmt.Errorf("redis-server not found on PATH: install it (apt-get install -y redis-server); the tests need a real Redis")
-	}
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort(opt.Cluster)
-		if err != nil {
-			return nil, err
-		}
-		r := &RedisServer{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: dir, port: port, opt: opt}
-		if lastErr = r.launch(); lastErr == nil {
-			return r, nil
-		}
-	}
-	return nil, lastErr
-}
-
-// freePort returns a loopback port that is free now; for a cluster node the
-// bus port (+10000) must be free too.
-func freePort(cluster bool) (int, error) {
-	for i := 0; i < 50; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		if !cluster {
-			return port, nil
-		}
-		if port > 55535 {
-			continue
-		}
-		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
-		if err != nil {
-			continue
-		}
-		bus.Close()
-		return port, nil
-	}
-	return 0, fmt.Errorf("no free port pair found")
-}
-
-func (r *RedisServer) launch() error {
-	fsync := r.opt.AppendFsync
-	if fsync == "" {
-		fsync = "everysec"
-	}
-	aof := "no"
-	if r.opt.AOF {
-		aof = "yes"
-	}
-	args := []string{
-		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.Dir,
-		"--save", "", "--appendonly", aof, "--appendfsync", fsync, "--protected-mode", "no",
-		"--daemonize", "no", "--logfile", "redis.log",
-	}
-	if r.opt.Cluster {
-		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
-	}
-	cmd := exec.Command("redis-server", args...)
-	cmd.Dir = r.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start redis-server: %w", err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	r.cmd, r.done = cmd, exited
-	c := redis.NewClient(&redis.Options{Addr: r.Addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return fmt.Errorf("redis-server exited at start: %s", r.logTail())
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	r.stop()
-	return fmt.Errorf("redis-server on %s did not answer PING: %s", r.Addr, r.logTail())
-}
-
-func (r *RedisServer) logTail() string {
-	b, _ := os.ReadFile(filepath.Join(r.Dir, "redis.log"))
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	if len(lines) > 10 {
-		lines = lines[len(lines)-10:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-func (r *RedisServer) stop() {
-	if r.cmd != nil && r.cmd.Process != nil {
-		r.cmd.Process.Kill()
-		<-r.done
-	}
-}
-
-// Kill stops the server with SIGKILL and waits until it is gone.
+// Kill stops the server with SIGKILL and waits until the process is gone.
+// Killing a stopped server does nothing.
 func (r *RedisServer) Kill(tb testing.TB) {
 	tb.Helper()
-	r.stop()
+	r.kill()
 }
 
-// Restart starts the server again on the same port and directory (so an
-// AOF is replayed) and waits until it answers.
+// Restart starts the server again on the same port and directory, so with
+// AOF on the data written before Kill is replayed. It returns once the
+// server answers PING and has finished loading; if the server is still
+// running it is killed first. It fails the test if the server does not come
+// back (for instance because another process took the port meanwhile).
 func (r *RedisServer) Restart(tb testing.TB) {
 	tb.Helper()
+	r.kill()
 	var err error
-	for i := 0; i < 50; i++ {
+	for i := 0; i < startAttempts; i++ {
 		if err = r.launch(); err == nil {
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	tb.Fatalf("restart redis-server: %v", err)
+	tb.Fatalf("testenv: restart redis-server on %s: %v", r.Addr, err)
 }
 
 var (
@@ -198,20 +116,17 @@ var (
 	sharedRedisErr  error
 )
 
-// SharedRedis returns the address of one redis-server shared by the test
-// process; tests keep apart with KeyPrefix.
+// SharedRedis returns the address of the one redis-server (no persistence)
+// shared by every test in the process; it lives until the process exits.
+// Tests keep apart with KeyPrefix. It fails the test if the server could
+// not be started, on this call or an earlier one.
 func SharedRedis(tb testing.TB) string {
 	tb.Helper()
 	sharedRedisOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "redis-shared-")
-		if err != nil {
-			sharedRedisErr = err
-			return
-		}
-		sharedRedis, sharedRedisErr = startRedis(dir, RedisOptions{})
+		sharedRedis, sharedRedisErr = startRedis(RedisOptions{})
 	})
 	if sharedRedisErr != nil {
-		tb.Fatal(sharedRedisErr)
+		tb.Fatalf("testenv: shared redis-server: %v", sharedRedisErr)
 	}
 	return sharedRedis.Addr
 }
@@ -222,98 +137,42 @@ var (
 	sharedClusterErr  error
 )
 
-// SharedRedisCluster returns the addresses of one 3-node Redis Cluster
-// shared by the test process.
+// SharedRedisCluster returns the addresses of the one 3-master Redis Cluster
+// (no replicas) shared by every test in the process; it lives until the
+// process exits. The cluster is ready: every node reports cluster_state:ok
+// and agrees on who owns which slots. It fails the test if the cluster
+// could not be built, on this call or an earlier one.
 func SharedRedisCluster(tb testing.TB) []string {
 	tb.Helper()
 	sharedClusterOnce.Do(func() {
-		sharedCluster, _, sharedClusterErr = startCluster()
+		var nodes []*RedisServer
+		nodes, sharedClusterErr = startCluster()
+		if sharedClusterErr != nil {
+			for _, n := range nodes {
+				n.kill()
+			}
+			return
+		}
+		sharedCluster = addrsOf(nodes)
 	})
 	if sharedClusterErr != nil {
-		tb.Fatal(sharedClusterErr)
+		tb.Fatalf("testenv: shared redis cluster: %v", sharedClusterErr)
 	}
-	return sharedCluster
+	return append([]string(nil), sharedCluster...)
 }
 
-// StartRedisCluster starts a 3-node Redis Cluster of its own, stopped when
-// the test ends.
+// StartRedisCluster is SharedRedisCluster with processes of its own, killed
+// when the test ends.
 func StartRedisCluster(tb testing.TB) []string {
 	tb.Helper()
-	addrs, nodes, err := startCluster()
-	tb.Cleanup(func() {
-		for _, n := range nodes {
-			n.stop()
-			os.RemoveAll(n.Dir)
-		}
-	})
+	nodes, err := startCluster()
+	for _, n := range nodes {
+		tb.Cleanup(func() { n.discard(tb) })
+	}
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("testenv: %v", err)
 	}
-	return addrs
-}
-
-// startCluster starts three masters, splits the 16384 slots between them,
-// introduces them with CLUSTER MEET and waits until every node reports
-// cluster_state:ok and a cluster client reaches every node.
-func startCluster() ([]string, []*RedisServer, error) {
-	var nodes []*RedisServer
-	var addrs []string
-	for i := 0; i < 3; i++ {
-		dir, err := os.MkdirTemp("", "redis-cluster-")
-		if err != nil {
-			return nil, nodes, err
-		}
-		n, err := startRedis(dir, RedisOptions{Cluster: true})
-		if err != nil {
-			return nil, nodes, err
-		}
-		nodes = append(nodes, n)
-		addrs = append(addrs, n.Addr)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ranges := [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}
-	for i, n := range nodes {
-		c := redis.NewClient(&redis.Options{Addr: n.Addr})
-		err := c.ClusterAddSlotsRange(ctx, ranges[i][0], ranges[i][1]).Err()
-		if err == nil && i > 0 {
-			err = c.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(nodes[0].port)).Err()
-		}
-		c.Close()
-		if err != nil {
-			return nil, nodes, fmt.Errorf("cluster setup on %s: %w", n.Addr, err)
-		}
-	}
-	for {
-		if ok := clusterReady(ctx, addrs); ok {
-			return addrs, nodes, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nodes, fmt.Errorf("redis cluster on %v did not become ready: %s", addrs, nodes[0].logTail())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func clusterReady(ctx context.Context, addrs []string) bool {
-	for _, a := range addrs {
-		c := redis.NewClient(&redis.Options{Addr: a})
-		info, err := c.ClusterInfo(ctx).Result()
-		c.Close()
-		if err != nil || !strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_known_nodes:3") {
-			return false
-		}
-	}
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	defer cc.Close()
-	for i := 0; i < 30; i++ {
-		k := fmt.Sprintf("{probe%d}", i)
-		if err := cc.Set(ctx, k, "1", time.Minute).Err(); err != nil {
-			return false
-		}
-	}
-	return true
+	return addrsOf(nodes)
 }
 
 var (
@@ -322,40 +181,499 @@ var (
 	mongoErr  error
 )
 
-// Mongo returns the URI of an embedded FerretDB (SQLite) shared by the test
-// process; tests keep apart with DBName.
+// Mongo returns the mongodb:// URI of the one embedded FerretDB (SQLite
+// backend) shared by every test in the process; it lives until the process
+// exits. Tests keep apart with DBName. It fails the test if the server
+// could not be started, on this call or an earlier one.
 func Mongo(tb testing.TB) string {
 	tb.Helper()
 	mongoOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ferretdb-")
-		if err != nil {
-			mongoErr = err
+		var root string
+		if root, mongoErr = processDir(); mongoErr != nil {
 			return
 		}
-		mongoURI, _, mongoErr = embedded.StartFerretDB(context.Background(), dir, "127.0.0.1:0", nil)
+		mongoURI, _, mongoErr = embedded.StartFerretDB(context.Background(),
+			filepath.Join(root, "ferretdb"), "127.0.0.1:0", nil)
 	})
 	if mongoErr != nil {
-		tb.Fatal(mongoErr)
+		tb.Fatalf("testenv: embedded FerretDB: %v", mongoErr)
 	}
 	return mongoURI
 }
 
-var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9]+`)
+var nonWord = regexp.MustCompile(`[^A-Za-z0-9]+`)
 
-// DBName returns a database name unique to this test.
+// DBName returns a database name unique to this call: the last characters
+// of the sanitized test name, an underscore and 8 random hex digits. It
+// matches ^[A-Za-z0-9_]{1,34}$, valid for MongoDB and FerretDB.
 func DBName(tb testing.TB) string {
-	name := unsafeChars.ReplaceAllString(tb.Name(), "_")
+	tb.Helper()
+	name := strings.Trim(nonWord.ReplaceAllString(tb.Name(), "_"), "_")
 	if len(name) > 24 {
-		name = name[len(name)-24:]
+		name = strings.TrimLeft(name[len(name)-24:], "_")
 	}
-	return "t" + randHex(4) + "_" + strings.Trim(name, "_")
+	if name == "" {
+		name = "t"
+	}
+	return name + "_" + randHex(tb, 4)
 }
 
-// KeyPrefix returns a Redis key namespace unique to this test.
-func KeyPrefix(tb testing.TB) string { return "t" + randHex(4) }
+// KeyPrefix returns a short Redis key namespace unique to this call: "t"
+// and 8 random hex digits. It carries no hash tag; callers add their own.
+func KeyPrefix(tb testing.TB) string {
+	tb.Helper()
+	return "t" + randHex(tb, 4)
+}
 
-func randHex(n int) string {
+func randHex(tb testing.TB, n int) string {
+	tb.Helper()
 	b := make([]byte, n)
-	_, _ = rand.Read(b)
+	if _, err := rand.Read(b); err != nil {
+		tb.Fatalf("testenv: random: %v", err)
+	}
 	return hex.EncodeToString(b)
+}
+
+// --- process directories ---
+
+var (
+	procDirOnce sync.Once
+	procDir     string
+	procDirErr  error
+)
+
+// processDir returns a temporary directory owned by this test process. The
+// shared servers keep their data there until the process exits, which no
+// cleanup hook sees, so directories left by dead processes are removed on
+// first use instead.
+func processDir() (string, error) {
+	procDirOnce.Do(func() {
+		removeStaleProcessDirs()
+		procDir, procDirErr = os.MkdirTemp("", fmt.Sprintf("invitegate-testenv-%d-", os.Getpid()))
+	})
+	return procDir, procDirErr
+}
+
+func removeStaleProcessDirs() {
+	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), "invitegate-testenv-*"))
+	for _, m := range matches {
+		rest := strings.TrimPrefix(filepath.Base(m), "invitegate-testenv-")
+		pidStr, _, ok := strings.Cut(rest, "-")
+		if !ok {
+			continue
+		}
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		// ESRCH only: a live process, or one we may not signal, keeps its dir.
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			_ = os.RemoveAll(m)
+		}
+	}
+}
+
+// --- redis-server processes ---
+
+func redisServerPath() (string, error) {
+	p, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", errors.New("redis-server not found on PATH; the tests need a real Redis: install it (apt-get install -y redis-server)")
+	}
+	return p, nil
+}
+
+// startRedis starts a server in a fresh directory under the process
+// directory, retrying on another port if it loses a race for one. On
+// failure nothing is left running; the directory stays for its log.
+func startRedis(opt RedisOptions) (*RedisServer, error) {
+	switch opt.AppendFsync {
+	case "":
+		opt.AppendFsync = "everysec"
+	case "always", "everysec", "no":
+	default:
+		return nil, fmt.Errorf("RedisOptions.AppendFsync %q: want always, everysec or no", opt.AppendFsync)
+	}
+	if _, err := redisServerPath(); err != nil {
+		return nil, err
+	}
+	root, err := processDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(root, "redis-")
+	if err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for attempt := 0; attempt < startAttempts; attempt++ {
+		port, err := freePort(opt.Cluster)
+		if err != nil {
+			return nil, err
+		}
+		r := &RedisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, port: port, opt: opt}
+		if lastErr = r.launch(); lastErr == nil {
+			return r, nil
+		}
+		// A node that lost a race leaves nodes.conf behind; start clean.
+		_ = os.Remove(filepath.Join(dir, "nodes.conf"))
+	}
+	return nil, fmt.Errorf("redis-server did not start in %d attempts: %w", startAttempts, lastErr)
+}
+
+// freePort returns a loopback port that is free right now; for a cluster
+// node the bus port (port+10000) is checked too.
+func freePort(cluster bool) (int, error) {
+	for i := 0; i < 100; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("find a free port: %w", err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		if !cluster {
+			ln.Close()
+			return port, nil
+		}
+		if port > maxClusterPort {
+			ln.Close()
+			continue
+		}
+		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
+		ln.Close()
+		if err != nil {
+			continue
+		}
+		bus.Close()
+		return port, nil
+	}
+	return 0, errors.New("no free port pair (port, port+10000) found on 127.0.0.1")
+}
+
+// launch starts redis-server on r.port in r.Dir and waits until it answers
+// PING and has loaded its data. On failure nothing is left running.
+func (r *RedisServer) launch() error {
+	bin, err := redisServerPath()
+	if err != nil {
+		return err
+	}
+	aof := "no"
+	if r.opt.AOF {
+		aof = "yes"
+	}
+	args := []string{
+		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.Dir,
+		"--save", "", "--appendonly", aof, "--appendfsync", r.opt.AppendFsync,
+		"--protected-mode", "no", "--daemonize", "no", "--logfile", "",
+	}
+	if r.opt.Cluster {
+		args = append(args,
+			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+			"--cluster-node-timeout", "2000", "--cluster-announce-ip", "127.0.0.1")
+	}
+	// Appended, so a restart keeps the log of the previous run above it.
+	logf, err := os.OpenFile(filepath.Join(r.Dir, logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close() // the child has its own copy
+	fmt.Fprintf(logf, "=== testenv: %s %q\n", bin, args)
+
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = r.Dir
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The server must not outlive the test binary, even if it crashes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := startOnSpawnThread(cmd); err != nil {
+		return fmt.Errorf("start redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	r.mu.Lock()
+	r.cmd, r.done = cmd, done
+	r.mu.Unlock()
+
+	if err := waitRedisReady(r.Addr, done, redisStartTimeout); err != nil {
+		r.kill()
+		return fmt.Errorf("redis-server on %s: %w\n%s", r.Addr, err, r.logTail())
+	}
+	return nil
+}
+
+var (
+	spawnOnce sync.Once
+	spawnReqs chan spawnReq
+)
+
+type spawnReq struct {
+	cmd *exec.Cmd
+	err chan error
+}
+
+// startOnSpawnThread starts cmd from a goroutine locked to its OS thread
+// for the life of the process. Linux sends Pdeathsig when the thread that
+// forked the child exits, not the process, and Go ends a thread whenever a
+// goroutine still locked to it exits; forking from a thread that never exits
+// makes the children die with the process and not before.
+func startOnSpawnThread(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReqs = make(chan spawnReq)
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread must live on
+			for req := range spawnReqs {
+				req.err <- req.cmd.Start()
+			}
+		}()
+	})
+	req := spawnReq{cmd: cmd, err: make(chan error, 1)}
+	spawnReqs <- req
+	return <-req.err
+}
+
+// waitRedisReady polls with a bare PING so the polling leaves no go-redis
+// dial errors in the test log. redis-server answers -LOADING to PING while
+// it replays the AOF, so +PONG also means loading has finished; INFO
+// persistence confirms it.
+func waitRedisReady(addr string, exited <-chan struct{}, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := "no answer"
+	for {
+		select {
+		case <-exited:
+			return errors.New("exited during startup")
+		default:
+		}
+		reply, err := rawPing(addr)
+		if err == nil && reply == "+PONG" {
+			break
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = reply
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready after %v (last PING: %s)", timeout, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true})
+	defer c.Close()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		info, err := c.Info(ctx, "persistence").Result()
+		cancel()
+		if err == nil && infoField(info, "loading") == "0" && infoField(info, "async_loading") != "1" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still loading after %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// infoField returns the value of field in an INFO reply, or "".
+func infoField(info, field string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func rawPing(addr string) (string, error) {
+	conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	// Short: a timeout only costs another poll, and a port held by a
+	// process that accepts but never answers must not stall startup.
+	_ = conn.SetDeadline(time.Now().Add(250 * time.Millisecond))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	return strings.TrimSpace(line), err
+}
+
+// kill sends SIGKILL and waits until the process has been reaped.
+func (r *RedisServer) kill() {
+	r.mu.Lock()
+	cmd, done := r.cmd, r.done
+	r.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill() // fails harmlessly if it already exited
+	<-done
+}
+
+// discard kills the server at the end of a test and removes its directory,
+// unless the test failed: then the directory is kept for its log and data.
+func (r *RedisServer) discard(tb testing.TB) {
+	r.kill()
+	if tb.Failed() {
+		tb.Logf("testenv: redis-server %s kept its directory %s (log: %s)", r.Addr, r.Dir, logName)
+		return
+	}
+	_ = os.RemoveAll(r.Dir)
+}
+
+// logTail returns the last lines of the server's log for failure messages.
+func (r *RedisServer) logTail() string {
+	b, err := os.ReadFile(filepath.Join(r.Dir, logName))
+	if err != nil {
+		return fmt.Sprintf("(no log: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 15 {
+		lines = lines[len(lines)-15:]
+	}
+	return "--- " + filepath.Join(r.Dir, logName) + " (tail) ---\n" + strings.Join(lines, "\n")
+}
+
+// --- Redis Cluster ---
+
+// slotRanges splits the 16384 slots between the three masters.
+var slotRanges = [3][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}
+
+// startCluster starts three cluster-enabled nodes, gives each a third of
+// the slots with CLUSTER ADDSLOTSRANGE, joins them with CLUSTER MEET, and
+// waits until the cluster is usable. It returns the nodes started so far
+// even on error, so the caller can kill them.
+func startCluster() ([]*RedisServer, error) {
+	var nodes []*RedisServer
+	for range slotRanges {
+		n, err := startRedis(RedisOptions{Cluster: true})
+		if err != nil {
+			return nodes, fmt.Errorf("redis cluster node: %w", err)
+		}
+		nodes = append(nodes, n)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
+	defer cancel()
+	ids := make([]string, len(nodes))
+	for i, n := range nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr, DisableIdentity: true})
+		id, err := c.ClusterMyID(ctx).Result()
+		if err == nil {
+			ids[i] = id
+			err = c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", slotRanges[i][0], slotRanges[i][1]).Err()
+		}
+		if err == nil && i > 0 {
+			err = c.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(nodes[0].port)).Err()
+		}
+		c.Close()
+		if err != nil {
+			return nodes, fmt.Errorf("redis cluster setup on %s: %w\n%s", n.Addr, err, n.logTail())
+		}
+	}
+
+	var notReady error
+	for {
+		if notReady = clusterReady(ctx, nodes, ids); notReady == nil {
+			return nodes, nil
+		}
+		select {
+		case <-ctx.Done():
+			var tails []string
+			for _, n := range nodes {
+				tails = append(tails, n.logTail())
+			}
+			return nodes, fmt.Errorf("redis cluster %v not ready after %v: %v\n%s",
+				addrsOf(nodes), clusterReadyTimeout, notReady, strings.Join(tails, "\n"))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// clusterReady returns nil once every node reports cluster_state:ok with
+// three known nodes, every node maps the three slot ranges to the expected
+// master, and a ClusterClient can write and read a key on every master.
+func clusterReady(ctx context.Context, nodes []*RedisServer, ids []string) error {
+	for _, n := range nodes {
+		if err := nodeAgrees(ctx, n.Addr, nodes, ids); err != nil {
+			return err
+		}
+	}
+
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrsOf(nodes), DisableIdentity: true})
+	defer cc.Close()
+	covered := map[string]bool{}
+	for i := 0; len(covered) < len(nodes); i++ {
+		if i == 100 {
+			return fmt.Errorf("probe keys reached only %d masters", len(covered))
+		}
+		key := fmt.Sprintf("{testenv-probe-%d}", i)
+		slot, err := cc.ClusterKeySlot(ctx, key).Result()
+		if err != nil {
+			return fmt.Errorf("CLUSTER KEYSLOT: %w", err)
+		}
+		owner := nodes[ownerOf(int(slot))].Addr
+		if covered[owner] {
+			continue
+		}
+		if err := cc.Set(ctx, key, "1", time.Minute).Err(); err != nil {
+			return fmt.Errorf("cluster SET %s: %w", key, err)
+		}
+		if err := cc.Get(ctx, key).Err(); err != nil {
+			return fmt.Errorf("cluster GET %s: %w", key, err)
+		}
+		covered[owner] = true
+	}
+	return nil
+}
+
+// nodeAgrees checks one node's CLUSTER INFO and CLUSTER SLOTS.
+func nodeAgrees(ctx context.Context, addr string, nodes []*RedisServer, ids []string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
+	defer c.Close()
+	info, err := c.ClusterInfo(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("%s: CLUSTER INFO: %w", addr, err)
+	}
+	for _, want := range [][2]string{{"cluster_state", "ok"}, {"cluster_known_nodes", "3"}, {"cluster_slots_assigned", "16384"}} {
+		if got := infoField(info, want[0]); got != want[1] {
+			return fmt.Errorf("%s: CLUSTER INFO has %s:%s, want %s", addr, want[0], got, want[1])
+		}
+	}
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		return fmt.Errorf("%s: CLUSTER SLOTS: %w", addr, err)
+	}
+	if len(slots) != len(slotRanges) {
+		return fmt.Errorf("%s: CLUSTER SLOTS has %d ranges, want %d", addr, len(slots), len(slotRanges))
+	}
+	for _, s := range slots {
+		i := ownerOf(s.Start)
+		if s.Start != slotRanges[i][0] || s.End != slotRanges[i][1] || len(s.Nodes) != 1 ||
+			s.Nodes[0].ID != ids[i] || s.Nodes[0].Addr != nodes[i].Addr {
+			return fmt.Errorf("%s: CLUSTER SLOTS has %d-%d on %+v, want %d-%d on %s %s",
+				addr, s.Start, s.End, s.Nodes, slotRanges[i][0], slotRanges[i][1], ids[i], nodes[i].Addr)
+		}
+	}
+	return nil
+}
+
+func ownerOf(slot int) int {
+	for i, r := range slotRanges {
+		if slot >= r[0] && slot <= r[1] {
+			return i
+		}
+	}
+	return 0
+}
+
+func addrsOf(nodes []*RedisServer) []string {
+	addrs := make([]string, len(nodes))
+	for i, n := range nodes {
+		addrs[i] = n.Addr
+	}
+	return addrs
 }
