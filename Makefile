@@ -32,6 +32,10 @@ up: ## the production-like stack with Docker: MongoDB (replica set), Redis (AOF)
 down: ## stop the Docker stack (volumes are kept; `docker compose down -v` drops them)
 	docker compose down
 
+.PHONY: reseed
+reseed: ## rebuild Redis counters from MongoDB under live traffic: make reseed CODE=twitter-reg1 (no CODE: every code)
+	$(GO) run ./cmd/invitectl reseed $(if $(CODE),$(CODE),--all)
+
 .PHONY: fuzz
 fuzz: ## run each fuzz target for 20s
 	$(GO) test ./internal/email -run '^$$' -fuzz FuzzParse -fuzztime 20s
