@@ -5,28 +5,19 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-)
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/invitegate/invitegate/internal/testenv"
+)
 
 // start runs the dev server like `make run` and returns its API address and
 // a stop function (SIGTERM's path: cancel, drain, exit 0).
 func start(t *testing.T, dataDir string) (string, func()) {
 	t.Helper()
-	api, admin := freeAddr(t), freeAddr(t)
+	api, admin := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	env := map[string]string{"INVITEGATE_DEV_DATA": dataDir, "INVITEGATE_LOG_LEVEL": "warn"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)

@@ -37,16 +37,6 @@ func (l logTail) String() string {
 	return string(b)
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // replica is one `invitegate serve` process.
 type replica struct {
 	bin, api, admin string
@@ -218,8 +208,8 @@ func TestRollingRestartBehindNginx(t *testing.T) {
 		"INVITEGATE_SHARDS=4", "INVITEGATE_SHUTDOWN_GRACE=500ms", "INVITEGATE_SHUTDOWN_TIMEOUT=10s", "INVITEGATE_LOG_LEVEL=warn",
 	}
 	replicas := []*replica{
-		{bin: bin, api: freePort(t), admin: freePort(t), env: env},
-		{bin: bin, api: freePort(t), admin: freePort(t), env: env},
+		{bin: bin, api: testenv.FreeAddr(t), admin: testenv.FreeAddr(t), env: env},
+		{bin: bin, api: testenv.FreeAddr(t), admin: testenv.FreeAddr(t), env: env},
 	}
 	for _, r := range replicas {
 		r.start(t)
@@ -228,7 +218,7 @@ func TestRollingRestartBehindNginx(t *testing.T) {
 			<-r.done
 		}()
 	}
-	lb := freePort(t)
+	lb := testenv.FreeAddr(t)
 	startNginx(t, lb, []string{replicas[0].api, replicas[1].api})
 
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}

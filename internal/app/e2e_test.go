@@ -300,7 +300,7 @@ func TestInvariants(t *testing.T) {
 			stop1()
 			stop2()
 			t.Logf("stopped after %s", time.Since(began))
-			wipe(t, e.rdb, e.cfg.RedisNamespace)
+			testenv.Wipe(t, e.rdb, e.cfg.RedisNamespace)
 			m3, _ := e.start(t)
 			t.Logf("restarted after %s", time.Since(began))
 			for code, want := range map[string]int{"spike": 0, "half": 6} {
@@ -361,29 +361,4 @@ func firstWith(statuses map[string]int, want int) string {
 		}
 	}
 	return ""
-}
-
-// wipe deletes every key of namespace ns, on every node.
-func wipe(tb testing.TB, rdb redis.UniversalClient, ns string) {
-	tb.Helper()
-	ctx := context.Background()
-	del := func(ctx context.Context, n redis.Cmdable) error {
-		iter := n.Scan(ctx, 0, "{"+ns+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			if err := n.Del(ctx, iter.Val()).Err(); err != nil {
-				return err
-			}
-		}
-		return iter.Err()
-	}
-	var err error
-	switch c := rdb.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return del(ctx, n) })
-	case *redis.Client:
-		err = del(ctx, c)
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
 }

@@ -92,29 +92,14 @@ func (r *Reserver) eachPending(ctx context.Context, fn func(invite.Reservation))
 }
 
 // RestoreClaims points the claim of every registration of code in the
-// source at code, overwriting what Redis holds: MongoDB is the truth.
+// source at code, overwriting what Redis holds (MongoDB is the truth), and
+// returns how many registrations the code has.
 func (r *Reserver) RestoreClaims(ctx context.Context, code string) (int, error) {
-	n := 0
-	pipe := r.cmd.Pipeline()
-	err := r.src.ForEachRegistration(ctx, code, func(canonical, c string) error {
-		n++
-		pipe.Set(ctx, r.keys.claim(shardOf(canonical, r.shards), canonical), c, 0)
-		if pipe.Len() >= claimBatch {
-			if _, err := pipe.Exec(ctx); err != nil {
-				return unavailable(err)
-			}
-		}
-		return nil
-	})
+	counts, err := r.writeClaims(ctx, code, true)
 	if err != nil {
 		return 0, err
 	}
-	if pipe.Len() > 0 {
-		if _, err := pipe.Exec(ctx); err != nil {
-			return 0, unavailable(err)
-		}
-	}
-	return n, nil
+	return counts[code], nil
 }
 
 // Rebuild replaces every bucket of inv with max_uses minus persisted

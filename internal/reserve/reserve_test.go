@@ -466,7 +466,7 @@ func TestReseedAfterWipe(t *testing.T) {
 				}
 				src.regs[addr(t, em).Canonical] = "w" // the reconciler's job, done by hand
 			}
-			wipe(t, c, ns)
+			testenv.Wipe(t, c, ns)
 			// A new email gets the last seat; the next is refused; the old
 			// ones are recognized.
 			if res, err := r.Reserve(ctx, "w", addr(t, "c@example.com")); err != nil || res.Outcome != reserve.Created {
@@ -479,31 +479,6 @@ func TestReseedAfterWipe(t *testing.T) {
 				t.Fatalf("a: %v, %v; want Existing", res.Outcome, err)
 			}
 		})
-	}
-}
-
-// wipe deletes every key of namespace ns on every node.
-func wipe(tb testing.TB, c reserve.Client, ns string) {
-	tb.Helper()
-	ctx := context.Background()
-	del := func(ctx context.Context, n redis.Cmdable) error {
-		iter := n.Scan(ctx, 0, "{"+ns+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			if err := n.Del(ctx, iter.Val()).Err(); err != nil {
-				return err
-			}
-		}
-		return iter.Err()
-	}
-	var err error
-	switch c := c.(type) {
-	case *redis.ClusterClient:
-		err = c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return del(ctx, n) })
-	case *redis.Client:
-		err = del(ctx, c)
-	}
-	if err != nil {
-		tb.Fatal(err)
 	}
 }
 

@@ -57,7 +57,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("seed: list invitations: %w", err)
 	}
-	counts, err := r.seedClaims(ctx, "")
+	counts, err := r.writeClaims(ctx, "", false)
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 // the claims of its registrations. Buckets are only ever created, never
 // overwritten; see seedBuckets for how missing ones are sized.
 func (r *Reserver) SeedCode(ctx context.Context, inv invite.Invitation) error {
-	counts, err := r.seedClaims(ctx, inv.Code)
+	counts, err := r.writeClaims(ctx, inv.Code, false)
 	if err != nil {
 		return err
 	}
@@ -99,9 +99,10 @@ func (r *Reserver) SeedCode(ctx context.Context, inv invite.Invitation) error {
 	return nil
 }
 
-// seedClaims writes a claim for each registration of code ("" for all) and
-// returns the number of registrations per code.
-func (r *Reserver) seedClaims(ctx context.Context, code string) (map[string]int, error) {
+// writeClaims writes a claim for each registration of code ("" for all) and
+// returns the number of registrations per code. Seeding writes only
+// missing claims; overwrite (a reseed) makes MongoDB's answer win.
+func (r *Reserver) writeClaims(ctx context.Context, code string, overwrite bool) (map[string]int, error) {
 	counts := make(map[string]int)
 	pipe := r.cmd.Pipeline()
 	flush := func() error {
@@ -116,7 +117,12 @@ func (r *Reserver) seedClaims(ctx context.Context, code string) (map[string]int,
 	}
 	err := r.src.ForEachRegistration(ctx, code, func(canonical, c string) error {
 		counts[c]++
-		pipe.SetNX(ctx, r.keys.claim(shardOf(canonical, r.shards), canonical), c, 0)
+		key := r.keys.claim(shardOf(canonical, r.shards), canonical)
+		if overwrite {
+			pipe.Set(ctx, key, c, 0)
+		} else {
+			pipe.SetNX(ctx, key, c, 0)
+		}
 		if pipe.Len() >= claimBatch {
 			return flush()
 		}

@@ -1,0 +1,48 @@
+package testenv
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// FreeAddr returns a loopback host:port that was free a moment ago, for a
+// server a test starts itself.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Wipe deletes every key of namespace ns (keys "{ns:...") on every node of
+// c, a *redis.Client or *redis.ClusterClient: Redis losing one test's data
+// without touching the others sharing the server.
+func Wipe(tb testing.TB, c redis.Cmdable, ns string) {
+	tb.Helper()
+	ctx := context.Background()
+	del := func(ctx context.Context, n redis.Cmdable) error {
+		iter := n.Scan(ctx, 0, "{"+ns+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			if err := n.Del(ctx, iter.Val()).Err(); err != nil {
+				return err
+			}
+		}
+		return iter.Err()
+	}
+	var err error
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return del(ctx, n) })
+	default:
+		err = del(ctx, c)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
