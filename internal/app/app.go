@@ -167,6 +167,9 @@ func (m *Main) Open(ctx context.Context) error {
 	if err := retry(ctx, log, "redis seed", m.Reserver.SeedIfNeeded); err != nil {
 		return err
 	}
+	if err := retry(ctx, log, "redis scripts", m.Reserver.LoadScripts); err != nil {
+		return err
+	}
 
 	if m.Mode == Reconcile || cfg.Reconciler {
 		streams := reserve.New(m.rdbStreams, m.Store, reserve.Config{

@@ -88,3 +88,17 @@ func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) 
 	}
 	return nil
 }
+
+// LoadScripts loads every script into Redis (every master of a cluster), so
+// the first signups after a start or a Redis restart run by SHA. Calls fall
+// back to EVAL anyway; readiness waits for this so a replica enters
+// rotation warm.
+func (r *Reserver) LoadScripts(ctx context.Context) error {
+	for _, s := range []*redis.Script{reserveScript, stealScript, seedScript, giveBackScript, reopenScript,
+		unlockScript, grantScript, revokeScript, stateScript, freezeScript, rebuildScript} {
+		if err := s.Load(ctx, r.rdb).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package reserve_test
 
 import (
 	"context"
+	"crypto/sha1"
 	"errors"
 	"fmt"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/reserve"
 	"github.com/invitegate/invitegate/internal/testenv"
+	"github.com/invitegate/invitegate/scripts/lua"
 )
 
 // memSource is an in-memory Source standing in for MongoDB.
@@ -519,5 +521,32 @@ func TestRedisDown(t *testing.T) {
 	_, err := r.Reserve(ctx, "x", addr(t, "a@example.com"))
 	if !errors.Is(err, reserve.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestLoadScripts: every script is on every cluster master after
+// LoadScripts, so a fresh replica runs by SHA from its first request.
+func TestLoadScripts(t *testing.T) {
+	ctx := context.Background()
+	addrs := testenv.SharedRedisCluster(t)
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { c.Close() })
+	r := reserve.New(c, newSource(), reserve.Config{Namespace: testenv.KeyPrefix(t)})
+	if err := r.LoadScripts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sha := fmt.Sprintf("%x", sha1.Sum([]byte(lua.Reserve)))
+	err := c.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		ok, err := n.ScriptExists(ctx, sha).Result()
+		if err != nil {
+			return err
+		}
+		if !ok[0] {
+			return fmt.Errorf("reserve.lua missing on %s", n.Options().Addr)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
