@@ -118,6 +118,14 @@ func importAll(ctx context.Context, e *env, invs []invite.Invitation, skipExisti
 // taken out of Redis first (refused, changing nothing, when fewer are
 // free), then MongoDB; if MongoDB fails they go back.
 func setMax(ctx context.Context, e *env, code string, n int, stdout, stderr io.Writer) int {
+	// Under the code's lock no seeder creates buckets from the old capacity
+	// and no reseed rebuilds them meanwhile.
+	unlock, err := e.res.Lock(ctx, code, 30*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
+		return exitFailure
+	}
+	defer unlock()
 	inv, ok, err := e.store.Invitation(ctx, code)
 	if err != nil {
 		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
@@ -160,8 +168,14 @@ func setMax(ctx context.Context, e *env, code string, n int, stdout, stderr io.W
 			return exitFailure
 		}
 		if err := e.store.SetMaxUses(ctx, code, old, n); err != nil {
-			if gerr := e.res.Grow(ctx, code, old-n, old); gerr != nil {
-				fmt.Fprintf(stderr, "invitectl set-max: putting seats back failed (run `invitectl reseed`): %v\n", gerr)
+			// The update may have landed although it reported an error
+			// (a timeout): put the seats back only if MongoDB still says old.
+			if now, ok, rerr := e.store.Invitation(ctx, code); rerr == nil && ok && now.MaxUses == old {
+				if gerr := e.res.Grow(ctx, code, old-n, old); gerr != nil {
+					fmt.Fprintf(stderr, "invitectl set-max: putting seats back failed (run `invitectl reseed %s`): %v\n", code, gerr)
+				}
+			} else {
+				fmt.Fprintf(stderr, "invitectl set-max: MongoDB's max_uses is uncertain; check with `invitectl list` and run `invitectl reseed %s`\n", code)
 			}
 			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
 			return exitFailure
@@ -173,6 +187,12 @@ func setMax(ctx context.Context, e *env, code string, n int, stdout, stderr io.W
 
 func setDisabled(ctx context.Context, e *env, code string, disabled bool, stdout, stderr io.Writer) int {
 	verb := map[bool]string{true: "disable", false: "enable"}[disabled]
+	unlock, err := e.res.Lock(ctx, code, 30*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitectl %s: %v\n", verb, err)
+		return exitFailure
+	}
+	defer unlock()
 	if err := e.store.SetDisabled(ctx, code, disabled); err != nil {
 		if errors.Is(err, persist.ErrNotFound) {
 			fmt.Fprintf(stderr, "invitectl %s: no invitation %q\n", verb, code)

@@ -91,12 +91,38 @@ func connect(getenv func(string) string, stderr io.Writer) (*env, error) {
 	}
 	store := persist.NewStore(mc.Database(cfg.MongoDB), log, nil)
 	res := reserve.New(rdb, store, reserve.Config{Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Logger: log})
+	// A wrong INVITEGATE_SHARDS here would write to the wrong shards:
+	// refuse before touching anything.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = checkShards(ctx, store, res, cfg.Shards)
+	if err != nil {
+		_ = rdb.Close()
+		_ = mc.Disconnect(ctx)
+		return nil, err
+	}
 	return &env{cfg: cfg, store: store, res: res, close: func() {
 		_ = rdb.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = mc.Disconnect(ctx)
 	}}, nil
+}
+
+// checkShards compares INVITEGATE_SHARDS with what the deployment recorded in
+// MongoDB and seeded into Redis.
+func checkShards(ctx context.Context, store *persist.Store, res *reserve.Reserver, shards int) error {
+	recorded, ok, err := store.Shards(ctx)
+	if err != nil {
+		return err
+	}
+	if ok && recorded != shards {
+		return fmt.Errorf("INVITEGATE_SHARDS=%d, but this deployment runs %d shards", shards, recorded)
+	}
+	if _, err := res.Seeded(ctx); err != nil {
+		return fmt.Errorf("INVITEGATE_SHARDS=%d: %w", shards, err)
+	}
+	return nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -194,6 +220,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	e, err := connect(getenv, stderr)
+	if errors.Is(err, persist.ErrDatabase) || errors.Is(err, reserve.ErrUnavailable) {
+		fmt.Fprintf(stderr, "invitectl: %v\n", err)
+		return exitFailure
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "invitectl: configuration: %v\n", err)
 		return exitUsage

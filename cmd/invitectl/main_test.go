@@ -165,3 +165,16 @@ func TestBadConfiguration(t *testing.T) {
 		t.Fatalf("exit %d, stderr %q", code, errb.String())
 	}
 }
+
+func TestRefusesWrongShardCount(t *testing.T) {
+	c := newCtl(t, "4")
+	e := c.connect(t)
+	if err := e.store.CheckShards(context.Background(), 4); err != nil { // as the service's first start does
+		t.Fatal(err)
+	}
+	c.env["INVITEGATE_SHARDS"] = "2"
+	code, _, errOut := c.run(t, "reseed")
+	if code != exitUsage || !strings.Contains(errOut, "INVITEGATE_SHARDS=2") {
+		t.Fatalf("exit %d, %q; want a refusal naming INVITEGATE_SHARDS", code, errOut)
+	}
+}

@@ -45,20 +45,31 @@ func reseed(ctx context.Context, e *env, code string, all bool, stdout, stderr i
 
 func reseedCode(ctx context.Context, e *env, code string, stdout, stderr io.Writer) int {
 	fail := func(step string, err error) int {
-		fmt.Fprintf(stderr, "invitectl reseed %s: %s: %v (the code reopens unchanged within %s)\n", code, step, err, freezeFor)
+		fmt.Fprintf(stderr, "invitectl reseed %s: %s: %v (the code reopens within %s; run the reseed again)\n", code, step, err, freezeFor)
 		return exitFailure
 	}
-	inv, ok, err := e.store.Invitation(ctx, code)
-	if err != nil {
+	if _, ok, err := e.store.Invitation(ctx, code); err != nil {
 		return fail("read invitation", err)
-	}
-	if !ok {
+	} else if !ok {
 		fmt.Fprintf(stderr, "invitectl reseed: no invitation %q\n", code)
 		return exitMissing
 	}
 	start := time.Now()
-	if err := e.res.Freeze(ctx, code, freezeFor); err != nil {
+	// The code's lock keeps seeders and other invitectl changes out; the
+	// freeze keeps signups out.
+	unlock, err := e.res.Lock(ctx, code, freezeFor)
+	if err != nil {
+		return fail("lock", err)
+	}
+	defer unlock()
+	owner, err := e.res.Freeze(ctx, code, freezeFor)
+	if err != nil {
 		return fail("freeze", err)
+	}
+	// Read after freezing: what the rebuild uses is what MongoDB says now.
+	inv, ok, err := e.store.Invitation(ctx, code)
+	if err != nil || !ok {
+		return fail("read invitation", fmt.Errorf("gone or unreadable: %v", err))
 	}
 	pending, err := e.res.Pending(ctx, code)
 	if err != nil {
@@ -85,7 +96,7 @@ func reseedCode(ctx context.Context, e *env, code string, stdout, stderr io.Writ
 	if err != nil {
 		return fail("restore claims", err)
 	}
-	if err := e.res.Rebuild(ctx, inv, persisted); err != nil {
+	if err := e.res.Rebuild(ctx, inv, persisted, owner); err != nil {
 		return fail("rebuild buckets", err)
 	}
 	fmt.Fprintf(stdout, "reseeded %s: max %d, registered %d, remaining %d (frozen %s, %d pending written)\n",

@@ -261,10 +261,10 @@ var failures = []struct {
 	{reserve.ErrFull, failure{410, "invitation-full", "full", "Invitation is full", "This invitation has no places left."}},
 	{reserve.ErrDisabled, failure{410, "invitation-disabled", "disabled", "Invitation is disabled", "This invitation is no longer accepted."}},
 	{reserve.ErrExpired, failure{410, "invitation-expired", "expired", "Invitation has expired", "This invitation is no longer accepted."}},
+	{reserve.ErrShardMismatch, failure{503, "unavailable", "misconfigured", "Service unavailable", "Try again later."}},
 	{reserve.ErrUnavailable, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
 	{context.DeadlineExceeded, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
 	{reserve.ErrFrozen, failure{503, "invitation-reseeding", "frozen", "Invitation briefly unavailable", "This invitation is being updated. Try again in a moment."}},
-	{reserve.ErrShardMismatch, failure{503, "unavailable", "misconfigured", "Service unavailable", "Try again later."}},
 }
 
 var internalFailure = failure{500, "internal", "internal", "Internal error", "Something went wrong on our side. Try again later."}

@@ -20,6 +20,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/invitegate/invitegate/internal/invite"
@@ -44,12 +45,14 @@ var (
 
 // Store reads and writes invitegate's MongoDB collections.
 type Store struct {
-	db       *mongo.Database
-	inv      *mongo.Collection
-	reg      *mongo.Collection
-	settings *mongo.Collection
-	log      logrus.FieldLogger
-	now      func() time.Time
+	db  *mongo.Database
+	inv *mongo.Collection
+	reg *mongo.Collection
+	// regMajority reads registrations with majority read concern.
+	regMajority *mongo.Collection
+	settings    *mongo.Collection
+	log         logrus.FieldLogger
+	now         func() time.Time
 }
 
 // NewStore returns a Store on db. Writes use majority write concern: a
@@ -66,9 +69,11 @@ func NewStore(db *mongo.Database, logger logrus.FieldLogger, now func() time.Tim
 	}
 	wc := options.Collection().SetWriteConcern(writeconcern.Majority())
 	return &Store{
-		db:       db,
-		inv:      db.Collection(InvitationsCollection, wc),
-		reg:      db.Collection(RegistrationsCollection, wc),
+		db:  db,
+		inv: db.Collection(InvitationsCollection, wc),
+		reg: db.Collection(RegistrationsCollection, wc),
+		regMajority: db.Collection(RegistrationsCollection, options.Collection().
+			SetWriteConcern(writeconcern.Majority()).SetReadConcern(readconcern.Majority())),
 		settings: db.Collection(SettingsCollection, wc),
 		log:      logger.WithField("component", "persist"),
 		now:      now,
@@ -108,6 +113,22 @@ func (s *Store) CheckShards(ctx context.Context, shards int) error {
 		return fmt.Errorf("%w: created with %d, configured %d", ErrShardsMismatch, doc.Value, shards)
 	}
 	return nil
+}
+
+// Shards returns the shard count the deployment recorded; ok is false
+// before the first service start.
+func (s *Store) Shards(ctx context.Context) (shards int, ok bool, err error) {
+	var doc struct {
+		Value int `bson:"value"`
+	}
+	err = s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: "shards"}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return doc.Value, true, nil
 }
 
 // CreateInvitation inserts inv. It returns ErrInvalid for a bad code or
@@ -423,7 +444,10 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 	if len(dups) == 0 {
 		return out, nil
 	}
-	cur, err := s.reg.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: dups}}}},
+	// Majority read: a duplicate counts as written only if the document
+	// that caused it survives a failover; a not-yet-durable one (from an
+	// attempt that failed on write concern) stays Failed and is retried.
+	cur, err := s.regMajority.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: dups}}}},
 		options.Find().SetProjection(bson.D{{Key: "invitation", Value: 1}}))
 	if err != nil {
 		// The inserts that did succeed stay Written; duplicates retry.

@@ -2,7 +2,7 @@ package reserve
 
 import (
 	"context"
-	"strconv"
+	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,15 +32,21 @@ var (
 // dropped when deposited. If the caller dies, the freeze expires by itself
 // and the old state stands.
 
-// Freeze stops code's signups on every shard until now+ttl.
-func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) error {
-	until := r.cfg.Now().Add(ttl).UnixMilli()
+// ErrFreezeLost means a reseed's freeze expired or another reseed took the
+// code over before the rebuild; nothing was rebuilt, or (if it happened
+// half-way) some seats are left unused until the next reseed.
+var ErrFreezeLost = errors.New("reserve: the reseed's freeze expired or was taken over")
+
+// Freeze stops code's signups on every shard for ttl (by Redis' clock) on
+// behalf of a new reseed, and returns the reseed's owner token.
+func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) (owner string, err error) {
+	owner = newToken()
 	for s := 0; s < r.shards; s++ {
-		if err := freezeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, until).Err(); err != nil {
-			return unavailable(err)
+		if err := freezeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, ttl.Milliseconds(), owner).Err(); err != nil {
+			return "", unavailable(err)
 		}
 	}
-	return nil
+	return owner, nil
 }
 
 // Pending returns the reservations of code still in the streams (not yet
@@ -104,9 +110,21 @@ func (r *Reserver) RestoreClaims(ctx context.Context, code string) (int, error) 
 
 // Rebuild replaces every bucket of inv with max_uses minus persisted
 // tokens split over the shards, in a new epoch, unfrozen. Call it only
-// with the code frozen and its pending reservations written.
-func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted int) error {
-	epoch := strconv.FormatInt(r.cfg.Now().UnixNano(), 10)
+// with the code frozen by owner and its pending reservations written. It
+// zeroes every shard first and only then opens them, and each step checks
+// that owner's freeze still holds, so stopping at any point, or losing the
+// freeze, can only leave seats unused (ErrFreezeLost), never add any.
+func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted int, owner string) error {
+	for s := 0; s < r.shards; s++ {
+		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "zero").Int()
+		if err != nil {
+			return unavailable(err)
+		}
+		if n == 0 {
+			return ErrFreezeLost
+		}
+	}
+	epoch := newToken()
 	dis := "0"
 	if inv.Disabled {
 		dis = "1"
@@ -116,8 +134,12 @@ func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted
 		exp = inv.ExpiresAt.UnixMilli()
 	}
 	for s, tok := range split(inv.MaxUses-persisted, r.shards) {
-		if err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, tok, dis, exp, inv.MaxUses, epoch).Err(); err != nil {
+		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "open", tok, dis, exp, inv.MaxUses, epoch).Int()
+		if err != nil {
 			return unavailable(err)
+		}
+		if n == 0 {
+			return ErrFreezeLost
 		}
 	}
 	return nil

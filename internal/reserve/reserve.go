@@ -246,7 +246,7 @@ func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Addres
 		start := rand.IntN(r.shards - 1)
 		for i := 0; i < r.shards-1; i++ {
 			j := (s + 1 + (start+i)%(r.shards-1)) % r.shards
-			v, err := stealScript.Run(ctx, r.rdb, []string{r.keys.bucket(j, code)}, r.cfg.Now().UnixMilli()).Slice()
+			v, err := stealScript.Run(ctx, r.rdb, []string{r.keys.bucket(j, code)}).Slice()
 			if err != nil {
 				return Result{}, unavailable(err)
 			}
@@ -436,10 +436,10 @@ func (r *Reserver) seedShared(ctx context.Context) error {
 	})
 	select {
 	case res := <-ch:
-		if res.Err != nil {
+		if res.Err != nil && !errors.Is(res.Err, ErrShardMismatch) {
 			return unavailable(res.Err)
 		}
-		return nil
+		return res.Err
 	case <-ctx.Done():
 		return unavailable(ctx.Err())
 	}

@@ -550,3 +550,49 @@ func TestLoadScripts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRebuildNeedsItsFreeze: a reseed whose freeze was taken over by a
+// newer one rebuilds nothing; the newer one rebuilds exactly.
+func TestRebuildNeedsItsFreeze(t *testing.T) {
+	ctx := context.Background()
+	src := newSource(invite.Invitation{Code: "rb", MaxUses: 40})
+	r := newReserver(t, realBackends()[0].client(t), src, 4, nil)
+	for i := 0; i < 10; i++ {
+		if _, err := r.Reserve(ctx, "rb", addr(t, fmt.Sprintf("r%d@example.com", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ownerA, err := r.Freeze(ctx, "rb", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reserve(ctx, "rb", addr(t, "frozen@example.com")); !errors.Is(err, reserve.ErrFrozen) {
+		t.Fatalf("signup while frozen: %v, want ErrFrozen", err)
+	}
+	ownerB, err := r.Freeze(ctx, "rb", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := invite.Invitation{Code: "rb", MaxUses: 40}
+	if err := r.Rebuild(ctx, inv, 0, ownerA); !errors.Is(err, reserve.ErrFreezeLost) {
+		t.Fatalf("rebuild by the older reseed: %v, want ErrFreezeLost", err)
+	}
+	if rem, _, _ := r.Remaining(ctx, "rb"); rem != 30 {
+		t.Fatalf("the lost rebuild changed tokens: remaining %d, want 30", rem)
+	}
+	if err := r.Rebuild(ctx, inv, 12, ownerB); err != nil {
+		t.Fatal(err)
+	}
+	if rem, _, _ := r.Remaining(ctx, "rb"); rem != 28 {
+		t.Fatalf("remaining after rebuild %d, want 28", rem)
+	}
+	if res, err := r.Reserve(ctx, "rb", addr(t, "after@example.com")); err != nil || res.Outcome != reserve.Created {
+		t.Fatalf("after rebuild: %v %v", res.Outcome, err)
+	}
+	// An expired freeze cannot be rebuilt either.
+	ownerC, _ := r.Freeze(ctx, "rb", time.Millisecond)
+	time.Sleep(20 * time.Millisecond)
+	if err := r.Rebuild(ctx, inv, 0, ownerC); !errors.Is(err, reserve.ErrFreezeLost) {
+		t.Fatalf("rebuild after the freeze expired: %v, want ErrFreezeLost", err)
+	}
+}

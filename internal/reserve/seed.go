@@ -55,7 +55,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 	start := time.Now()
 	invs, err := r.src.Invitations(ctx)
 	if err != nil {
-		return fmt.Errorf("seed: list invitations: %w", err)
+		return unavailable(fmt.Errorf("seed: list invitations: %w", err))
 	}
 	counts, err := r.writeClaims(ctx, "", false)
 	if err != nil {
@@ -129,19 +129,28 @@ func (r *Reserver) writeClaims(ctx context.Context, code string, overwrite bool)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("seed: read registrations: %w", err)
+		return nil, unavailable(fmt.Errorf("seed: read registrations: %w", err))
 	}
 	return counts, flush()
 }
 
-// seedBucketsLocked runs seedBuckets under code's seeding lock.
+// seedBucketsLocked runs seedBuckets under code's lock, with the invitation
+// read again under it: invitectl set-max, disable and reseed hold the same
+// lock, so a seeder never creates buckets from a capacity they changed.
 func (r *Reserver) seedBucketsLocked(ctx context.Context, inv invite.Invitation, persisted int) error {
-	unlock, err := r.lock(ctx, inv.Code)
+	unlock, err := r.Lock(ctx, inv.Code, r.cfg.LockTTL)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return r.seedBuckets(ctx, inv, persisted)
+	fresh, ok, err := r.src.Invitation(ctx, inv.Code)
+	if err != nil {
+		return unavailable(err)
+	}
+	if !ok {
+		return nil
+	}
+	return r.seedBuckets(ctx, fresh, persisted)
 }
 
 // seedBuckets creates the missing buckets of inv. When none exists, the
@@ -181,11 +190,12 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 	if !inv.ExpiresAt.IsZero() {
 		exp = inv.ExpiresAt.UnixMilli()
 	}
+	epoch := newToken()
 	for s := 0; s < r.shards; s++ {
 		if exists[s] {
 			continue
 		}
-		err := seedScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, amounts[s], dis, exp, inv.MaxUses).Err()
+		err := seedScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, amounts[s], dis, exp, inv.MaxUses, epoch).Err()
 		if err != nil {
 			return unavailable(err)
 		}
@@ -193,15 +203,22 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 	return nil
 }
 
-// lock takes code's seeding lock, waiting for a holder to finish. The lock
-// expires after LockTTL, so a crashed holder delays seeding, never blocks it.
-func (r *Reserver) lock(ctx context.Context, code string) (unlock func(), err error) {
+// newToken returns a random identifier (lock holders, epochs, freezes).
+func newToken() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
-	token := hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Lock takes code's lock, waiting for a holder to finish: seeding holds it
+// while it creates buckets, invitectl while it changes or reseeds the code.
+// It expires after ttl, so a crashed holder delays others, never blocks
+// them.
+func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (unlock func(), err error) {
+	token := newToken()
 	key := r.keys.lock(code)
 	for {
-		ok, err := r.cmd.SetNX(ctx, key, token, r.cfg.LockTTL).Result()
+		ok, err := r.cmd.SetNX(ctx, key, token, ttl).Result()
 		if err != nil {
 			return nil, unavailable(err)
 		}

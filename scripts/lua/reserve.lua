@@ -60,9 +60,15 @@ if owner then
 end
 
 local now = tonumber(ARGV[4])
+-- A reseed's freeze is timed by Redis' clock (see freeze.lua); TIME is
+-- only read while a freeze mark is set.
 local frz = tonumber(b[5])
-if frz and frz > now then
-  return {10, frz - now}
+if frz and frz > 0 then
+  local t = redis.call('TIME')
+  local snow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if frz > snow then
+    return {10, frz - snow}
+  end
 end
 if b[3] == '1' then
   return {6, 'disabled'}
