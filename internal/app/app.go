@@ -151,7 +151,10 @@ func (m *Main) Open(ctx context.Context) error {
 		if err := m.Store.EnsureSchema(ctx); err != nil {
 			return err
 		}
-		return m.Store.CheckShards(ctx, cfg.Shards)
+		if err := m.Store.CheckShards(ctx, cfg.Shards); err != nil {
+			return err
+		}
+		return m.Store.CheckEmailRule(ctx, cfg.StripPlusAll)
 	}); err != nil {
 		return err
 	}

@@ -35,9 +35,11 @@ const (
 
 // Errors returned by Store.
 var (
-	ErrExists         = errors.New("persist: invitation already exists")
-	ErrInvalid        = errors.New("persist: invalid invitation")
-	ErrShardsMismatch = errors.New("persist: deployment was created with another shard count")
+	ErrExists  = errors.New("persist: invitation already exists")
+	ErrInvalid = errors.New("persist: invalid invitation")
+	// ErrShardsMismatch: the deployment was created with another shard
+	// count or email rule than this process is configured with.
+	ErrShardsMismatch = errors.New("persist: deployment was created with other settings")
 	ErrDatabase       = errors.New("persist: database unavailable")
 	ErrNotFound       = errors.New("persist: no such invitation")
 	ErrChanged        = errors.New("persist: invitation changed concurrently")
@@ -96,21 +98,42 @@ func (s *Store) EnsureSchema(ctx context.Context) error {
 // returns ErrShardsMismatch when a later start uses another one: emails
 // would hash to other shards and claims would no longer be unique.
 func (s *Store) CheckShards(ctx context.Context, shards int) error {
-	_, err := s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: "shards"}, {Key: "value", Value: shards}})
+	return s.checkSetting(ctx, "shards", int64(shards))
+}
+
+// CheckEmailRule does the same for the rule that makes canonical emails
+// (whether +tags are dropped for every domain): replicas that disagree
+// would let one mailbox hold two invitations.
+func (s *Store) CheckEmailRule(ctx context.Context, stripPlusAll bool) error {
+	return s.checkSetting(ctx, "email_strip_plus_all", stripPlusAll)
+}
+
+// checkSetting stores value under id on first use and returns
+// ErrShardsMismatch (wrapped with the names) when a later value differs.
+func (s *Store) checkSetting(ctx context.Context, id string, value any) error {
+	_, err := s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "value", Value: value}})
 	if err == nil {
 		return nil
 	}
 	if !mongo.IsDuplicateKeyError(err) {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
-	var doc struct {
-		Value int `bson:"value"`
-	}
-	if err := s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: "shards"}}).Decode(&doc); err != nil {
+	raw, err := s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Raw()
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
-	if doc.Value != shards {
-		return fmt.Errorf("%w: created with %d, configured %d", ErrShardsMismatch, doc.Value, shards)
+	stored := raw.Lookup("value")
+	same := false
+	switch v := value.(type) {
+	case int64:
+		n, ok := stored.AsInt64OK()
+		same = ok && n == v
+	case bool:
+		b, ok := stored.BooleanOK()
+		same = ok && b == v
+	}
+	if !same {
+		return fmt.Errorf("%w: %s was created as %s, configured %v", ErrShardsMismatch, id, stored.String(), value)
 	}
 	return nil
 }

@@ -111,6 +111,15 @@ func TestCheckShards(t *testing.T) {
 	if err := st.CheckShards(ctx, 4); !errors.Is(err, persist.ErrShardsMismatch) {
 		t.Fatalf("other count: %v, want ErrShardsMismatch", err)
 	}
+	if err := st.CheckEmailRule(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CheckEmailRule(ctx, false); err != nil {
+		t.Fatalf("same rule again: %v", err)
+	}
+	if err := st.CheckEmailRule(ctx, true); !errors.Is(err, persist.ErrShardsMismatch) {
+		t.Fatalf("other email rule: %v, want ErrShardsMismatch", err)
+	}
 }
 
 // TestPersistOutcomes: a batch mixing new, already written and conflicting
