@@ -95,9 +95,15 @@ func (e *env) create(tb testing.TB, code string, max int) {
 // gracefully (as SIGTERM does) and waits.
 func (e *env) start(tb testing.TB) (m *app.Main, stop func()) {
 	tb.Helper()
+	return e.startMode(tb, app.Serve)
+}
+
+// startMode is start for any mode (app.Reconcile runs no public API).
+func (e *env) startMode(tb testing.TB, mode app.Mode) (m *app.Main, stop func()) {
+	tb.Helper()
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	m = &app.Main{Config: e.cfg, Mode: app.Serve, Logger: log}
+	m = &app.Main{Config: e.cfg, Mode: mode, Logger: log}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := m.Open(ctx); err != nil {
 		cancel()

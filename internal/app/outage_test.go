@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/invitegate/invitegate/internal/app"
 	"github.com/invitegate/invitegate/internal/embedded"
 	"github.com/invitegate/invitegate/internal/invite"
@@ -62,21 +60,11 @@ func TestMongoOutageLagRisesAndDrains(t *testing.T) {
 	e := newEnv(t, deployment{"redis/K=2", false, 2})
 	e.cfg.MongoURI = uri
 	e.cfg.MongoDB = "outage"
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	m := &app.Main{Config: e.cfg, Mode: app.Serve, Logger: log}
-	rctx, cancel := context.WithCancel(ctx)
-	if err := m.Open(rctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
+	m, stop := e.startMode(t, app.Serve)
+	defer stop() // before MongoDB stops
 	if err := m.Store.CreateInvitation(ctx, invite.Invitation{Code: "o", MaxUses: 500}); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- m.Run(rctx) }()
-	defer func() { cancel(); <-done }()
-	waitReady(t, m.AdminAddr)
 	s := []string{m.PublicAddr}
 
 	if got := tally(blast(t, s, "o", emails("before", 50))); got[201] != 50 {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/invitegate/invitegate/internal/app"
@@ -55,21 +54,10 @@ func TestReconcileModeAndForeignInvitations(t *testing.T) {
 		t.Fatalf("backlog without a reconciler = %d, want 5", backlog)
 	}
 
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	rec := &app.Main{Config: e.cfg, Mode: app.Reconcile, Logger: log}
-	rctx, cancel := context.WithCancel(ctx)
-	if err := rec.Open(rctx); err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- rec.Run(rctx) }()
-	defer func() { cancel(); <-done }()
+	rec, _ := e.startMode(t, app.Reconcile)
 	if rec.PublicAddr != "" {
 		t.Fatalf("reconcile mode listens publicly on %s", rec.PublicAddr)
 	}
-	waitReady(t, rec.AdminAddr)
 	e.waitPersisted(t, "foreign", 3)
 	e.waitPersisted(t, "dbl", 2)
 

@@ -125,14 +125,7 @@ func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted
 		}
 	}
 	epoch := newToken()
-	dis := "0"
-	if inv.Disabled {
-		dis = "1"
-	}
-	var exp int64
-	if !inv.ExpiresAt.IsZero() {
-		exp = inv.ExpiresAt.UnixMilli()
-	}
+	dis, exp := bucketState(inv)
 	for s, tok := range split(inv.MaxUses-persisted, r.shards) {
 		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "open", tok, dis, exp, inv.MaxUses, epoch).Int()
 		if err != nil {

@@ -182,14 +182,7 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 			Warn("some buckets of this code are missing; recreating them empty, run `invitectl reseed` to restore capacity")
 		clear(amounts)
 	}
-	dis := "0"
-	if inv.Disabled {
-		dis = "1"
-	}
-	var exp int64
-	if !inv.ExpiresAt.IsZero() {
-		exp = inv.ExpiresAt.UnixMilli()
-	}
+	dis, exp := bucketState(inv)
 	epoch := newToken()
 	for s := 0; s < r.shards; s++ {
 		if exists[s] {
@@ -265,4 +258,17 @@ func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, o
 		remaining += v
 	}
 	return remaining, ok, nil
+}
+
+// bucketState is how a bucket records inv's state: disabled as "0"/"1",
+// expiry as unix ms (0: never).
+func bucketState(inv invite.Invitation) (dis string, exp int64) {
+	dis = "0"
+	if inv.Disabled {
+		dis = "1"
+	}
+	if !inv.ExpiresAt.IsZero() {
+		exp = inv.ExpiresAt.UnixMilli()
+	}
+	return dis, exp
 }
