@@ -3,6 +3,13 @@
 GO      ?= go
 PKGS    := ./...
 BIN     := bin
+# Each fuzz target runs this long inside `make test` (CI) and `make fuzz`.
+FUZZTIME ?= 20s
+
+define fuzz
+	$(GO) test ./internal/email -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(1)
+	$(GO) test ./internal/http -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(1)
+endef
 
 .DEFAULT_GOAL := help
 
@@ -15,10 +22,11 @@ run: ## run the service on an embedded Redis (miniredis) and MongoDB-wire server
 	$(GO) run ./cmd/invitegate-dev serve
 
 .PHONY: test
-test: ## vet, gofmt check, and every test with the race detector (needs redis-server on PATH)
+test: ## gofmt check, vet, every test with the race detector (needs redis-server, nginx, promtool), then each fuzz target for FUZZTIME
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(call fuzz,$(FUZZTIME))
 
 .PHONY: build
 build: ## build the production binaries into ./bin
@@ -37,9 +45,8 @@ reseed: ## rebuild Redis counters from MongoDB under live traffic: make reseed C
 	$(GO) run ./cmd/invitectl reseed $(if $(CODE),$(CODE),--all)
 
 .PHONY: fuzz
-fuzz: ## run each fuzz target for 20s
-	$(GO) test ./internal/email -run '^$$' -fuzz FuzzParse -fuzztime 20s
-	$(GO) test ./internal/http -run '^$$' -fuzz FuzzHandler -fuzztime 20s
+fuzz: ## run each fuzz target for FUZZTIME (make fuzz FUZZTIME=10m for a longer hunt)
+	$(call fuzz,$(FUZZTIME))
 
 .PHONY: clean
 clean: ## remove binaries and the make-run data directory

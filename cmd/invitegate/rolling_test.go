@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,64 +33,6 @@ func (l logTail) String() string {
 		return string(b[:2000]) + "\n...\n" + string(b[len(b)-2000:])
 	}
 	return string(b)
-}
-
-// replica is one `invitegate serve` process.
-type replica struct {
-	bin, api, admin string
-	env             []string
-	cmd             *exec.Cmd
-	done            chan struct{}
-	out             *bytes.Buffer
-}
-
-func (r *replica) start(t *testing.T) {
-	t.Helper()
-	r.out = &bytes.Buffer{}
-	r.cmd = exec.Command(r.bin, "serve")
-	r.cmd.Env = append(os.Environ(), r.env...)
-	r.cmd.Env = append(r.cmd.Env, "INVITEGATE_HTTP_ADDR="+r.api, "INVITEGATE_ADMIN_ADDR="+r.admin)
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.done = make(chan struct{})
-	go func() { r.cmd.Wait(); close(r.done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + r.admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		select {
-		case <-r.done:
-			t.Fatalf("replica exited at start:\n%s", r.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica not ready:\n%s", r.out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop sends SIGTERM, as an orchestrator does, and waits for a clean exit.
-func (r *replica) stop(t *testing.T) {
-	t.Helper()
-	r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-r.done:
-	case <-time.After(30 * time.Second):
-		r.cmd.Process.Kill()
-		t.Fatalf("replica did not exit within 30s of SIGTERM:\n%s", r.out)
-	}
-	if code := r.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("replica exit code %d:\n%s", code, r.out)
-	}
 }
 
 // startNginx runs nginx with the shipped deploy/nginx files; only the
@@ -187,11 +127,7 @@ func TestRollingRestartBehindNginx(t *testing.T) {
 		t.Skip("builds the binary and runs nginx")
 	}
 	ctx := context.Background()
-	bin := filepath.Join(t.TempDir(), "invitegate")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testenv.BuildInvitegate(t)
 	redisAddr := testenv.StartRedis(t, testenv.RedisOptions{AOF: true}).Addr
 	mongoURI, db := testenv.Mongo(t), testenv.DBName(t)
 	mc, err := mongo.Connect(options.Client().ApplyURI(mongoURI))
@@ -207,19 +143,15 @@ func TestRollingRestartBehindNginx(t *testing.T) {
 		"INVITEGATE_REDIS_ADDRS=" + redisAddr, "INVITEGATE_MONGO_URI=" + mongoURI, "INVITEGATE_MONGO_DB=" + db,
 		"INVITEGATE_SHARDS=4", "INVITEGATE_SHUTDOWN_GRACE=500ms", "INVITEGATE_SHUTDOWN_TIMEOUT=10s", "INVITEGATE_LOG_LEVEL=warn",
 	}
-	replicas := []*replica{
-		{bin: bin, api: testenv.FreeAddr(t), admin: testenv.FreeAddr(t), env: env},
-		{bin: bin, api: testenv.FreeAddr(t), admin: testenv.FreeAddr(t), env: env},
+	replicas := []*testenv.Process{
+		testenv.NewProcess(t, bin, "serve", env...),
+		testenv.NewProcess(t, bin, "serve", env...),
 	}
 	for _, r := range replicas {
-		r.start(t)
-		defer func() {
-			r.cmd.Process.Signal(syscall.SIGTERM)
-			<-r.done
-		}()
+		r.Start(t)
 	}
 	lb := testenv.FreeAddr(t)
-	startNginx(t, lb, []string{replicas[0].api, replicas[1].api})
+	startNginx(t, lb, []string{replicas[0].Public, replicas[1].Public})
 
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	var sent, failed atomic.Int64
@@ -264,8 +196,8 @@ func TestRollingRestartBehindNginx(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	for _, r := range replicas {
-		r.stop(t)
-		r.start(t)
+		r.Stop(t)
+		r.Start(t)
 		time.Sleep(700 * time.Millisecond)
 	}
 	close(stop)

@@ -24,6 +24,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
+	"golang.org/x/net/netutil"
 
 	"github.com/invitegate/invitegate/internal/email"
 	api "github.com/invitegate/invitegate/internal/http"
@@ -64,6 +65,7 @@ type Main struct {
 	public     *http.Server
 	admin      *http.Server
 	reconciler *persist.Reconciler
+	committer  *persist.Committer
 	ready      atomic.Bool
 	depUp      *prometheus.GaugeVec
 	remaining  *prometheus.GaugeVec
@@ -71,7 +73,8 @@ type Main struct {
 
 // NewRedis returns a client for cfg: a cluster client with
 // INVITEGATE_REDIS_CLUSTER, a single-node client otherwise. Every command
-// has a deadline, so a dead Redis turns into errors, not hung requests.
+// has a deadline, so a dead Redis turns into errors, not hung requests: the
+// request's own (INVITEGATE_REQUEST_TIMEOUT) when it has one, else 2s.
 func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
 	if cfg.RedisCluster {
 		return redis.NewClusterClient(&redis.ClusterOptions{
@@ -81,6 +84,8 @@ func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
 			ReadTimeout:  2 * time.Second,
 			WriteTimeout: 2 * time.Second,
 			PoolSize:     poolSize,
+			// A hung node holds a request only until its deadline.
+			ContextTimeoutEnabled: true,
 		})
 	}
 	return redis.NewClient(&redis.Options{
@@ -90,6 +95,8 @@ func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
 		ReadTimeout:  2 * time.Second,
 		WriteTimeout: 2 * time.Second,
 		PoolSize:     poolSize,
+		// A hung node holds a request only until its deadline.
+		ContextTimeoutEnabled: true,
 	})
 }
 
@@ -180,32 +187,37 @@ func (m *Main) Open(ctx context.Context) error {
 		})
 		host, _ := os.Hostname()
 		m.reconciler = persist.NewReconciler(streams, m.Store, persist.ReconcilerConfig{
-			Consumer: fmt.Sprintf("%s-%d-%d", host, os.Getpid(), m.Now().UnixNano()),
-			Now:      m.Now,
-			Logger:   log,
-			Metrics:  mets.persist,
+			Consumer:  fmt.Sprintf("%s-%d-%d", host, os.Getpid(), m.Now().UnixNano()),
+			ClaimIdle: cfg.ClaimIdle,
+			Now:       m.Now,
+			Logger:    log,
+			Metrics:   mets.persist,
 		})
 	}
 
 	if m.Mode == Serve {
-		handler := api.New(m.Reserver, api.Config{
-			Email:   email.Options{StripPlusAllDomains: cfg.StripPlusAll},
-			Timeout: cfg.RequestTimeout,
-			Logger:  log,
-			Metrics: mets.http,
-		})
+		apiCfg, err := m.apiConfig(mets)
+		if err != nil {
+			return err
+		}
 		m.public = &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       10 * time.Second,
-			WriteTimeout:      10 * time.Second,
-			IdleTimeout:       60 * time.Second,
+			Handler: api.New(apiCfg.res, apiCfg.Config),
+			// A slow client gets ReadTimeout for headers and body
+			// together; the answer must be written within the request's
+			// own deadline plus slack.
+			ReadHeaderTimeout: cfg.ReadTimeout,
+			ReadTimeout:       cfg.ReadTimeout,
+			WriteTimeout:      cfg.ReadTimeout + apiCfg.Timeout + 5*time.Second,
+			IdleTimeout:       cfg.IdleTimeout,
 			MaxHeaderBytes:    16 << 10,
 		}
 		if m.publicLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("listen %s: %w", cfg.HTTPAddr, err)
 		}
 		m.PublicAddr = m.publicLn.Addr().String()
+		if cfg.MaxConns > 0 {
+			m.publicLn = netutil.LimitListener(m.publicLn, cfg.MaxConns)
+		}
 	}
 
 	m.admin = &http.Server{Handler: m.adminHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -214,6 +226,53 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.AdminAddr = m.adminLn.Addr().String()
 	return nil
+}
+
+type apiSetup struct {
+	api.Config
+	res api.Reserver
+}
+
+// apiConfig builds the public API's configuration and reserver from the
+// process Config: acknowledgement mode, abuse limits, blocked domains.
+func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
+	cfg := m.Config
+	out := apiSetup{res: m.Reserver, Config: api.Config{
+		Email:          email.Options{StripPlusAllDomains: cfg.StripPlusAll},
+		Timeout:        cfg.RequestTimeout,
+		MaxInFlight:    cfg.MaxInFlight,
+		ClientIPHeader: cfg.ClientIPHeader,
+		HideEmailTaken: cfg.HideEmailTaken,
+		Logger:         m.Logger,
+		Metrics:        mets.http,
+	}}
+	proxies, err := cfg.trustedProxies()
+	if err != nil {
+		return out, err
+	}
+	out.TrustedProxies = proxies
+	limit, err := cfg.rateLimit()
+	if err != nil {
+		return out, err
+	}
+	if !limit.IsZero() {
+		out.Limiter = newLimiter(m.rdb, cfg.RedisNamespace, limit)
+	}
+	if cfg.BlockedDomains != "" {
+		blocked, err := loadBlockedDomains(cfg.BlockedDomains)
+		if err != nil {
+			return out, err
+		}
+		out.BlockedDomain = func(d string) bool { return blocked[d] }
+		m.Logger.WithField("domains", len(blocked)).Info("refusing blocked email domains")
+	}
+	if cfg.Ack == AckMongo {
+		m.committer = persist.NewCommitter(m.Store, persist.CommitterConfig{Batches: mets.persist.AckBatch})
+		out.res = durable{res: m.Reserver, st: m.Store, commit: m.committer, timeout: cfg.AckTimeout, now: m.Now}
+		// The MongoDB wait comes on top of the Redis work.
+		out.Timeout += cfg.AckTimeout
+	}
+	return out, nil
 }
 
 // retry runs fn until it succeeds, for up to 30s, so a process started just
@@ -322,6 +381,9 @@ func (m *Main) Run(ctx context.Context) error {
 		if err := m.public.Shutdown(sctx); err != nil {
 			log.WithError(err).Warn("public server did not drain in time")
 		}
+	}
+	if m.committer != nil {
+		m.committer.Close()
 	}
 	stopRec()
 	stopHealth()

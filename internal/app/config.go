@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-redis/redis_rate/v10"
 	"github.com/sirupsen/logrus"
 )
 
@@ -34,7 +37,27 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
+
+	Ack            string
+	AckTimeout     time.Duration
+	ClaimIdle      time.Duration
+	MaxInFlight    int
+	MaxConns       int
+	ReadTimeout    time.Duration
+	IdleTimeout    time.Duration
+	RateLimit      string
+	RateBurst      int
+	TrustedProxies []string
+	ClientIPHeader string
+	BlockedDomains string
+	HideEmailTaken bool
 }
+
+// Acknowledgement modes (INVITEGATE_ACK).
+const (
+	AckRedis = "redis" // answer once Redis holds the reservation
+	AckMongo = "mongo" // answer once MongoDB holds it
+)
 
 // option is one configuration setting: its env variable, flag, default and
 // help, bound to a Config field through flag.Value.
@@ -61,6 +84,19 @@ var settings = []option{
 	{"INVITEGATE_SHUTDOWN_TIMEOUT", "shutdown-timeout", "20s", "bound on draining requests and the reconciler's batch after the grace period", func(c *Config) flag.Value { return (*durVal)(&c.ShutdownTimeout) }},
 	{"INVITEGATE_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config) flag.Value { return (*strVal)(&c.LogLevel) }},
 	{"INVITEGATE_LOG_FORMAT", "log-format", "json", "json or text", func(c *Config) flag.Value { return (*strVal)(&c.LogFormat) }},
+	{"INVITEGATE_ACK", "ack", AckRedis, "when a signup is acknowledged: redis (once Redis holds it) or mongo (once MongoDB does)", func(c *Config) flag.Value { return (*strVal)(&c.Ack) }},
+	{"INVITEGATE_ACK_TIMEOUT", "ack-timeout", "2s", "with --ack=mongo, the longest a signup waits for MongoDB before the answer is 503", func(c *Config) flag.Value { return (*durVal)(&c.AckTimeout) }},
+	{"INVITEGATE_RECONCILER_CLAIM_IDLE", "reconciler-claim-idle", "15s", "how long a reservation read by a dead consumer waits before another reconciler takes it over", func(c *Config) flag.Value { return (*durVal)(&c.ClaimIdle) }},
+	{"INVITEGATE_MAX_IN_FLIGHT", "max-in-flight", "512", "signups worked on at once per process; past it, an immediate 503 (0: no bound)", func(c *Config) flag.Value { return (*intVal)(&c.MaxInFlight) }},
+	{"INVITEGATE_MAX_CONNS", "max-conns", "4096", "open connections to the public listener; more wait in the kernel's backlog (0: no bound)", func(c *Config) flag.Value { return (*intVal)(&c.MaxConns) }},
+	{"INVITEGATE_HTTP_READ_TIMEOUT", "http-read-timeout", "5s", "time a client has to send its request headers and body", func(c *Config) flag.Value { return (*durVal)(&c.ReadTimeout) }},
+	{"INVITEGATE_HTTP_IDLE_TIMEOUT", "http-idle-timeout", "60s", "how long an idle keep-alive connection is kept", func(c *Config) flag.Value { return (*durVal)(&c.IdleTimeout) }},
+	{"INVITEGATE_RATE_LIMIT", "rate-limit", "", "signup attempts per client, as N/s, N/m or N/h (empty: off)", func(c *Config) flag.Value { return (*strVal)(&c.RateLimit) }},
+	{"INVITEGATE_RATE_BURST", "rate-burst", "0", "attempts a client may make at once before the rate applies (0: N of the rate)", func(c *Config) flag.Value { return (*intVal)(&c.RateBurst) }},
+	{"INVITEGATE_TRUSTED_PROXIES", "trusted-proxies", "", "comma-separated IPs or CIDRs of proxies whose client-IP header is believed (empty: none)", func(c *Config) flag.Value { return (*listVal)(&c.TrustedProxies) }},
+	{"INVITEGATE_CLIENT_IP_HEADER", "client-ip-header", "X-Forwarded-For", "header carrying the client's IP, read only from trusted proxies", func(c *Config) flag.Value { return (*strVal)(&c.ClientIPHeader) }},
+	{"INVITEGATE_BLOCKED_DOMAINS_FILE", "blocked-domains-file", "", "file of email domains to refuse, one per line, # comments (empty: none)", func(c *Config) flag.Value { return (*strVal)(&c.BlockedDomains) }},
+	{"INVITEGATE_HIDE_EMAIL_TAKEN", "hide-email-taken", "false", "answer an email used on another invitation like a repeat (200) instead of 409, hiding which invitation it used", func(c *Config) flag.Value { return (*boolVal)(&c.HideEmailTaken) }},
 }
 
 // LoadConfig builds a Config from defaults, then getenv, then args (flags),
@@ -133,10 +169,34 @@ func (c Config) Validate() error {
 		{"INVITEGATE_UNKNOWN_CODE_TTL", c.UnknownCodeTTL, time.Millisecond},
 		{"INVITEGATE_SHUTDOWN_GRACE", c.ShutdownGrace, 0},
 		{"INVITEGATE_SHUTDOWN_TIMEOUT", c.ShutdownTimeout, time.Second},
+		{"INVITEGATE_ACK_TIMEOUT", c.AckTimeout, time.Millisecond},
+		{"INVITEGATE_RECONCILER_CLAIM_IDLE", c.ClaimIdle, 100 * time.Millisecond},
+		{"INVITEGATE_HTTP_READ_TIMEOUT", c.ReadTimeout, 100 * time.Millisecond},
+		{"INVITEGATE_HTTP_IDLE_TIMEOUT", c.IdleTimeout, time.Second},
 	} {
 		if d.v < d.min {
 			return fmt.Errorf("%s=%s: must be at least %s", d.name, d.v, d.min)
 		}
+	}
+	if c.Ack != AckRedis && c.Ack != AckMongo {
+		return fmt.Errorf("INVITEGATE_ACK=%q: want redis or mongo", c.Ack)
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"INVITEGATE_MAX_IN_FLIGHT", c.MaxInFlight}, {"INVITEGATE_MAX_CONNS", c.MaxConns}, {"INVITEGATE_RATE_BURST", c.RateBurst}} {
+		if n.v < 0 {
+			return fmt.Errorf("%s=%d: must not be negative", n.name, n.v)
+		}
+	}
+	if _, err := c.rateLimit(); err != nil {
+		return err
+	}
+	if _, err := c.trustedProxies(); err != nil {
+		return err
+	}
+	if c.ClientIPHeader == "" || strings.ContainsAny(c.ClientIPHeader, " :\r\n") {
+		return fmt.Errorf("INVITEGATE_CLIENT_IP_HEADER=%q: not a header name", c.ClientIPHeader)
 	}
 	if _, err := logrus.ParseLevel(c.LogLevel); err != nil {
 		return fmt.Errorf("INVITEGATE_LOG_LEVEL=%q: %w", c.LogLevel, err)
@@ -145,6 +205,46 @@ func (c Config) Validate() error {
 		return fmt.Errorf("INVITEGATE_LOG_FORMAT=%q: want json or text", c.LogFormat)
 	}
 	return nil
+}
+
+// rateLimit parses INVITEGATE_RATE_LIMIT; the zero Limit means off.
+func (c Config) rateLimit() (redis_rate.Limit, error) {
+	if c.RateLimit == "" {
+		return redis_rate.Limit{}, nil
+	}
+	bad := fmt.Errorf("INVITEGATE_RATE_LIMIT=%q: want N/s, N/m or N/h with N ≥ 1", c.RateLimit)
+	n, unit, ok := strings.Cut(c.RateLimit, "/")
+	rate, err := strconv.Atoi(n)
+	if !ok || err != nil || rate < 1 {
+		return redis_rate.Limit{}, bad
+	}
+	periods := map[string]time.Duration{"s": time.Second, "m": time.Minute, "h": time.Hour}
+	period, ok := periods[unit]
+	if !ok {
+		return redis_rate.Limit{}, bad
+	}
+	burst := c.RateBurst
+	if burst == 0 {
+		burst = rate
+	}
+	return redis_rate.Limit{Rate: rate, Period: period, Burst: burst}, nil
+}
+
+// trustedProxies parses INVITEGATE_TRUSTED_PROXIES: IPs or CIDRs.
+func (c Config) trustedProxies() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("INVITEGATE_TRUSTED_PROXIES: %q: want an IP or a CIDR", s)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }
 
 // Fields returns the configuration for the startup log line, secrets masked.

@@ -1,7 +1,10 @@
 package app
 
 import (
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +58,15 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{map[string]string{"INVITEGATE_LOG_LEVEL": "loud"}, nil, "INVITEGATE_LOG_LEVEL"},
 		{map[string]string{"INVITEGATE_LOG_FORMAT": "xml"}, nil, "INVITEGATE_LOG_FORMAT"},
 		{map[string]string{"INVITEGATE_REDIS_NAMESPACE": "a{b}"}, nil, "INVITEGATE_REDIS_NAMESPACE"},
+		{map[string]string{"INVITEGATE_ACK": "disk"}, nil, "INVITEGATE_ACK"},
+		{map[string]string{"INVITEGATE_ACK_TIMEOUT": "0s"}, nil, "INVITEGATE_ACK_TIMEOUT"},
+		{map[string]string{"INVITEGATE_MAX_IN_FLIGHT": "-1"}, nil, "INVITEGATE_MAX_IN_FLIGHT"},
+		{map[string]string{"INVITEGATE_RATE_LIMIT": "10"}, nil, "INVITEGATE_RATE_LIMIT"},
+		{map[string]string{"INVITEGATE_RATE_LIMIT": "0/s"}, nil, "INVITEGATE_RATE_LIMIT"},
+		{map[string]string{"INVITEGATE_RATE_LIMIT": "5/day"}, nil, "INVITEGATE_RATE_LIMIT"},
+		{map[string]string{"INVITEGATE_TRUSTED_PROXIES": "10.0.0.0/8,proxy.local"}, nil, "INVITEGATE_TRUSTED_PROXIES"},
+		{map[string]string{"INVITEGATE_CLIENT_IP_HEADER": "X Real"}, nil, "INVITEGATE_CLIENT_IP_HEADER"},
+		{map[string]string{"INVITEGATE_HTTP_READ_TIMEOUT": "1ms"}, nil, "INVITEGATE_HTTP_READ_TIMEOUT"},
 		{nil, []string{"--shards", "x"}, "shards"},
 		{nil, []string{"--nope"}, "nope"},
 		{nil, []string{"extra"}, "unexpected"},
@@ -64,6 +76,52 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("env %v args %v: err = %v, want mention of %s", tt.env, tt.args, err, tt.want)
 		}
+	}
+}
+
+func TestRateLimitAndProxies(t *testing.T) {
+	c, err := LoadConfig("t", nil, env(map[string]string{
+		"INVITEGATE_RATE_LIMIT": "30/m", "INVITEGATE_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7, ::1",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := c.rateLimit()
+	if l.Rate != 30 || l.Period != time.Minute || l.Burst != 30 {
+		t.Fatalf("limit %+v", l)
+	}
+	c.RateBurst = 5
+	if l, _ = c.rateLimit(); l.Burst != 5 {
+		t.Fatalf("burst %d, want 5", l.Burst)
+	}
+	p, _ := c.trustedProxies()
+	if fmt.Sprint(p) != "[10.0.0.0/8 192.168.1.7/32 ::1/128]" {
+		t.Fatalf("proxies %v", p)
+	}
+	c.RateLimit = ""
+	if l, _ = c.rateLimit(); !l.IsZero() {
+		t.Fatalf("empty rate limit = %+v, want off", l)
+	}
+}
+
+func TestLoadBlockedDomains(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good")
+	os.WriteFile(good, []byte("# disposable\nMailinator.com\n\n  bücher.example  # IDN\n"), 0o644)
+	d, err := loadBlockedDomains(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d) != 2 || !d["mailinator.com"] || !d["xn--bcher-kva.example"] {
+		t.Fatalf("domains %v", d)
+	}
+	bad := filepath.Join(dir, "bad")
+	os.WriteFile(bad, []byte("ok.example\nnot a domain\n"), 0o644)
+	if _, err := loadBlockedDomains(bad); err == nil || !strings.Contains(err.Error(), ":2:") {
+		t.Fatalf("err = %v, want the line number", err)
+	}
+	if _, err := loadBlockedDomains(filepath.Join(dir, "missing")); err == nil {
+		t.Fatal("a missing file loaded")
 	}
 }
 

@@ -46,22 +46,20 @@ type env struct {
 
 func newEnv(tb testing.TB, d deployment) *env {
 	tb.Helper()
-	cfg := app.Config{
-		HTTPAddr:        "127.0.0.1:0",
-		AdminAddr:       "127.0.0.1:0",
-		RedisCluster:    d.cluster,
-		RedisNamespace:  testenv.KeyPrefix(tb),
-		MongoURI:        testenv.Mongo(tb),
-		MongoDB:         testenv.DBName(tb),
-		Shards:          d.shards,
-		Reconciler:      true,
-		RequestTimeout:  5 * time.Second,
-		UnknownCodeTTL:  time.Second,
-		ShutdownGrace:   0,
-		ShutdownTimeout: 10 * time.Second,
-		LogLevel:        "warn",
-		LogFormat:       "text",
+	// The documented defaults, then what a test deployment changes.
+	cfg, err := app.LoadConfig("test", nil, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		tb.Fatal(err)
 	}
+	cfg.HTTPAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.RedisCluster = d.cluster
+	cfg.RedisNamespace = testenv.KeyPrefix(tb)
+	cfg.MongoURI, cfg.MongoDB = testenv.Mongo(tb), testenv.DBName(tb)
+	cfg.Shards = d.shards
+	cfg.RequestTimeout = 5 * time.Second
+	cfg.UnknownCodeTTL = time.Second
+	cfg.ShutdownGrace, cfg.ShutdownTimeout = 0, 10*time.Second
+	cfg.LogLevel, cfg.LogFormat = "warn", "text"
 	if d.cluster {
 		cfg.RedisAddrs = testenv.SharedRedisCluster(tb)
 	} else {

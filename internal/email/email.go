@@ -246,6 +246,18 @@ func normalizeDomain(d string) (string, bool, error) {
 	return d, lower, err
 }
 
+// NormalizeDomain returns a mail domain the way Parse stores it in an
+// address: lowercase, IDN labels in punycode ("Bücher.de" becomes
+// "xn--bcher-kva.de"). It returns an error wrapping ErrInvalid for what
+// cannot be a mail domain.
+func NormalizeDomain(d string) (string, error) {
+	a, _, err := normalizeDomain(d)
+	if err != nil {
+		return "", err
+	}
+	return strings.ToLower(a), nil
+}
+
 // needsIDNA reports whether d has a non-ASCII byte or a label starting with
 // an ACE prefix in any case ("xn--", "XN--"), which must be decoded to be
 // validated.

@@ -9,9 +9,10 @@ import (
 	api "github.com/invitegate/invitegate/internal/http"
 )
 
-// FuzzHandler sends arbitrary paths and bodies through the whole router
-// with a reserver that always succeeds: no input may panic it or produce
-// a status outside the contract.
+// FuzzHandler sends arbitrary paths and bodies through the whole router,
+// every optional guard on, with a reserver that always succeeds: no input
+// may panic it or produce a status outside the contract. The committed
+// corpus in testdata/fuzz/FuzzHandler holds the hostile shapes.
 func FuzzHandler(f *testing.F) {
 	for _, s := range []struct{ path, body string }{
 		{"/invitations/open", `{"email":"a@example.com"}`},
@@ -22,7 +23,11 @@ func FuzzHandler(f *testing.F) {
 	} {
 		f.Add(s.path, s.body)
 	}
-	h := api.New(stub{}, api.Config{})
+	h := api.New(stub{}, api.Config{
+		MaxInFlight:    64,
+		HideEmailTaken: true,
+		BlockedDomain:  func(d string) bool { return d == "blocked.example" },
+	})
 	allowed := map[int]bool{200: true, 201: true, 400: true, 404: true, 405: true, 413: true, 415: true}
 	f.Fuzz(func(t *testing.T, path, body string) {
 		if !strings.HasPrefix(path, "/") {

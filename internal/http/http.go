@@ -11,8 +11,10 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -35,6 +37,14 @@ type Reserver interface {
 	Reserve(ctx context.Context, code string, a email.Address) (reserve.Result, error)
 }
 
+// Limiter decides whether one client may make one more signup attempt; it
+// returns how long the client should wait when not. An error lets the
+// request through: the limiter guards against abuse, it is not a
+// dependency a signup needs.
+type Limiter interface {
+	Allow(ctx context.Context, client string) (ok bool, retryAfter time.Duration, err error)
+}
+
 // Config tunes the API. Zero values take the defaults noted.
 type Config struct {
 	Email email.Options
@@ -46,17 +56,55 @@ type Config struct {
 	Timeout time.Duration
 	// RetryAfter is the Retry-After sent with 503 answers (default 1s).
 	RetryAfter time.Duration
-	Logger     logrus.FieldLogger
-	Metrics    *Metrics
+	// MaxInFlight bounds the signups being worked on at once; past it the
+	// answer is an immediate 503, so latency cannot grow without bound
+	// under a flood (0: no bound).
+	MaxInFlight int
+	// Limiter, when set, limits signup attempts per client.
+	Limiter Limiter
+	// TrustedProxies are the peers whose ClientIPHeader is believed; the
+	// client of anyone else is its own address. Empty: trust no one.
+	TrustedProxies []netip.Prefix
+	// ClientIPHeader carries the client's address through trusted proxies
+	// (default X-Forwarded-For).
+	ClientIPHeader string
+	// BlockedDomain reports whether an email domain (lowercase, IDN in
+	// punycode) is refused, e.g. a disposable-mail provider (nil: none).
+	BlockedDomain func(domain string) bool
+	// HideEmailTaken answers an email that already used another invitation
+	// like a repeat on this one (200), so that the answer does not tell
+	// which invitation an address used.
+	HideEmailTaken bool
+	Logger         logrus.FieldLogger
+	Metrics        *Metrics
 }
 
 // API serves the public endpoints.
 type API struct {
-	res   Reserver
-	cfg   Config
-	log   logrus.FieldLogger
-	m     *Metrics
-	debug bool // per-request lines cost nothing unless enabled
+	res      Reserver
+	cfg      Config
+	log      logrus.FieldLogger
+	m        *Metrics
+	debug    bool          // per-request lines cost nothing unless enabled
+	inFlight chan struct{} // a slot per signup being worked on; nil: unbounded
+	failLog  sampler
+}
+
+// sampler lets one event a second through and counts the rest.
+type sampler struct {
+	last       atomic.Int64 // unix nanoseconds of the last event let through
+	suppressed atomic.Int64
+}
+
+// allow reports whether an event at now may be logged, and how many were
+// suppressed since the last one that was.
+func (s *sampler) allow(now time.Time) (int64, bool) {
+	last := s.last.Load()
+	if now.UnixNano()-last < int64(time.Second) || !s.last.CompareAndSwap(last, now.UnixNano()) {
+		s.suppressed.Add(1)
+		return 0, false
+	}
+	return s.suppressed.Swap(0), true
 }
 
 // New returns the public HTTP handler.
@@ -78,7 +126,13 @@ func New(res Reserver, cfg Config) http.Handler {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.ClientIPHeader == "" {
+		cfg.ClientIPHeader = "X-Forwarded-For"
+	}
 	a := &API{res: res, cfg: cfg, log: cfg.Logger.WithField("component", "http"), m: cfg.Metrics, debug: debugEnabled(cfg.Logger)}
+	if cfg.MaxInFlight > 0 {
+		a.inFlight = make(chan struct{}, cfg.MaxInFlight)
+	}
 
 	r := gin.New()
 	// Odd paths get a 4xx, never a redirect: a POST that is redirected
@@ -87,8 +141,17 @@ func New(res Reserver, cfg Config) http.Handler {
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
+	// gin trusts every proxy unless told otherwise: a client could then
+	// pick its own address for the rate limiter.
+	proxies := make([]string, len(cfg.TrustedProxies))
+	for i, p := range cfg.TrustedProxies {
+		proxies[i] = p.String()
+	}
+	_ = r.SetTrustedProxies(proxies) // prefixes already parsed: cannot fail
+	r.ForwardedByClientIP = len(proxies) > 0
+	r.RemoteIPHeaders = []string{cfg.ClientIPHeader}
 	r.Use(gin.CustomRecoveryWithWriter(io.Discard, a.recovered))
-	r.POST("/invitations/:code", a.register)
+	r.POST("/invitations/:code", a.shed, a.limit, a.register)
 	r.NoRoute(func(c *gin.Context) { a.fail(c, "", time.Now(), errNotFound) })
 	r.NoMethod(func(c *gin.Context) { a.fail(c, "", time.Now(), errMethod) })
 	return r
@@ -102,6 +165,38 @@ type registration struct {
 }
 
 const route = "/invitations/{code}"
+
+// shed answers 503 at once when MaxInFlight signups are already being
+// worked on: past capacity a fast "try again" beats a queue that grows.
+func (a *API) shed(c *gin.Context) {
+	if a.inFlight == nil {
+		return
+	}
+	select {
+	case a.inFlight <- struct{}{}:
+		defer func() { <-a.inFlight }()
+		c.Next()
+	default:
+		a.fail(c, route, time.Now(), errOverloaded)
+	}
+}
+
+// limit applies the per-client rate limit, keyed by the client's address
+// (from ClientIPHeader only when the peer is a trusted proxy).
+func (a *API) limit(c *gin.Context) {
+	if a.cfg.Limiter == nil {
+		return
+	}
+	ok, wait, err := a.cfg.Limiter.Allow(c.Request.Context(), c.ClientIP())
+	if err != nil {
+		a.m.LimiterErrors.Inc()
+		return
+	}
+	if !ok {
+		c.Header("Retry-After", strconv.Itoa(int(max((wait+time.Second-1)/time.Second, 1))))
+		a.fail(c, route, time.Now(), errRateLimited)
+	}
+}
 
 func (a *API) register(c *gin.Context) {
 	start := time.Now()
@@ -124,15 +219,23 @@ func (a *API) register(c *gin.Context) {
 		a.fail(c, route, start, err)
 		return
 	}
+	if a.cfg.BlockedDomain != nil && a.cfg.BlockedDomain(addr.Normalized[strings.LastIndexByte(addr.Normalized, '@')+1:]) {
+		a.fail(c, route, start, errBlockedDomain)
+		return
+	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), a.cfg.Timeout)
 	defer cancel()
 	res, err := a.res.Reserve(ctx, code, addr)
-	if err != nil {
+	hidden := a.cfg.HideEmailTaken && errors.Is(err, reserve.ErrEmailTaken)
+	if err != nil && !hidden {
 		a.fail(c, route, start, err)
 		return
 	}
 	status, body, outcome := http.StatusCreated, registration{code, addr.Normalized, "registered"}, "created"
-	if res.Outcome == reserve.Existing {
+	switch {
+	case hidden:
+		status, body.Status, outcome = http.StatusOK, "already_registered", "email_taken_hidden"
+	case res.Outcome == reserve.Existing:
 		status, body.Status, outcome = http.StatusOK, "already_registered", "existing"
 	}
 	a.m.observe(route, status, outcome, time.Since(start))
@@ -232,6 +335,10 @@ var (
 	errTooLarge     = errors.New("body too large")
 	errMalformed    = errors.New("malformed body")
 	errMissingEmail = errors.New("missing email")
+	errOverloaded   = errors.New("overloaded")
+	errRateLimited  = errors.New("rate limited")
+	// errBlockedDomain: the address is valid but its domain is refused.
+	errBlockedDomain = errors.New("email domain not accepted")
 )
 
 // failure is one row of the error table.
@@ -254,6 +361,7 @@ var failures = []struct {
 	{errMethod, failure{405, "method-not-allowed", "method_not_allowed", "Method not allowed", "Use POST with a JSON body."}},
 	{email.ErrInvalid, failure{400, "invalid-email", "invalid_email", "Invalid email address", "Enter a plain email address such as name@example.com."}},
 	{errMalformed, failure{400, "malformed-body", "malformed", "Malformed request body", `The body must be a JSON object with one string member "email".`}},
+	{errBlockedDomain, failure{400, "email-domain-not-accepted", "blocked_domain", "Email domain not accepted", "Use a permanent email address, not a disposable one."}},
 	{errMissingEmail, failure{400, "missing-email", "malformed", "Email is required", `The body must be a JSON object with one string member "email".`}},
 	{errTooLarge, failure{413, "body-too-large", "too_large", "Request body too large", "The body is larger than a signup needs."}},
 	{errMediaType, failure{415, "unsupported-media-type", "unsupported_media", "Unsupported media type", "Send Content-Type: application/json."}},
@@ -261,6 +369,8 @@ var failures = []struct {
 	{reserve.ErrFull, failure{410, "invitation-full", "full", "Invitation is full", "This invitation has no places left."}},
 	{reserve.ErrDisabled, failure{410, "invitation-disabled", "disabled", "Invitation is disabled", "This invitation is no longer accepted."}},
 	{reserve.ErrExpired, failure{410, "invitation-expired", "expired", "Invitation has expired", "This invitation is no longer accepted."}},
+	{errRateLimited, failure{429, "rate-limited", "rate_limited", "Too many attempts", "Too many signup attempts from your network. Try again after the time in Retry-After."}},
+	{errOverloaded, failure{503, "overloaded", "shed", "Service busy", "Too many signups at once. Try again in a moment."}},
 	{reserve.ErrShardMismatch, failure{503, "unavailable", "misconfigured", "Service unavailable", "Try again later."}},
 	{reserve.ErrUnavailable, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
 	{context.DeadlineExceeded, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
@@ -283,8 +393,12 @@ func (a *API) fail(c *gin.Context, route string, start time.Time, err error) {
 	f, known := lookup(err)
 	if !known {
 		a.log.WithError(err).WithField("path", c.Request.URL.Path).Error("unexpected error")
-	} else if f.status >= 500 {
-		a.log.WithError(err).WithField("path", c.Request.URL.Path).Warn("request failed")
+	} else if f.status >= 500 && !errors.Is(err, errOverloaded) {
+		// During an outage every request fails the same way: one line a
+		// second, with how many were not logged, instead of a flood.
+		if n, ok := a.failLog.allow(time.Now()); ok {
+			a.log.WithError(err).WithField("path", c.Request.URL.Path).WithField("similar_since_last", n).Warn("request failed")
+		}
 	}
 	if f.status == http.StatusServiceUnavailable {
 		c.Header("Retry-After", strconv.Itoa(int(max(a.cfg.RetryAfter.Round(time.Second)/time.Second, 1))))

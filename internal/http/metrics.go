@@ -12,6 +12,9 @@ import (
 type Metrics struct {
 	Requests *prometheus.CounterVec   // route, status, outcome
 	Duration *prometheus.HistogramVec // route, outcome
+	// LimiterErrors counts requests let through because the rate
+	// limiter could not be asked.
+	LimiterErrors prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -27,9 +30,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Public API request latency by route and outcome.",
 			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "outcome"}),
+		LimiterErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "invitegate_rate_limiter_errors_total",
+			Help: "Signups let through because the rate limiter's Redis call failed.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.Duration)
+		reg.MustRegister(m.Requests, m.Duration, m.LimiterErrors)
 	}
 	return m
 }

@@ -12,6 +12,7 @@ type Metrics struct {
 	Persisted    prometheus.Histogram // reservation → MongoDB delay
 	Backlog      *prometheus.GaugeVec // shard
 	Lag          *prometheus.GaugeVec // shard
+	AckBatch     prometheus.Histogram // INVITEGATE_ACK=mongo: reservations per group commit
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -52,9 +53,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "invitegate_reservation_lag_seconds",
 			Help: "Age of the oldest reservation not yet written to MongoDB, per shard (0 when none).",
 		}, []string{"shard"}),
+		AckBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "invitegate_ack_commit_batch_size",
+			Help:    "With INVITEGATE_ACK=mongo, signups written to MongoDB by one group commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Batches, m.Rows, m.Errors, m.Claimed, m.BatchSeconds, m.Persisted, m.Backlog, m.Lag)
+		reg.MustRegister(m.Batches, m.Rows, m.Errors, m.Claimed, m.BatchSeconds, m.Persisted, m.Backlog, m.Lag, m.AckBatch)
 	}
 	return m
 }

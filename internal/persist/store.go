@@ -385,9 +385,10 @@ type Registration struct {
 }
 
 // Registration returns the registration of a canonical email; ok is false
-// when there is none.
+// when there is none. It reads with majority read concern: what it returns
+// survives a MongoDB failover.
 func (s *Store) Registration(ctx context.Context, canonical string) (reg Registration, ok bool, err error) {
-	err = s.reg.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&reg)
+	err = s.regMajority.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&reg)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return reg, false, nil
 	}

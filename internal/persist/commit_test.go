@@ -1,0 +1,81 @@
+package persist_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+)
+
+// TestCommitterGroupCommit: 200 concurrent commits against the real
+// MongoDB-wire server are all written, each reported once, in fewer bulk
+// inserts than commits; repeats and conflicts are told apart.
+func TestCommitterGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t)
+	hist := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "batch"})
+	c := persist.NewCommitter(st, persist.CommitterConfig{Writers: 2, Batches: hist})
+	defer c.Close()
+
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			em := fmt.Sprintf("g%d@example.com", i)
+			res, err := c.Commit(ctx, invite.Reservation{Code: "a", Canonical: em, Email: em, ReservedAt: time.Now()})
+			if err != nil || res.Outcome != persist.Written {
+				errs <- fmt.Errorf("%s: %+v %v", em, res, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got, _ := st.Count(ctx, "a"); got != n {
+		t.Fatalf("%d registrations, want %d", got, n)
+	}
+	var pb dto.Metric
+	if err := hist.Write(&pb); err != nil {
+		t.Fatal(err)
+	}
+	inserts, rows := pb.GetHistogram().GetSampleCount(), pb.GetHistogram().GetSampleSum()
+	t.Logf("%d commits in %d bulk inserts", n, inserts)
+	if inserts >= n || rows != n {
+		t.Fatalf("%d bulk inserts carrying %v rows for %d commits; want fewer inserts than commits", inserts, rows, n)
+	}
+
+	again, err := c.Commit(ctx, invite.Reservation{Code: "a", Canonical: "g1@example.com", Email: "g1@example.com"})
+	if err != nil || again.Outcome != persist.AlreadyWritten {
+		t.Fatalf("repeat: %+v %v, want AlreadyWritten", again, err)
+	}
+	other, err := c.Commit(ctx, invite.Reservation{Code: "b", Canonical: "g1@example.com", Email: "g1@example.com"})
+	if err != nil || other.Outcome != persist.Conflict || other.Owner != "a" {
+		t.Fatalf("other code: %+v %v, want Conflict owned by a", other, err)
+	}
+}
+
+// TestCommitterGivesUpAtDeadline: a caller whose deadline passes gets
+// ErrNotWritten at once; it never waits past its own context.
+func TestCommitterGivesUpAtDeadline(t *testing.T) {
+	st, _ := newStore(t)
+	c := persist.NewCommitter(st, persist.CommitterConfig{})
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.Commit(ctx, invite.Reservation{Code: "a", Canonical: "x@example.com"}); !errors.Is(err, persist.ErrNotWritten) {
+		t.Fatalf("err = %v, want ErrNotWritten", err)
+	}
+}

@@ -1,0 +1,339 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/invitegate/invitegate/internal/embedded"
+)
+
+var (
+	buildOnce sync.Once
+	buildBin  string
+	buildErr  error
+)
+
+// BuildInvitegate builds cmd/invitegate once per test process and returns
+// the binary's path. It fails the test if the build fails.
+func BuildInvitegate(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		dir, err := processDir()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildBin = filepath.Join(dir, "invitegate")
+		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		out, err := exec.Command(goBin, "build", "-o", buildBin, "github.com/invitegate/invitegate/cmd/invitegate").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatalf("testenv: %v", buildErr)
+	}
+	return buildBin
+}
+
+// Process is one invitegate process (serve or reconcile) started from a
+// binary, on fixed loopback addresses that stay the same across restarts.
+type Process struct {
+	Bin    string
+	Mode   string // "serve" or "reconcile"
+	Env    []string
+	Public string // host:port of the public listener (serve)
+	Admin  string // host:port of the admin listener
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  *syncBuffer
+}
+
+// NewProcess returns a Process on fresh free addresses; Start runs it. It
+// is stopped when the test ends.
+func NewProcess(tb testing.TB, bin, mode string, env ...string) *Process {
+	tb.Helper()
+	p := &Process{Bin: bin, Mode: mode, Env: env, Public: FreeAddr(tb), Admin: FreeAddr(tb), out: &syncBuffer{}}
+	tb.Cleanup(func() {
+		p.signal(syscall.SIGTERM)
+		if !p.wait(30 * time.Second) {
+			p.signal(syscall.SIGKILL)
+			p.wait(5 * time.Second)
+		}
+		if tb.Failed() {
+			tb.Logf("invitegate %s (%s) output:\n%s", p.Mode, p.Public, p.Output())
+		}
+	})
+	return p
+}
+
+// Start runs the process and waits until /readyz answers 200; it fails the
+// test if the process exits or is not ready within 30s.
+func (p *Process) Start(tb testing.TB) {
+	tb.Helper()
+	cmd := exec.Command(p.Bin, p.Mode)
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.Env = append(cmd.Env, "INVITEGATE_HTTP_ADDR="+p.Public, "INVITEGATE_ADMIN_ADDR="+p.Admin)
+	fmt.Fprintf(p.out, "--- start %s\n", time.Now().Format(time.StampMilli))
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := startOnSpawnThread(cmd); err != nil {
+		tb.Fatalf("testenv: start invitegate: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		if resp, err := client.Get("http://" + p.Admin + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-done:
+			tb.Fatalf("testenv: invitegate %s exited at start:\n%s", p.Mode, p.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("testenv: invitegate %s not ready after 30s:\n%s", p.Mode, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM, as an orchestrator does, and waits up to 30s for a
+// clean exit; it fails the test on a timeout or a non-zero exit code.
+func (p *Process) Stop(tb testing.TB) {
+	tb.Helper()
+	p.signal(syscall.SIGTERM)
+	if !p.wait(30 * time.Second) {
+		p.signal(syscall.SIGKILL)
+		tb.Fatalf("testenv: invitegate %s did not exit within 30s of SIGTERM:\n%s", p.Mode, p.Output())
+	}
+	p.mu.Lock()
+	code := p.cmd.ProcessState.ExitCode()
+	p.mu.Unlock()
+	if code != 0 {
+		tb.Fatalf("testenv: invitegate %s exit code %d:\n%s", p.Mode, code, p.Output())
+	}
+}
+
+// Kill sends SIGKILL and waits until the process is gone: no shutdown, no
+// drain, connections cut mid-request.
+func (p *Process) Kill(tb testing.TB) {
+	tb.Helper()
+	p.signal(syscall.SIGKILL)
+	if !p.wait(10 * time.Second) {
+		tb.Fatalf("testenv: invitegate %s survived SIGKILL", p.Mode)
+	}
+}
+
+// Output returns what the process wrote to stdout and stderr so far.
+func (p *Process) Output() string {
+	s := p.out.String()
+	if len(s) > 6000 {
+		s = s[:2000] + "\n...\n" + s[len(s)-4000:]
+	}
+	return s
+}
+
+func (p *Process) signal(sig os.Signal) {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd != nil {
+		_ = cmd.Process.Signal(sig)
+	}
+}
+
+// wait reports whether the process exited within d (true if never started).
+func (p *Process) wait(d time.Duration) bool {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
+		return true
+	}
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Pause stops the server with SIGSTOP: it keeps its port and accepts
+// connections in the kernel's backlog but answers nothing, like a hung or
+// partitioned Redis. Resume undoes it.
+func (r *RedisServer) Pause(tb testing.TB) {
+	tb.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		tb.Fatalf("testenv: SIGSTOP redis-server: %v", err)
+	}
+}
+
+// Resume continues a server stopped by Pause.
+func (r *RedisServer) Resume(tb testing.TB) {
+	tb.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		tb.Fatalf("testenv: SIGCONT redis-server: %v", err)
+	}
+}
+
+// --- a MongoDB-wire server in a process of its own ---
+
+const mongoChildEnv = "INVITEGATE_TESTENV_FERRETDB"
+
+// ServeMongoIfChild must be called first in the TestMain of a package
+// that uses StartMongoProcess: in the child process StartMongoProcess
+// starts (the test binary itself), it runs FerretDB until SIGTERM or
+// SIGKILL and exits; in the test process it returns at once.
+func ServeMongoIfChild() {
+	spec := os.Getenv(mongoChildEnv)
+	if spec == "" {
+		return
+	}
+	dir, addr, _ := strings.Cut(spec, "|")
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if _, stopDB, err := embedded.StartFerretDB(ctx, dir, addr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "ferretdb:", err)
+		os.Exit(1)
+	} else {
+		defer stopDB()
+	}
+	fmt.Println("ready")
+	<-ctx.Done()
+	os.Exit(0)
+}
+
+// MongoProcess is FerretDB (SQLite backend) in a child process of its own,
+// so a test can kill it and start it again on the same address and data.
+type MongoProcess struct {
+	URI  string
+	Addr string
+	Dir  string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  *syncBuffer
+}
+
+// StartMongoProcess starts a MongoDB-wire server in a child process (the
+// test binary re-run; see ServeMongoIfChild) and waits until it answers.
+// It is killed when the test ends.
+func StartMongoProcess(tb testing.TB) *MongoProcess {
+	tb.Helper()
+	m := &MongoProcess{Addr: FreeAddr(tb), Dir: tb.TempDir(), out: &syncBuffer{}}
+	m.URI = "mongodb://" + m.Addr + "/"
+	tb.Cleanup(func() {
+		m.kill()
+		if tb.Failed() {
+			tb.Logf("ferretdb output:\n%s", m.out.String())
+		}
+	})
+	m.Restart(tb)
+	return m
+}
+
+// Kill stops the server with SIGKILL and waits until it is gone.
+func (m *MongoProcess) Kill(tb testing.TB) {
+	tb.Helper()
+	m.kill()
+}
+
+// Restart starts the server again (killing it first if it runs) on the same
+// address and data directory, and waits until it accepts connections.
+func (m *MongoProcess) Restart(tb testing.TB) {
+	tb.Helper()
+	m.kill()
+	from := len(m.out.String())
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), mongoChildEnv+"="+m.Dir+"|"+m.Addr)
+	cmd.Stdout, cmd.Stderr = m.out, m.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := startOnSpawnThread(cmd); err != nil {
+		tb.Fatalf("testenv: start ferretdb: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	m.mu.Lock()
+	m.cmd, m.done = cmd, done
+	m.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(m.out.String()[from:], "ready") {
+		select {
+		case <-done:
+			tb.Fatalf("testenv: ferretdb exited at start:\n%s", m.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("testenv: ferretdb not ready after 30s:\n%s", m.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for {
+		c, err := net.DialTimeout("tcp", m.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("testenv: ferretdb not listening on %s: %v", m.Addr, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (m *MongoProcess) kill() {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-done
+}
