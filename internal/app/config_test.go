@@ -144,3 +144,25 @@ func TestFieldsMaskSecrets(t *testing.T) {
 		t.Fatalf("mongo uri lost its user: %v", f["INVITEGATE_MONGO_URI"])
 	}
 }
+
+// TestREADMEListsEverySetting keeps the README's configuration table in
+// step with the settings: each variable and its flag must be in it.
+func TestREADMEListsEverySetting(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range settings {
+		row := "| `" + o.env + "` |"
+		i := strings.Index(string(b), row)
+		if i < 0 {
+			t.Errorf("README's configuration table has no row for %s", o.env)
+			continue
+		}
+		line := string(b[i:])
+		line = line[:strings.IndexByte(line, '\n')]
+		if !strings.Contains(line, "`--"+o.flag+"`") {
+			t.Errorf("README's row for %s does not name --%s", o.env, o.flag)
+		}
+	}
+}

@@ -23,6 +23,8 @@ import (
 // failover with asynchronous replication, a lost disk) loses nothing that
 // was acknowledged. Past the timeout the answer is 503; the reservation
 // stays in Redis and the reconciler writes it, so a retry answers 200.
+// Once MongoDB confirmed a registration, a mark next to the email's claim
+// lets repeats be answered by Redis alone.
 type durable struct {
 	res     *reserve.Reserver
 	st      *persist.Store
@@ -40,11 +42,16 @@ func (d durable) Reserve(ctx context.Context, code string, a email.Address) (res
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	if res.Outcome == reserve.Existing {
+		// A repeat: answered from Redis once MongoDB is known to hold it.
+		if ok, err := d.res.Durable(ctx, a.Canonical, code); err != nil || ok {
+			return res, err
+		}
 		reg, ok, err := d.st.Registration(ctx, a.Canonical)
 		if err != nil {
 			return reserve.Result{}, errors.Join(reserve.ErrUnavailable, err)
 		}
 		if ok && reg.Invitation == code {
+			d.markDurable(ctx, a.Canonical, code)
 			return res, nil
 		}
 		if ok {
@@ -64,7 +71,14 @@ func (d durable) Reserve(ctx context.Context, code string, a email.Address) (res
 		// claim); the reconciler gives this reservation's seat back.
 		return reserve.Result{}, reserve.ErrEmailTaken
 	}
+	d.markDurable(ctx, a.Canonical, code)
 	return res, nil
+}
+
+// markDurable is best effort: without the mark the next repeat reads
+// MongoDB once more.
+func (d durable) markDurable(ctx context.Context, canonical, code string) {
+	_ = d.res.MarkDurable(ctx, canonical, code)
 }
 
 // limiter is the per-client rate limit: GCRA in Redis by redis_rate.
