@@ -39,6 +39,7 @@ var deployments = []deployment{
 // env is a test deployment: its config and direct access to its stores.
 type env struct {
 	cfg   app.Config
+	log   *logrus.Logger // nil: discarded
 	db    *mongo.Database
 	store *persist.Store
 	rdb   redis.UniversalClient
@@ -99,8 +100,11 @@ func (e *env) start(tb testing.TB) (m *app.Main, stop func()) {
 // startMode is start for any mode (app.Reconcile runs no public API).
 func (e *env) startMode(tb testing.TB, mode app.Mode) (m *app.Main, stop func()) {
 	tb.Helper()
-	log := logrus.New()
-	log.SetOutput(io.Discard)
+	log := e.log
+	if log == nil {
+		log = logrus.New()
+		log.SetOutput(io.Discard)
+	}
 	m = &app.Main{Config: e.cfg, Mode: mode, Logger: log}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := m.Open(ctx); err != nil {
