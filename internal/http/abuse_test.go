@@ -132,6 +132,8 @@ func TestRateLimitKeyedByTrustedClientIP(t *testing.T) {
 		{"trusted proxy: header used", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "", "10.1.2.3:5555", "198.51.100.1", "198.51.100.1"},
 		{"trusted proxy: forged left part skipped", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "", "10.1.2.3:5555", "1.2.3.4, 198.51.100.1", "198.51.100.1"},
 		{"untrusted peer: header ignored", []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, "", "192.0.2.9:5555", "198.51.100.1", "192.0.2.9"},
+		{"IPv6 keyed by its /64", nil, "", "[2001:db8:1:2:aaaa::1]:5555", "", "2001:db8:1:2::/64"},
+		{"IPv4-mapped IPv6", nil, "", "[::ffff:203.0.113.7]:5555", "", "203.0.113.7"},
 		{"custom header", []netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}, "X-Real-IP", "10.0.0.1:5555", "198.51.100.2", "198.51.100.2"},
 	}
 	for _, tt := range tests {

@@ -181,13 +181,28 @@ func (a *API) shed(c *gin.Context) {
 	}
 }
 
+// clientKey is the rate-limit key of a client address: the address for
+// IPv4, its /64 for IPv6, since one subscriber usually holds a whole /64
+// and could otherwise take a fresh key per request.
+func clientKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	if a = a.Unmap(); a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
+}
+
 // limit applies the per-client rate limit, keyed by the client's address
 // (from ClientIPHeader only when the peer is a trusted proxy).
 func (a *API) limit(c *gin.Context) {
 	if a.cfg.Limiter == nil {
 		return
 	}
-	ok, wait, err := a.cfg.Limiter.Allow(c.Request.Context(), c.ClientIP())
+	ok, wait, err := a.cfg.Limiter.Allow(c.Request.Context(), clientKey(c.ClientIP()))
 	if err != nil {
 		a.m.LimiterErrors.Inc()
 		return
