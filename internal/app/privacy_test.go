@@ -1,12 +1,10 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,25 +12,8 @@ import (
 
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/testenv"
 )
-
-// lockedBuffer is an io.Writer safe for concurrent log writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLogsAndMetricsNeverCarryEmails drives every outcome that logs
 // (debug level, so each signup logs a line), including the reconciler's
@@ -41,7 +22,7 @@ func (l *lockedBuffer) String() string {
 func TestLogsAndMetricsNeverCarryEmails(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, deployments[0])
-	logs := &lockedBuffer{}
+	logs := &testenv.Buffer{}
 	e.log = logrus.New()
 	e.log.SetOutput(logs)
 	e.log.SetLevel(logrus.DebugLevel)

@@ -61,14 +61,14 @@ type Process struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *syncBuffer
+	out  *Buffer
 }
 
 // NewProcess returns a Process on fresh free addresses; Start runs it. It
 // is stopped when the test ends.
 func NewProcess(tb testing.TB, bin, mode string, env ...string) *Process {
 	tb.Helper()
-	p := &Process{Bin: bin, Mode: mode, Env: env, Public: FreeAddr(tb), Admin: FreeAddr(tb), out: &syncBuffer{}}
+	p := &Process{Bin: bin, Mode: mode, Env: env, Public: FreeAddr(tb), Admin: FreeAddr(tb), out: &Buffer{}}
 	tb.Cleanup(func() {
 		p.signal(syscall.SIGTERM)
 		if !p.wait(30 * time.Second) {
@@ -182,18 +182,20 @@ func (p *Process) wait(d time.Duration) bool {
 	}
 }
 
-type syncBuffer struct {
+// Buffer is a bytes.Buffer safe for concurrent writers: process output,
+// a logger shared by goroutines.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *Buffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -258,7 +260,7 @@ type MongoProcess struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *syncBuffer
+	out  *Buffer
 }
 
 // StartMongoProcess starts a MongoDB-wire server in a child process (the
@@ -266,7 +268,7 @@ type MongoProcess struct {
 // It is killed when the test ends.
 func StartMongoProcess(tb testing.TB) *MongoProcess {
 	tb.Helper()
-	m := &MongoProcess{Addr: FreeAddr(tb), Dir: tb.TempDir(), out: &syncBuffer{}}
+	m := &MongoProcess{Addr: FreeAddr(tb), Dir: tb.TempDir(), out: &Buffer{}}
 	m.URI = "mongodb://" + m.Addr + "/"
 	tb.Cleanup(func() {
 		m.kill()
