@@ -22,10 +22,11 @@ run: ## run the service on an embedded Redis (miniredis) and MongoDB-wire server
 	$(GO) run ./cmd/invitegate-dev serve
 
 .PHONY: test
-test: ## gofmt check, vet, every test with the race detector (needs redis-server, nginx, promtool), then each fuzz target for FUZZTIME
+test: ## gofmt check, vet, every test with the race detector (needs redis-server, nginx, promtool), the allocation budget without it, then each fuzz target for FUZZTIME
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -run 'AllocationBudget' ./internal/http
 	$(call fuzz,$(FUZZTIME))
 
 .PHONY: build
