@@ -66,6 +66,7 @@ type Main struct {
 	admin      *http.Server
 	reconciler *persist.Reconciler
 	committer  *persist.Committer
+	mongoRes   *persist.MongoReserver // INVITEGATE_RESERVER=mongo
 	ready      atomic.Bool
 	depUp      *prometheus.GaugeVec
 	remaining  *prometheus.GaugeVec
@@ -74,7 +75,7 @@ type Main struct {
 // NewRedis returns a client for cfg: a cluster client with
 // INVITEGATE_REDIS_CLUSTER, a single-node client otherwise. Every command
 // has a deadline, so a dead Redis turns into errors, not hung requests: the
-// request's own (INVITEGATE_REQUEST_TIMEOUT) when it has one, else 2s.
+// earlier of the request's own (INVITEGATE_REQUEST_TIMEOUT) and 2s.
 func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
 	if cfg.RedisCluster {
 		return redis.NewClusterClient(&redis.ClusterOptions{
@@ -143,10 +144,6 @@ func (m *Main) Open(ctx context.Context) error {
 	mets := registerMetrics(m.registry)
 	m.depUp, m.remaining = mets.depUp, mets.remaining
 
-	m.rdb = NewRedis(cfg, 0)
-	// Blocking stream reads hold a connection each: give them their own
-	// pool so they never starve the hot path.
-	m.rdbStreams = NewRedis(cfg, cfg.Shards+4)
 	mc, err := NewMongo(cfg)
 	if err != nil {
 		return err
@@ -161,38 +158,31 @@ func (m *Main) Open(ctx context.Context) error {
 		if err := m.Store.CheckShards(ctx, cfg.Shards); err != nil {
 			return err
 		}
-		return m.Store.CheckEmailRule(ctx, cfg.StripPlusAll)
+		if err := m.Store.CheckEmailRule(ctx, cfg.StripPlusAll); err != nil {
+			return err
+		}
+		fresh, err := m.Store.CheckReserver(ctx, cfg.Reserver)
+		if err != nil || cfg.Reserver != ReserverMongo {
+			return err
+		}
+		m.mongoRes = persist.NewMongoReserver(m.Store)
+		if err := m.mongoRes.EnsureSchema(ctx); err != nil {
+			return err
+		}
+		if fresh {
+			return m.mongoRes.SeatRegistrations(ctx)
+		}
+		return nil
 	}); err != nil {
 		return err
 	}
 
-	m.Reserver = reserve.New(m.rdb, m.Store, reserve.Config{
-		Namespace:  cfg.RedisNamespace,
-		Shards:     cfg.Shards,
-		UnknownTTL: cfg.UnknownCodeTTL,
-		Now:        m.Now,
-		Logger:     log,
-		Metrics:    mets.reserve,
-	})
-	if err := retry(ctx, log, "redis seed", m.Reserver.SeedIfNeeded); err != nil {
+	if m.mongoRes != nil {
+		if m.Mode == Reconcile {
+			return errors.New("INVITEGATE_RESERVER=mongo writes signups to MongoDB directly: there is nothing to reconcile")
+		}
+	} else if err := m.openRedis(ctx, mets); err != nil {
 		return err
-	}
-	if err := retry(ctx, log, "redis scripts", m.Reserver.LoadScripts); err != nil {
-		return err
-	}
-
-	if m.Mode == Reconcile || cfg.Reconciler {
-		streams := reserve.New(m.rdbStreams, m.Store, reserve.Config{
-			Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Now: m.Now, Logger: log,
-		})
-		host, _ := os.Hostname()
-		m.reconciler = persist.NewReconciler(streams, m.Store, persist.ReconcilerConfig{
-			Consumer:  fmt.Sprintf("%s-%d-%d", host, os.Getpid(), m.Now().UnixNano()),
-			ClaimIdle: cfg.ClaimIdle,
-			Now:       m.Now,
-			Logger:    log,
-			Metrics:   mets.persist,
-		})
 	}
 
 	if m.Mode == Serve {
@@ -228,6 +218,44 @@ func (m *Main) Open(ctx context.Context) error {
 	return nil
 }
 
+// openRedis connects to Redis, seeds it if needed, loads the scripts and
+// builds the reconciler (INVITEGATE_RESERVER=redis).
+func (m *Main) openRedis(ctx context.Context, mets metrics) error {
+	cfg, log := m.Config, m.Logger
+	m.rdb = NewRedis(cfg, 0)
+	// Blocking stream reads hold a connection each: give them their own
+	// pool so they never starve the hot path.
+	m.rdbStreams = NewRedis(cfg, cfg.Shards+4)
+	m.Reserver = reserve.New(m.rdb, m.Store, reserve.Config{
+		Namespace:  cfg.RedisNamespace,
+		Shards:     cfg.Shards,
+		UnknownTTL: cfg.UnknownCodeTTL,
+		Now:        m.Now,
+		Logger:     log,
+		Metrics:    mets.reserve,
+	})
+	if err := retry(ctx, log, "redis seed", m.Reserver.SeedIfNeeded); err != nil {
+		return err
+	}
+	if err := retry(ctx, log, "redis scripts", m.Reserver.LoadScripts); err != nil {
+		return err
+	}
+	if m.Mode == Reconcile || cfg.Reconciler {
+		streams := reserve.New(m.rdbStreams, m.Store, reserve.Config{
+			Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Now: m.Now, Logger: log,
+		})
+		host, _ := os.Hostname()
+		m.reconciler = persist.NewReconciler(streams, m.Store, persist.ReconcilerConfig{
+			Consumer:  fmt.Sprintf("%s-%d-%d", host, os.Getpid(), m.Now().UnixNano()),
+			ClaimIdle: cfg.ClaimIdle,
+			Now:       m.Now,
+			Logger:    log,
+			Metrics:   mets.persist,
+		})
+	}
+	return nil
+}
+
 type apiSetup struct {
 	api.Config
 	res api.Reserver
@@ -237,7 +265,11 @@ type apiSetup struct {
 // process Config: acknowledgement mode, abuse limits, blocked domains.
 func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 	cfg := m.Config
-	out := apiSetup{res: m.Reserver, Config: api.Config{
+	var res api.Reserver = m.Reserver
+	if m.mongoRes != nil {
+		res = m.mongoRes
+	}
+	out := apiSetup{res: res, Config: api.Config{
 		Email:          email.Options{StripPlusAllDomains: cfg.StripPlusAll},
 		Timeout:        cfg.RequestTimeout,
 		MaxInFlight:    cfg.MaxInFlight,
@@ -266,7 +298,7 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 		out.BlockedDomain = func(d string) bool { return blocked[d] }
 		m.Logger.WithField("domains", len(blocked)).Info("refusing blocked email domains")
 	}
-	if cfg.Ack == AckMongo {
+	if cfg.Ack == AckMongo && m.mongoRes == nil {
 		m.committer = persist.NewCommitter(m.Store, persist.CommitterConfig{Batches: mets.persist.AckBatch})
 		out.res = durable{res: m.Reserver, st: m.Store, commit: m.committer, timeout: cfg.AckTimeout, now: m.Now}
 		// The MongoDB wait comes on top of the Redis work.
@@ -312,7 +344,13 @@ func (m *Main) adminHandler() http.Handler {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)
 		defer cancel()
-		if err := m.rdb.Ping(ctx).Err(); err != nil {
+		if m.rdb == nil {
+			// MongoDB alone takes the signups.
+			if err := m.mongo.Ping(ctx, readpref.Primary()); err != nil {
+				http.Error(w, "mongodb unreachable", http.StatusServiceUnavailable)
+				return
+			}
+		} else if err := m.rdb.Ping(ctx).Err(); err != nil {
 			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
 			return
 		}
@@ -402,6 +440,9 @@ func (m *Main) Run(ctx context.Context) error {
 
 // Close releases the clients; Run calls it.
 func (m *Main) Close() {
+	if m.committer != nil {
+		m.committer.Close()
+	}
 	if m.rdb != nil {
 		_ = m.rdb.Close()
 	}
@@ -423,7 +464,9 @@ func (m *Main) health(ctx context.Context) {
 	var lastSeats time.Time
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		m.depUp.WithLabelValues("redis").Set(b2f(m.rdb.Ping(cctx).Err() == nil))
+		if m.rdb != nil {
+			m.depUp.WithLabelValues("redis").Set(b2f(m.rdb.Ping(cctx).Err() == nil))
+		}
 		m.depUp.WithLabelValues("mongodb").Set(b2f(m.mongo.Ping(cctx, readpref.Primary()) == nil))
 		cancel()
 		if time.Since(lastSeats) >= 10*time.Second {
@@ -450,6 +493,14 @@ func (m *Main) publishSeats(ctx context.Context) {
 	}
 	seats := make(map[string]int, len(invs))
 	for _, inv := range invs {
+		if m.mongoRes != nil {
+			taken, err := m.mongoRes.Taken(ctx, inv.Code)
+			if err != nil {
+				return
+			}
+			seats[inv.Code] = max(inv.MaxUses-taken, 0)
+			continue
+		}
 		n, ok, err := m.Reserver.Remaining(ctx, inv.Code)
 		if err != nil {
 			return

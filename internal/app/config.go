@@ -38,6 +38,7 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 
+	Reserver       string
 	Ack            string
 	AckTimeout     time.Duration
 	ClaimIdle      time.Duration
@@ -52,6 +53,12 @@ type Config struct {
 	BlockedDomains string
 	HideEmailTaken bool
 }
+
+// Reservation paths (INVITEGATE_RESERVER).
+const (
+	ReserverRedis = "redis"
+	ReserverMongo = "mongo"
+)
 
 // Acknowledgement modes (INVITEGATE_ACK).
 const (
@@ -84,6 +91,7 @@ var settings = []option{
 	{"INVITEGATE_SHUTDOWN_TIMEOUT", "shutdown-timeout", "20s", "bound on draining requests and the reconciler's batch after the grace period", func(c *Config) flag.Value { return (*durVal)(&c.ShutdownTimeout) }},
 	{"INVITEGATE_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config) flag.Value { return (*strVal)(&c.LogLevel) }},
 	{"INVITEGATE_LOG_FORMAT", "log-format", "json", "json or text", func(c *Config) flag.Value { return (*strVal)(&c.LogFormat) }},
+	{"INVITEGATE_RESERVER", "reserver", ReserverRedis, "where seats are taken: redis (the design) or mongo (MongoDB alone, for small deployments without Redis; fixed per deployment)", func(c *Config) flag.Value { return (*strVal)(&c.Reserver) }},
 	{"INVITEGATE_ACK", "ack", AckRedis, "when a signup is acknowledged: redis (once Redis holds it) or mongo (once MongoDB does)", func(c *Config) flag.Value { return (*strVal)(&c.Ack) }},
 	{"INVITEGATE_ACK_TIMEOUT", "ack-timeout", "2s", "with --ack=mongo, the longest a signup waits for MongoDB before the answer is 503", func(c *Config) flag.Value { return (*durVal)(&c.AckTimeout) }},
 	{"INVITEGATE_RECONCILER_CLAIM_IDLE", "reconciler-claim-idle", "15s", "how long a reservation read by a dead consumer waits before another reconciler takes it over", func(c *Config) flag.Value { return (*durVal)(&c.ClaimIdle) }},
@@ -177,6 +185,12 @@ func (c Config) Validate() error {
 		if d.v < d.min {
 			return fmt.Errorf("%s=%s: must be at least %s", d.name, d.v, d.min)
 		}
+	}
+	if c.Reserver != ReserverRedis && c.Reserver != ReserverMongo {
+		return fmt.Errorf("INVITEGATE_RESERVER=%q: want redis or mongo", c.Reserver)
+	}
+	if c.Reserver == ReserverMongo && c.RateLimit != "" {
+		return errors.New("INVITEGATE_RATE_LIMIT needs Redis: it cannot be used with INVITEGATE_RESERVER=mongo")
 	}
 	if c.Ack != AckRedis && c.Ack != AckMongo {
 		return fmt.Errorf("INVITEGATE_ACK=%q: want redis or mongo", c.Ack)

@@ -164,10 +164,16 @@ func post(tb testing.TB, base, code, email string) int {
 // and returns the status of each email.
 func blast(tb testing.TB, servers []string, code string, emails []string) map[string]int {
 	tb.Helper()
+	return blastN(tb, 256, servers, code, emails)
+}
+
+// blastN is blast with at most n requests in flight.
+func blastN(tb testing.TB, n int, servers []string, code string, emails []string) map[string]int {
+	tb.Helper()
 	var mu sync.Mutex
 	out := make(map[string]int, len(emails))
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 256)
+	sem := make(chan struct{}, n)
 	for i, em := range emails {
 		wg.Add(1)
 		sem <- struct{}{}

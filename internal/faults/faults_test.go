@@ -56,7 +56,19 @@ func TestKillReconcilerMidBatch(t *testing.T) {
 		return n
 	}
 	// Read by the reconciler and not yet acknowledged: a batch in flight.
-	waitFor(t, 60*time.Second, "a batch in flight", func() bool { return pending() > 0 })
+	// Frozen first, so the batch it holds cannot be acknowledged between
+	// the look and the kill.
+	waitFor(t, 60*time.Second, "a batch in flight", func() bool {
+		if pending() == 0 {
+			return false
+		}
+		rec1.Pause(t)
+		if pending() > 0 {
+			return true
+		}
+		rec1.Resume(t)
+		return false
+	})
 	rec1.Kill(t)
 	orphaned := pending()
 	if orphaned == 0 {

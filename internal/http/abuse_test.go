@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -98,6 +99,30 @@ func TestLoadShedding(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 201 {
 		t.Fatalf("after the flood: %d, want 201", resp.StatusCode)
+	}
+}
+
+// TestSlowBodyHoldsNoSlot: a client stalled in the middle of its body does
+// not take an in-flight slot; with MaxInFlight=1 others still get through.
+func TestSlowBodyHoldsNoSlot(t *testing.T) {
+	srv := httptest.NewServer(api.New(stub{}, api.Config{MaxInFlight: 1}))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprint(conn, "POST /invitations/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"email\":")
+	time.Sleep(50 * time.Millisecond) // the server is now reading the body
+	for i := 0; i < 3; i++ {
+		resp, err := http.Post(srv.URL+"/invitations/open", "application/json", strings.NewReader(`{"email":"a@example.com"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 201 {
+			t.Fatalf("with a stalled upload in progress: %d, want 201", resp.StatusCode)
+		}
 	}
 }
 

@@ -151,7 +151,7 @@ func New(res Reserver, cfg Config) http.Handler {
 	r.ForwardedByClientIP = len(proxies) > 0
 	r.RemoteIPHeaders = []string{cfg.ClientIPHeader}
 	r.Use(gin.CustomRecoveryWithWriter(io.Discard, a.recovered))
-	r.POST("/invitations/:code", a.shed, a.limit, a.register)
+	r.POST("/invitations/:code", a.limit, a.register)
 	r.NoRoute(func(c *gin.Context) { a.fail(c, "", time.Now(), errNotFound) })
 	r.NoMethod(func(c *gin.Context) { a.fail(c, "", time.Now(), errMethod) })
 	return r
@@ -166,18 +166,19 @@ type registration struct {
 
 const route = "/invitations/{code}"
 
-// shed answers 503 at once when MaxInFlight signups are already being
-// worked on: past capacity a fast "try again" beats a queue that grows.
-func (a *API) shed(c *gin.Context) {
+// acquire takes an in-flight slot for the Redis and MongoDB work of one
+// signup, or reports false at once when MaxInFlight are taken: past
+// capacity a fast "try again" beats a queue that grows. Reading the body
+// happens before, so a slow client never holds a slot.
+func (a *API) acquire() (release func(), ok bool) {
 	if a.inFlight == nil {
-		return
+		return func() {}, true
 	}
 	select {
 	case a.inFlight <- struct{}{}:
-		defer func() { <-a.inFlight }()
-		c.Next()
+		return func() { <-a.inFlight }, true
 	default:
-		a.fail(c, route, time.Now(), errOverloaded)
+		return nil, false
 	}
 }
 
@@ -238,6 +239,12 @@ func (a *API) register(c *gin.Context) {
 		a.fail(c, route, start, errBlockedDomain)
 		return
 	}
+	release, ok := a.acquire()
+	if !ok {
+		a.fail(c, route, start, errOverloaded)
+		return
+	}
+	defer release()
 	ctx, cancel := context.WithTimeout(c.Request.Context(), a.cfg.Timeout)
 	defer cancel()
 	res, err := a.res.Reserve(ctx, code, addr)

@@ -3,6 +3,7 @@ package persist
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -34,6 +35,7 @@ type Committer struct {
 	cfg  CommitterConfig
 	reqs chan commitReq
 	stop chan struct{}
+	once sync.Once
 	wg   sync.WaitGroup
 }
 
@@ -80,6 +82,8 @@ func (c *Committer) Commit(ctx context.Context, r invite.Reservation) (Result, e
 	req := commitReq{ctx: ctx, r: r, done: make(chan commitResult, 1)}
 	select {
 	case c.reqs <- req:
+	case <-c.stop:
+		return Result{}, fmt.Errorf("%w: the committer is closed", ErrNotWritten)
 	case <-ctx.Done():
 		return Result{}, errors.Join(ErrNotWritten, ctx.Err())
 	}
@@ -94,10 +98,10 @@ func (c *Committer) Commit(ctx context.Context, r invite.Reservation) (Result, e
 	}
 }
 
-// Close stops the writers once the calls already queued are written.
-// Callers must have returned first.
+// Close stops the writers once the calls already queued are written;
+// later calls fail at once. Closing twice is harmless.
 func (c *Committer) Close() {
-	close(c.stop)
+	c.once.Do(func() { close(c.stop) })
 	c.wg.Wait()
 }
 

@@ -79,3 +79,22 @@ func TestCommitterGivesUpAtDeadline(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNotWritten", err)
 	}
 }
+
+// TestPersistSameEmailTwiceInOneBatch: a double submit can put one email
+// in a batch more than once; every copy is reported, none left Failed.
+func TestPersistSameEmailTwiceInOneBatch(t *testing.T) {
+	ctx := context.Background()
+	st, _ := newStore(t)
+	d := invite.Reservation{Code: "a", Canonical: "d@example.com", Email: "d@example.com"}
+	for _, round := range []string{"fresh", "stored"} {
+		out, err := st.Persist(ctx, []invite.Reservation{d, d, d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range out {
+			if r.Outcome == persist.Failed || (round == "stored" && r.Outcome != persist.AlreadyWritten) {
+				t.Fatalf("%s batch: item %d is %v", round, i, r.Outcome)
+			}
+		}
+	}
+}

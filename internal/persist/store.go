@@ -451,7 +451,7 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 		}
 	}
 	var dups []string
-	dupIdx := make(map[string]int)
+	dupIdx := make(map[string][]int) // one email may be in a batch twice
 	for _, we := range bwe.WriteErrors {
 		if we.Index < 0 || we.Index >= len(out) {
 			continue
@@ -459,7 +459,7 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 		if we.Code == 11000 || we.Code == 11001 {
 			out[we.Index].Outcome = Failed
 			dups = append(dups, rs[we.Index].Canonical)
-			dupIdx[rs[we.Index].Canonical] = we.Index
+			dupIdx[rs[we.Index].Canonical] = append(dupIdx[rs[we.Index].Canonical], we.Index)
 			continue
 		}
 		out[we.Index].Outcome = Failed
@@ -481,14 +481,12 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 	for cur.Next(ctx) {
 		id, _ := cur.Current.Lookup("_id").StringValueOK()
 		owner, _ := cur.Current.Lookup("invitation").StringValueOK()
-		i, ok := dupIdx[id]
-		if !ok {
-			continue
-		}
-		if owner == rs[i].Code {
-			out[i] = Result{Outcome: AlreadyWritten}
-		} else {
-			out[i] = Result{Outcome: Conflict, Owner: owner}
+		for _, i := range dupIdx[id] {
+			if owner == rs[i].Code {
+				out[i] = Result{Outcome: AlreadyWritten}
+			} else {
+				out[i] = Result{Outcome: Conflict, Owner: owner}
+			}
 		}
 	}
 	return out, nil

@@ -3,9 +3,15 @@ package reserve
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
+
+// DurableMarkTTL bounds how long a mark answers for MongoDB: after a
+// registration is deleted or MongoDB restored from a backup, repeats are
+// checked against MongoDB again within a day at most.
+const DurableMarkTTL = 24 * time.Hour
 
 // MarkDurable records that MongoDB holds canonical's registration on code,
 // so that with INVITEGATE_ACK=mongo a repeated signup is answered from
@@ -13,7 +19,7 @@ import (
 // the registration. A Redis that loses the mark loses nothing but the
 // shortcut. It returns an error wrapping ErrUnavailable.
 func (r *Reserver) MarkDurable(ctx context.Context, canonical, code string) error {
-	if err := r.cmd.Set(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical), code, 0).Err(); err != nil {
+	if err := r.cmd.Set(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical), code, DurableMarkTTL).Err(); err != nil {
 		return unavailable(err)
 	}
 	return nil

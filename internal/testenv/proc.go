@@ -148,6 +148,18 @@ func (p *Process) Kill(tb testing.TB) {
 	}
 }
 
+// Pause stops the process with SIGSTOP: it holds whatever it was doing.
+func (p *Process) Pause(tb testing.TB) {
+	tb.Helper()
+	p.signal(syscall.SIGSTOP)
+}
+
+// Resume continues a process stopped by Pause.
+func (p *Process) Resume(tb testing.TB) {
+	tb.Helper()
+	p.signal(syscall.SIGCONT)
+}
+
 // Output returns what the process wrote to stdout and stderr so far.
 func (p *Process) Output() string {
 	s := p.out.String()

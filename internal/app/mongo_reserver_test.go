@@ -1,0 +1,114 @@
+package app_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/testenv"
+)
+
+// TestMongoReserverInvariants runs INVITEGATE_RESERVER=mongo with no Redis
+// at all (the configured address has nothing listening) through two
+// replicas over HTTP: the same spike and race TestInvariants runs on the
+// Redis path (I1, I2, I4), plus the rest of the status contract.
+func TestMongoReserverInvariants(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, deployments[0])
+	e.cfg.Reserver = app.ReserverMongo
+	e.cfg.RedisAddrs = []string{testenv.FreeAddr(t)} // nothing there
+	e.create(t, "spike", 50)
+	for _, c := range []string{"c1", "c2", "c3"} {
+		e.create(t, c, 1000)
+	}
+	if err := e.store.CreateInvitation(ctx, invite.Invitation{Code: "off", MaxUses: 5, Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.CreateInvitation(ctx, invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: time.Now().Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	e.log = logrus.New()
+	e.log.SetLevel(logrus.WarnLevel)
+	m1, _ := e.start(t)
+	m2, _ := e.start(t)
+	servers := []string{m1.PublicAddr, m2.PublicAddr}
+
+	// Smaller than TestInvariants' spike: every request costs the embedded
+	// MongoDB-wire server several writes, and it serializes them.
+	spike := blastN(t, 8, servers, "spike", emails("spike", 150))
+	if got := tally(spike); got[201] != 50 || got[410] != 100 || len(got) != 2 {
+		t.Fatalf("spike statuses %v, want 50×201 and 100×410", got)
+	}
+	e.waitPersisted(t, "spike", 50)
+
+	race := emails("race", 60)
+	var wg sync.WaitGroup
+	results := make([]map[string]int, 3)
+	for i, code := range []string{"c1", "c2", "c3"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = blastN(t, 4, servers, code, race)
+		}()
+	}
+	wg.Wait()
+	wins := map[string]string{}
+	for i, code := range []string{"c1", "c2", "c3"} {
+		for em, st := range results[i] {
+			switch st {
+			case 201:
+				if prev, ok := wins[em]; ok {
+					t.Fatalf("%s won %s and %s", em, prev, code)
+				}
+				wins[em] = code
+			case 409, 200:
+				// 200: the same email won this code in a concurrent request
+				// (impossible here: each email is sent once per code).
+				if st == 200 {
+					t.Fatalf("%s on %s: 200 for an email sent once", em, code)
+				}
+			default:
+				t.Fatalf("%s on %s: status %d", em, code, st)
+			}
+		}
+	}
+	if len(wins) != len(race) {
+		t.Fatalf("%d emails won a code, want %d", len(wins), len(race))
+	}
+	stored := e.registrations(t)
+	for em, code := range wins {
+		if stored[em] != code {
+			t.Fatalf("%s in MongoDB on %q, want %s", em, stored[em], code)
+		}
+	}
+	// No seat stranded by the refused duplicates: seats == registrations.
+	counts, err := e.store.Counts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seats := persist.NewMongoReserver(e.store)
+	for _, c := range []string{"spike", "c1", "c2", "c3"} {
+		if taken, err := seats.Taken(ctx, c); err != nil || taken != counts[c] {
+			t.Fatalf("%s: %d seats taken (err %v), %d registrations", c, taken, err, counts[c])
+		}
+	}
+
+	winner := firstWith(spike, 201)
+	for _, tc := range []struct {
+		code, email string
+		want        int
+	}{
+		{"spike", winner, 200}, {"c1", winner, 409}, {"off", "x@example.com", 410},
+		{"old", "x@example.com", 410}, {"nope", "x@example.com", 404},
+	} {
+		if st := post(t, m1.PublicAddr, tc.code, tc.email); st != tc.want {
+			t.Fatalf("%s on %s: %d, want %d", tc.email, tc.code, st, tc.want)
+		}
+	}
+}

@@ -1,0 +1,248 @@
+package persist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
+
+	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/reserve"
+)
+
+// SeatsCollection holds, with INVITEGATE_RESERVER=mongo, one document per
+// seat taken: _id "<code>#<k>" for k in [0, max_uses).
+const SeatsCollection = "seats"
+
+// MongoReserver takes seats with MongoDB alone (INVITEGATE_RESERVER=mongo),
+// for small deployments without Redis and as the baseline the Redis path is
+// measured against. Every signup costs MongoDB several round trips,
+// rejections included.
+//
+// Both guarantees rest on unique _id inserts, the one write MongoDB (and
+// the MongoDB-wire server the tests use, whose filtered updates are not
+// atomic) makes atomic: a seat is the insert of "<code>#<k>" with k below
+// max_uses, so at most max_uses seats exist (I1); a registration's _id is
+// the canonical email, so an email registers once (I2). The seat is taken
+// before the registration is written, so a crash in between strands a seat
+// (fewer admitted, never more). A seat is released only when the
+// registration definitely was not written.
+type MongoReserver struct {
+	st    *Store
+	seats *mongo.Collection
+}
+
+// NewMongoReserver returns a MongoReserver on st.
+func NewMongoReserver(st *Store) *MongoReserver {
+	return &MongoReserver{st: st, seats: st.db.Collection(SeatsCollection, options.Collection().SetWriteConcern(writeconcern.Majority()))}
+}
+
+// EnsureSchema indexes the seats by code; it is idempotent.
+func (m *MongoReserver) EnsureSchema(ctx context.Context) error {
+	_, err := m.seats.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "code", Value: 1}}, Options: options.Index().SetName("code_1")})
+	if err != nil {
+		return fmt.Errorf("%w: create index: %w", ErrDatabase, err)
+	}
+	return nil
+}
+
+// Reserve takes one seat of code for a, with the outcomes and errors of
+// reserve.Reserver.Reserve; MongoDB failures wrap reserve.ErrUnavailable.
+func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Address) (reserve.Result, error) {
+	if !invite.ValidCode(code) {
+		return reserve.Result{}, reserve.ErrUnknownCode
+	}
+	if res, err, done := m.known(ctx, code, a.Canonical); done {
+		return res, err
+	}
+	inv, err := m.usable(ctx, code)
+	if err != nil {
+		return reserve.Result{}, err
+	}
+	k, err := m.takeSeat(ctx, inv, a.Canonical)
+	if err != nil {
+		return reserve.Result{}, err
+	}
+	// Disabled, expired or shrunk since the read: give the seat back.
+	if now, err := m.usable(ctx, code); err != nil || k >= now.MaxUses {
+		if err == nil {
+			err = reserve.ErrFull
+		}
+		return reserve.Result{}, errors.Join(err, m.releaseSeat(ctx, code, k))
+	}
+	r := invite.Reservation{Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: m.st.now()}
+	out, err := m.st.Persist(ctx, []invite.Reservation{r})
+	if err != nil || out[0].Outcome == Failed {
+		// Unknown whether it landed: the seat stays taken.
+		return reserve.Result{}, unavailable(errors.Join(ErrDatabase, err))
+	}
+	switch out[0].Outcome {
+	case AlreadyWritten: // the same email won a concurrent request
+		return reserve.Result{Outcome: reserve.Existing}, m.releaseSeat(ctx, code, k)
+	case Conflict:
+		return reserve.Result{}, errors.Join(reserve.ErrEmailTaken, m.releaseSeat(ctx, code, k))
+	}
+	return reserve.Result{Outcome: reserve.Created}, nil
+}
+
+// known answers an email that is already registered; done is false when
+// it is not.
+func (m *MongoReserver) known(ctx context.Context, code, canonical string) (res reserve.Result, err error, done bool) {
+	var doc struct {
+		Invitation string `bson:"invitation"`
+	}
+	err = m.st.reg.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&doc)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		return res, nil, false
+	case err != nil:
+		return res, unavailable(err), true
+	case doc.Invitation == code:
+		return reserve.Result{Outcome: reserve.Existing}, nil, true
+	}
+	return res, reserve.ErrEmailTaken, true
+}
+
+// usable returns code's invitation, or the error that answers for it.
+func (m *MongoReserver) usable(ctx context.Context, code string) (invite.Invitation, error) {
+	inv, ok, err := m.st.Invitation(ctx, code)
+	switch {
+	case err != nil:
+		return inv, unavailable(err)
+	case !ok:
+		return inv, reserve.ErrUnknownCode
+	case inv.Disabled:
+		return inv, reserve.ErrDisabled
+	case inv.Expired(m.st.now()):
+		return inv, reserve.ErrExpired
+	}
+	return inv, nil
+}
+
+// takeSeat inserts the first free seat of inv: from the number of seats
+// taken upwards, then, if that runs past max_uses, any hole a released
+// seat left. It returns reserve.ErrFull when every seat is taken.
+func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, canonical string) (int, error) {
+	n, err := m.seats.CountDocuments(ctx, bson.D{{Key: "code", Value: inv.Code}})
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	if int(n) >= inv.MaxUses {
+		return 0, reserve.ErrFull
+	}
+	try := func(k int) (bool, error) {
+		_, err := m.seats.InsertOne(ctx, bson.D{{Key: "_id", Value: seatID(inv.Code, k)}, {Key: "code", Value: inv.Code}, {Key: "k", Value: k}, {Key: "email", Value: canonical}})
+		if mongo.IsDuplicateKeyError(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, unavailable(err)
+		}
+		return true, nil
+	}
+	for k := int(n); k < inv.MaxUses; k++ {
+		if ok, err := try(k); ok || err != nil {
+			return k, err
+		}
+	}
+	// Every seat from n up is taken, yet fewer than max_uses exist: a
+	// released seat left a hole below n.
+	cur, err := m.seats.Find(ctx, bson.D{{Key: "code", Value: inv.Code}}, options.Find().SetProjection(bson.D{{Key: "k", Value: 1}}))
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	var docs []struct {
+		K int `bson:"k"`
+	}
+	if err := cur.All(ctx, &docs); err != nil {
+		return 0, unavailable(err)
+	}
+	taken := make(map[int]bool, len(docs))
+	for _, d := range docs {
+		taken[d.K] = true
+	}
+	for k := 0; k < inv.MaxUses; k++ {
+		if taken[k] {
+			continue
+		}
+		if ok, err := try(k); ok || err != nil {
+			return k, err
+		}
+	}
+	return 0, reserve.ErrFull
+}
+
+// releaseSeat deletes seat k of code.
+func (m *MongoReserver) releaseSeat(ctx context.Context, code string, k int) error {
+	if _, err := m.seats.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatID(code, k)}}); err != nil {
+		return unavailable(fmt.Errorf("release a seat: %w", err))
+	}
+	return nil
+}
+
+// Taken returns how many seats of code are taken.
+func (m *MongoReserver) Taken(ctx context.Context, code string) (int, error) {
+	n, err := m.seats.CountDocuments(ctx, bson.D{{Key: "code", Value: code}})
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return int(n), nil
+}
+
+func seatID(code string, k int) string { return code + "#" + strconv.Itoa(k) }
+
+func unavailable(err error) error {
+	return errors.Join(reserve.ErrUnavailable, err)
+}
+
+// SeatRegistrations takes a seat for every registration, for a
+// deployment that starts using the MongoDB path with registrations made
+// by the Redis path. Seats already there are kept. Nothing may serve
+// signups while it runs.
+func (m *MongoReserver) SeatRegistrations(ctx context.Context) error {
+	counts, err := m.st.Counts(ctx)
+	if err != nil {
+		return err
+	}
+	for code, n := range counts {
+		for k := 0; k < n; k++ {
+			_, err := m.seats.InsertOne(ctx, bson.D{{Key: "_id", Value: seatID(code, k)}, {Key: "code", Value: code}, {Key: "k", Value: k}})
+			if err != nil && !mongo.IsDuplicateKeyError(err) {
+				return fmt.Errorf("%w: %w", ErrDatabase, err)
+			}
+		}
+	}
+	return nil
+}
+
+// CheckReserver records which reservation path the deployment uses
+// ("redis" or "mongo") on first start and returns ErrShardsMismatch when a
+// process is configured with the other: the MongoDB path counts seats in
+// the seats collection, which the Redis path does not maintain. fresh is
+// true when this call recorded the path (the first start, or the first
+// after an operator removed the setting to switch paths).
+func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err error) {
+	_, err = s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: "reserver"}, {Key: "value", Value: mode}})
+	if err == nil {
+		return true, nil
+	}
+	if !mongo.IsDuplicateKeyError(err) {
+		return false, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	var doc struct {
+		Value string `bson:"value"`
+	}
+	if err := s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: "reserver"}}).Decode(&doc); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	if doc.Value != mode {
+		return false, fmt.Errorf("%w: reserver was created as %q, configured %q", ErrShardsMismatch, doc.Value, mode)
+	}
+	return false, nil
+}
