@@ -10,9 +10,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/testenv"
 )
 
 // TestCommitterGroupCommit: 200 concurrent commits against the real
@@ -67,16 +70,34 @@ func TestCommitterGroupCommit(t *testing.T) {
 	}
 }
 
-// TestCommitterGivesUpAtDeadline: a caller whose deadline passes gets
-// ErrNotWritten at once; it never waits past its own context.
+// TestCommitterGivesUpAtDeadline: with MongoDB unreachable, a caller gets
+// ErrNotWritten when its own deadline passes, not when the bulk insert's
+// much longer timeout does; a caller whose context is already done is
+// refused at once.
 func TestCommitterGivesUpAtDeadline(t *testing.T) {
-	st, _ := newStore(t)
-	c := persist.NewCommitter(st, persist.CommitterConfig{})
-	defer c.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := c.Commit(ctx, invite.Reservation{Code: "a", Canonical: "x@example.com"}); !errors.Is(err, persist.ErrNotWritten) {
+	c, err := mongo.Connect(options.Client().ApplyURI("mongodb://" + testenv.FreeAddr(t)).SetServerSelectionTimeout(3 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(context.Background())
+	cm := persist.NewCommitter(persist.NewStore(c.Database("x"), nil, nil), persist.CommitterConfig{WriteTimeout: 3 * time.Second})
+	defer cm.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = cm.Commit(ctx, invite.Reservation{Code: "a", Canonical: "x@example.com"})
+	if !errors.Is(err, persist.ErrNotWritten) {
 		t.Fatalf("err = %v, want ErrNotWritten", err)
+	}
+	// The insert itself waits 3s for a server; the caller must not.
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("Commit returned after %s; its deadline was 200ms", took)
+	}
+	done, cancelDone := context.WithCancel(context.Background())
+	cancelDone()
+	if _, err := cm.Commit(done, invite.Reservation{Code: "a", Canonical: "y@example.com"}); !errors.Is(err, persist.ErrNotWritten) {
+		t.Fatalf("done context: err = %v, want ErrNotWritten", err)
 	}
 }
 
