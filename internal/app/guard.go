@@ -3,7 +3,6 @@ package app
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -48,7 +47,7 @@ func (d durable) Reserve(ctx context.Context, code string, a email.Address) (res
 		}
 		reg, ok, err := d.st.Registration(ctx, a.Canonical)
 		if err != nil {
-			return reserve.Result{}, errors.Join(reserve.ErrUnavailable, err)
+			return reserve.Result{}, reserve.Unavailable(err)
 		}
 		if ok && reg.Invitation == code {
 			d.markDurable(ctx, a.Canonical, code)
@@ -64,7 +63,7 @@ func (d durable) Reserve(ctx context.Context, code string, a email.Address) (res
 		ID: res.ID, Shard: res.Shard, Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: at,
 	})
 	if err != nil {
-		return reserve.Result{}, errors.Join(reserve.ErrUnavailable, err)
+		return reserve.Result{}, reserve.Unavailable(err)
 	}
 	if out.Outcome == persist.Conflict {
 		// MongoDB has the email on another code (Redis had lost the

@@ -5,9 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"regexp"
-	"strconv"
+	"slices"
 	"testing"
 	"time"
 
@@ -15,28 +13,17 @@ import (
 	"github.com/invitegate/invitegate/internal/embedded"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/testenv"
 )
 
 // quiet drops FerretDB's warnings about the connections this test cuts.
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-var lagLine = regexp.MustCompile(`(?m)^invitegate_reservation_lag_seconds\{shard="\d+"\} (\S+)$`)
-
-// maxLag reads the highest per-shard reservation lag from /metrics.
+// maxLag reads the highest per-shard reservation lag from /metrics (-1
+// when there is none).
 func maxLag(tb testing.TB, admin string) float64 {
 	tb.Helper()
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	lag := -1.0
-	for _, m := range lagLine.FindAllStringSubmatch(string(b), -1) {
-		v, _ := strconv.ParseFloat(m[1], 64)
-		lag = max(lag, v)
-	}
-	return lag
+	return slices.Max(append(testenv.Metric(tb, admin, "invitegate_reservation_lag_seconds"), -1))
 }
 
 // TestMongoOutageLagRisesAndDrains: with MongoDB down, signups go on (Redis

@@ -308,33 +308,6 @@ func (s *stack) backlog() int64 {
 // streamKey is the reservation stream of shard (see internal/reserve/keys.go).
 func streamKey(ns string, shard int) string { return fmt.Sprintf("{%s:%d}:x", ns, shard) }
 
-// metric returns the sum of a metric's samples on an admin listener
-// (the maximum with max set), or -1 if it cannot be read.
-func metric(admin, name string, useMax bool) float64 {
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		return -1
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var total float64
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-		if err != nil {
-			continue
-		}
-		if useMax {
-			total = max(total, f)
-		} else {
-			total += f
-		}
-	}
-	return total
-}
-
 func (sp *spike) check(t *testing.T) {
 	t.Helper()
 	sp.mu.Lock()

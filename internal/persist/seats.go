@@ -80,7 +80,7 @@ func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Addres
 	out, err := m.st.Persist(ctx, []invite.Reservation{r})
 	if err != nil || out[0].Outcome == Failed {
 		// Unknown whether it landed: the seat stays taken.
-		return reserve.Result{}, unavailable(errors.Join(ErrDatabase, err))
+		return reserve.Result{}, reserve.Unavailable(errors.Join(ErrDatabase, err))
 	}
 	switch out[0].Outcome {
 	case AlreadyWritten: // the same email won a concurrent request
@@ -102,7 +102,7 @@ func (m *MongoReserver) known(ctx context.Context, code, canonical string) (res 
 	case errors.Is(err, mongo.ErrNoDocuments):
 		return res, nil, false
 	case err != nil:
-		return res, unavailable(err), true
+		return res, reserve.Unavailable(err), true
 	case doc.Invitation == code:
 		return reserve.Result{Outcome: reserve.Existing}, nil, true
 	}
@@ -114,7 +114,7 @@ func (m *MongoReserver) usable(ctx context.Context, code string) (invite.Invitat
 	inv, ok, err := m.st.Invitation(ctx, code)
 	switch {
 	case err != nil:
-		return inv, unavailable(err)
+		return inv, reserve.Unavailable(err)
 	case !ok:
 		return inv, reserve.ErrUnknownCode
 	case inv.Disabled:
@@ -131,7 +131,7 @@ func (m *MongoReserver) usable(ctx context.Context, code string) (invite.Invitat
 func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, canonical string) (int, error) {
 	n, err := m.seats.CountDocuments(ctx, bson.D{{Key: "code", Value: inv.Code}})
 	if err != nil {
-		return 0, unavailable(err)
+		return 0, reserve.Unavailable(err)
 	}
 	if int(n) >= inv.MaxUses {
 		return 0, reserve.ErrFull
@@ -142,7 +142,7 @@ func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, can
 			return false, nil
 		}
 		if err != nil {
-			return false, unavailable(err)
+			return false, reserve.Unavailable(err)
 		}
 		return true, nil
 	}
@@ -155,13 +155,13 @@ func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, can
 	// released seat left a hole below n.
 	cur, err := m.seats.Find(ctx, bson.D{{Key: "code", Value: inv.Code}}, options.Find().SetProjection(bson.D{{Key: "k", Value: 1}}))
 	if err != nil {
-		return 0, unavailable(err)
+		return 0, reserve.Unavailable(err)
 	}
 	var docs []struct {
 		K int `bson:"k"`
 	}
 	if err := cur.All(ctx, &docs); err != nil {
-		return 0, unavailable(err)
+		return 0, reserve.Unavailable(err)
 	}
 	taken := make(map[int]bool, len(docs))
 	for _, d := range docs {
@@ -181,7 +181,7 @@ func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, can
 // releaseSeat deletes seat k of code.
 func (m *MongoReserver) releaseSeat(ctx context.Context, code string, k int) error {
 	if _, err := m.seats.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatID(code, k)}}); err != nil {
-		return unavailable(fmt.Errorf("release a seat: %w", err))
+		return reserve.Unavailable(fmt.Errorf("release a seat: %w", err))
 	}
 	return nil
 }
@@ -196,10 +196,6 @@ func (m *MongoReserver) Taken(ctx context.Context, code string) (int, error) {
 }
 
 func seatID(code string, k int) string { return code + "#" + strconv.Itoa(k) }
-
-func unavailable(err error) error {
-	return errors.Join(reserve.ErrUnavailable, err)
-}
 
 // SeatRegistrations takes a seat for every registration, for a
 // deployment that starts using the MongoDB path with registrations made

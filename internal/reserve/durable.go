@@ -20,7 +20,7 @@ const DurableMarkTTL = 24 * time.Hour
 // shortcut. It returns an error wrapping ErrUnavailable.
 func (r *Reserver) MarkDurable(ctx context.Context, canonical, code string) error {
 	if err := r.cmd.Set(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical), code, DurableMarkTTL).Err(); err != nil {
-		return unavailable(err)
+		return Unavailable(err)
 	}
 	return nil
 }
@@ -33,7 +33,7 @@ func (r *Reserver) Durable(ctx context.Context, canonical, code string) (bool, e
 		return false, nil
 	}
 	if err != nil {
-		return false, unavailable(err)
+		return false, Unavailable(err)
 	}
 	return v == code, nil
 }

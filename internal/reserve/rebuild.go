@@ -43,7 +43,7 @@ func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) (
 	owner = newToken()
 	for s := 0; s < r.shards; s++ {
 		if err := freezeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, ttl.Milliseconds(), owner).Err(); err != nil {
-			return "", unavailable(err)
+			return "", Unavailable(err)
 		}
 	}
 	return owner, nil
@@ -83,7 +83,7 @@ func (r *Reserver) eachPending(ctx context.Context, fn func(invite.Reservation))
 		for {
 			msgs, err := r.cmd.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
 			if err != nil {
-				return unavailable(err)
+				return Unavailable(err)
 			}
 			for _, e := range r.appendEntries(nil, s, msgs) {
 				fn(e)
@@ -118,7 +118,7 @@ func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted
 	for s := 0; s < r.shards; s++ {
 		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "zero").Int()
 		if err != nil {
-			return unavailable(err)
+			return Unavailable(err)
 		}
 		if n == 0 {
 			return ErrFreezeLost
@@ -129,7 +129,7 @@ func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted
 	for s, tok := range split(inv.MaxUses-persisted, r.shards) {
 		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "open", tok, dis, exp, inv.MaxUses, epoch).Int()
 		if err != nil {
-			return unavailable(err)
+			return Unavailable(err)
 		}
 		if n == 0 {
 			return ErrFreezeLost

@@ -248,7 +248,7 @@ func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Addres
 			j := (s + 1 + (start+i)%(r.shards-1)) % r.shards
 			v, err := stealScript.Run(ctx, r.rdb, []string{r.keys.bucket(j, code)}).Slice()
 			if err != nil {
-				return Result{}, unavailable(err)
+				return Result{}, Unavailable(err)
 			}
 			st, err := decodeReply(v)
 			if err != nil {
@@ -313,7 +313,7 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 	now := r.cfg.Now().UnixMilli()
 	v, err := reserveScript.Run(ctx, r.rdb, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch).Slice()
 	if err != nil {
-		return reply{}, unavailable(err)
+		return reply{}, Unavailable(err)
 	}
 	return decodeReply(v)
 }
@@ -339,7 +339,9 @@ func decodeReply(v []any) (reply, error) {
 	return rep, nil
 }
 
-func unavailable(err error) error {
+// Unavailable wraps err as ErrUnavailable (once): the error every
+// reservation path returns when a store it needs does not answer.
+func Unavailable(err error) error {
 	if errors.Is(err, ErrUnavailable) {
 		return err
 	}
@@ -372,7 +374,7 @@ func (r *Reserver) ensureCode(ctx context.Context, code string) error {
 		defer cancel()
 		inv, ok, err := r.src.Invitation(sctx, code)
 		if err != nil {
-			return nil, unavailable(err)
+			return nil, Unavailable(err)
 		}
 		if !ok {
 			return nil, ErrUnknownCode
@@ -383,7 +385,7 @@ func (r *Reserver) ensureCode(ctx context.Context, code string) error {
 	case res := <-ch:
 		return res.Err
 	case <-ctx.Done():
-		return unavailable(ctx.Err())
+		return Unavailable(ctx.Err())
 	}
 }
 
@@ -403,7 +405,7 @@ func (r *Reserver) isKnown(ctx context.Context, code string) (bool, error) {
 		defer cancel()
 		invs, err := r.src.Invitations(sctx)
 		if err != nil {
-			return nil, unavailable(err)
+			return nil, Unavailable(err)
 		}
 		codes := make(map[string]struct{}, len(invs))
 		for _, inv := range invs {
@@ -422,7 +424,7 @@ func (r *Reserver) isKnown(ctx context.Context, code string) (bool, error) {
 		_, ok := res.Val.(map[string]struct{})[code]
 		return ok, nil
 	case <-ctx.Done():
-		return false, unavailable(ctx.Err())
+		return false, Unavailable(ctx.Err())
 	}
 }
 
@@ -437,10 +439,10 @@ func (r *Reserver) seedShared(ctx context.Context) error {
 	select {
 	case res := <-ch:
 		if res.Err != nil && !errors.Is(res.Err, ErrShardMismatch) {
-			return unavailable(res.Err)
+			return Unavailable(res.Err)
 		}
 		return res.Err
 	case <-ctx.Done():
-		return unavailable(ctx.Err())
+		return Unavailable(ctx.Err())
 	}
 }

@@ -27,7 +27,7 @@ func (r *Reserver) Seeded(ctx context.Context) (bool, error) {
 			continue
 		}
 		if err != nil {
-			return false, unavailable(err)
+			return false, Unavailable(err)
 		}
 		if v != r.kArg {
 			return false, fmt.Errorf("%w: shard %d seeded for %s shards, this process runs %d", ErrShardMismatch, s, v, r.shards)
@@ -55,7 +55,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 	start := time.Now()
 	invs, err := r.src.Invitations(ctx)
 	if err != nil {
-		return unavailable(fmt.Errorf("seed: list invitations: %w", err))
+		return Unavailable(fmt.Errorf("seed: list invitations: %w", err))
 	}
 	counts, err := r.writeClaims(ctx, "", false)
 	if err != nil {
@@ -68,7 +68,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 	}
 	for s := 0; s < r.shards; s++ {
 		if err := r.cmd.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
-			return unavailable(err)
+			return Unavailable(err)
 		}
 	}
 	if _, err := r.Seeded(ctx); err != nil {
@@ -111,7 +111,7 @@ func (r *Reserver) writeClaims(ctx context.Context, code string, overwrite bool)
 		}
 		_, err := pipe.Exec(ctx)
 		if err != nil {
-			return unavailable(err)
+			return Unavailable(err)
 		}
 		return nil
 	}
@@ -129,7 +129,7 @@ func (r *Reserver) writeClaims(ctx context.Context, code string, overwrite bool)
 		return nil
 	})
 	if err != nil {
-		return nil, unavailable(fmt.Errorf("seed: read registrations: %w", err))
+		return nil, Unavailable(fmt.Errorf("seed: read registrations: %w", err))
 	}
 	return counts, flush()
 }
@@ -145,7 +145,7 @@ func (r *Reserver) seedBucketsLocked(ctx context.Context, inv invite.Invitation,
 	defer unlock()
 	fresh, ok, err := r.src.Invitation(ctx, inv.Code)
 	if err != nil {
-		return unavailable(err)
+		return Unavailable(err)
 	}
 	if !ok {
 		return nil
@@ -166,7 +166,7 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 	for s := 0; s < r.shards; s++ {
 		n, err := r.cmd.Exists(ctx, r.keys.bucket(s, inv.Code)).Result()
 		if err != nil {
-			return unavailable(err)
+			return Unavailable(err)
 		}
 		if n == 1 {
 			exists[s] = true
@@ -190,7 +190,7 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 		}
 		err := seedScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, amounts[s], dis, exp, inv.MaxUses, epoch).Err()
 		if err != nil {
-			return unavailable(err)
+			return Unavailable(err)
 		}
 	}
 	return nil
@@ -213,7 +213,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 	for {
 		ok, err := r.cmd.SetNX(ctx, key, token, ttl).Result()
 		if err != nil {
-			return nil, unavailable(err)
+			return nil, Unavailable(err)
 		}
 		if ok {
 			return func() {
@@ -226,7 +226,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 		}
 		select {
 		case <-ctx.Done():
-			return nil, unavailable(ctx.Err())
+			return nil, Unavailable(ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -237,7 +237,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 func (r *Reserver) Reopen(ctx context.Context, code string) error {
 	for s := 0; s < r.shards; s++ {
 		if err := reopenScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}).Err(); err != nil {
-			return unavailable(err)
+			return Unavailable(err)
 		}
 	}
 	return nil
@@ -252,7 +252,7 @@ func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, o
 			continue
 		}
 		if err != nil {
-			return 0, false, unavailable(err)
+			return 0, false, Unavailable(err)
 		}
 		ok = true
 		remaining += v

@@ -2,7 +2,11 @@ package testenv
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -45,4 +49,30 @@ func Wipe(tb testing.TB, c redis.Cmdable, ns string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// Metric returns the value of every sample of the metric family name that
+// an admin listener's /metrics exports (none: an empty slice). It fails
+// the test if /metrics cannot be read.
+func Metric(tb testing.TB, admin, name string) []float64 {
+	tb.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		tb.Fatalf("testenv: read metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatalf("testenv: read metrics: %v", err)
+	}
+	var out []float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			out = append(out, f)
+		}
+	}
+	return out
 }
