@@ -29,6 +29,10 @@ test: ## gofmt check, vet, every test with the race detector (needs redis-server
 	$(GO) test -count=1 -run 'AllocationBudget' ./internal/http
 	$(call fuzz,$(FUZZTIME))
 
+.PHONY: bench
+bench: ## the viral-spike benchmark: floor, service (K=1, K=16), MongoDB-only baseline, fixed rates; one table (about 10 minutes; needs redis-server)
+	INVITEGATE_BENCH=full $(GO) test -count=1 -timeout 60m -run '^TestViralSpike$$' -v ./internal/bench
+
 .PHONY: build
 build: ## build the production binaries into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/invitegate ./cmd/invitectl

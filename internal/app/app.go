@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -99,6 +100,20 @@ func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
 		// A hung node holds a request only until its deadline.
 		ContextTimeoutEnabled: true,
 	})
+}
+
+// autoPipeline returns rdb's shared deferred-face autopipeliner with
+// go-redis' defaults: one ordered batch in flight per node, up to 200
+// commands a batch, no waiting for more (a lone command goes out at once).
+// It is closed with rdb.
+func autoPipeline(rdb redis.UniversalClient) (*redis.AutoPipeliner, error) {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.AsyncAutoPipeline()
+	case *redis.ClusterClient:
+		return c.AsyncAutoPipeline()
+	}
+	return nil, fmt.Errorf("no autopipelining for %T", rdb)
 }
 
 // NewMongo returns a MongoDB client for cfg; it connects lazily.
@@ -223,6 +238,14 @@ func (m *Main) Open(ctx context.Context) error {
 func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	cfg, log := m.Config, m.Logger
 	m.rdb = NewRedis(cfg, 0)
+	var pipe reserve.Submitter
+	if cfg.RedisPipeline {
+		ap, err := autoPipeline(m.rdb)
+		if err != nil {
+			return fmt.Errorf("redis pipelining: %w", err)
+		}
+		pipe = ap
+	}
 	// Blocking stream reads hold a connection each: give them their own
 	// pool so they never starve the hot path.
 	m.rdbStreams = NewRedis(cfg, cfg.Shards+4)
@@ -230,6 +253,7 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 		Namespace:  cfg.RedisNamespace,
 		Shards:     cfg.Shards,
 		UnknownTTL: cfg.UnknownCodeTTL,
+		Pipeline:   pipe,
 		Now:        m.Now,
 		Logger:     log,
 		Metrics:    mets.reserve,
@@ -357,6 +381,15 @@ func (m *Main) adminHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
+	if m.Config.Pprof {
+		// The admin listener only: profiles show code paths and timings,
+		// never on the public port.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

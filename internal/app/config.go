@@ -52,6 +52,8 @@ type Config struct {
 	ClientIPHeader string
 	BlockedDomains string
 	HideEmailTaken bool
+	Pprof          bool
+	RedisPipeline  bool
 }
 
 // Reservation paths (INVITEGATE_RESERVER).
@@ -105,6 +107,8 @@ var settings = []option{
 	{"INVITEGATE_CLIENT_IP_HEADER", "client-ip-header", "X-Forwarded-For", "header carrying the client's IP, read only from trusted proxies", func(c *Config) flag.Value { return (*strVal)(&c.ClientIPHeader) }},
 	{"INVITEGATE_BLOCKED_DOMAINS_FILE", "blocked-domains-file", "", "file of email domains to refuse, one per line, # comments (empty: none)", func(c *Config) flag.Value { return (*strVal)(&c.BlockedDomains) }},
 	{"INVITEGATE_HIDE_EMAIL_TAKEN", "hide-email-taken", "false", "answer an email used on another invitation like a repeat (200) instead of 409, hiding which invitation it used", func(c *Config) flag.Value { return (*boolVal)(&c.HideEmailTaken) }},
+	{"INVITEGATE_REDIS_PIPELINE", "redis-pipeline", "true", "coalesce concurrent signups' Redis calls into pipelined round trips (go-redis autopipelining); false: one round trip each", func(c *Config) flag.Value { return (*boolVal)(&c.RedisPipeline) }},
+	{"INVITEGATE_PPROF", "pprof", "false", "serve Go's profiler (net/http/pprof) on the admin listener under /debug/pprof/", func(c *Config) flag.Value { return (*boolVal)(&c.Pprof) }},
 }
 
 // LoadConfig builds a Config from defaults, then getenv, then args (flags),

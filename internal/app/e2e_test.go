@@ -386,3 +386,36 @@ func firstWith(statuses map[string]int, want int) string {
 	}
 	return ""
 }
+
+// TestPprofOnlyWhenAskedAndOnlyOnAdmin: the profiler is off by default;
+// INVITEGATE_PPROF serves it on the admin listener and never on the
+// public one.
+func TestPprofOnlyWhenAskedAndOnlyOnAdmin(t *testing.T) {
+	status := func(url string) int {
+		t.Helper()
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	e := newEnv(t, deployments[0])
+	m, stop := e.start(t)
+	if got := status("http://" + m.AdminAddr + "/debug/pprof/"); got != http.StatusNotFound {
+		t.Errorf("pprof off: admin /debug/pprof/ answered %d, want 404", got)
+	}
+	stop()
+
+	e.cfg.Pprof = true
+	m, _ = e.start(t)
+	if got := status("http://" + m.AdminAddr + "/debug/pprof/"); got != http.StatusOK {
+		t.Errorf("pprof on: admin /debug/pprof/ answered %d, want 200", got)
+	}
+	if got := status("http://" + m.AdminAddr + "/debug/pprof/profile?seconds=1"); got != http.StatusOK {
+		t.Errorf("pprof on: a CPU profile answered %d, want 200", got)
+	}
+	if got := status("http://" + m.PublicAddr + "/debug/pprof/"); got != http.StatusNotFound {
+		t.Errorf("pprof on: public /debug/pprof/ answered %d, want 404", got)
+	}
+}

@@ -106,9 +106,21 @@ type Config struct {
 	UnknownTTL time.Duration
 	// LockTTL bounds how long a crashed seeder blocks a code (default 10s).
 	LockTTL time.Duration
-	Now     func() time.Time
-	Logger  logrus.FieldLogger
-	Metrics *Metrics
+	// Pipeline, when set, carries the hot path's script calls: concurrent
+	// signups share pipelined round trips instead of one each (see
+	// Submitter). Nil: one round trip per call.
+	Pipeline Submitter
+	Now      func() time.Time
+	Logger   logrus.FieldLogger
+	Metrics  *Metrics
+}
+
+// Submitter coalesces concurrent commands into pipelined round trips:
+// go-redis' AutoPipeliner from AsyncAutoPipeline, whose flusher sends
+// whatever callers queued while the previous batch was on the wire, so a
+// lone request goes out at once and a crowd shares one write and one read.
+type Submitter interface {
+	Submit(ctx context.Context, cmd redis.Cmder) redis.AutoFuture
 }
 
 // Reserver runs reservations against Redis. It is safe for concurrent use.
@@ -311,11 +323,42 @@ func (r *Reserver) result(s int, rep reply) (Result, error) {
 func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address, carry int, carryEpoch string, markTTL int64) (reply, error) {
 	ks := []string{r.keys.sentinel(s), r.keys.bucket(s, code), r.keys.claim(s, a.Canonical), r.keys.stream(s)}
 	now := r.cfg.Now().UnixMilli()
-	v, err := reserveScript.Run(ctx, r.rdb, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch).Slice()
+	v, err := r.runReserve(ctx, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch)
 	if err != nil {
 		return reply{}, Unavailable(err)
 	}
 	return decodeReply(v)
+}
+
+// runReserve runs reserve.lua, through the pipeline when there is one.
+//
+// A pipelined call waits for its batch until ctx ends; the batch itself
+// runs on the pipeliner's context, bounded by the connection's timeouts,
+// so a caller that gave up may still have been admitted, exactly as when a
+// plain call times out after Redis ran it: the claim makes a retry answer
+// "already registered". The same claim makes the pipeliner's resend of a
+// batch after a broken connection harmless: reserve.lua run twice for one
+// email takes one token. Redis lacking the script (a restart, a flush) is
+// answered by a plain call, which loads it.
+func (r *Reserver) runReserve(ctx context.Context, keys []string, args ...any) ([]any, error) {
+	if r.cfg.Pipeline == nil {
+		return reserveScript.Run(ctx, r.rdb, keys, args...).Slice()
+	}
+	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
+	cmdArgs = append(cmdArgs, "evalsha", reserveScript.Hash(), len(keys))
+	for _, k := range keys {
+		cmdArgs = append(cmdArgs, k)
+	}
+	cmdArgs = append(cmdArgs, args...)
+	cmd := redis.NewCmd(ctx, cmdArgs...)
+	err := r.cfg.Pipeline.Submit(ctx, cmd).WaitContext(ctx)
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return reserveScript.Run(ctx, r.rdb, keys, args...).Slice()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cmd.Slice()
 }
 
 // decodeReply turns a script's {status, arg?} array into a reply.

@@ -75,18 +75,19 @@ func (s *memSource) ForEachRegistration(_ context.Context, code string, fn func(
 
 // backend is a Redis deployment the tests run against.
 type backend struct {
-	name   string
-	client func(testing.TB) reserve.Client
+	name     string
+	client   func(testing.TB) reserve.Client
+	pipeline bool
 }
 
 func realBackends() []backend {
 	return []backend{
-		{"redis", func(tb testing.TB) reserve.Client {
+		{name: "redis", client: func(tb testing.TB) reserve.Client {
 			c := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(tb), PoolSize: 64, PoolTimeout: 30 * time.Second})
 			tb.Cleanup(func() { c.Close() })
 			return c
 		}},
-		{"cluster", func(tb testing.TB) reserve.Client {
+		{name: "cluster", client: func(tb testing.TB) reserve.Client {
 			c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.SharedRedisCluster(tb), PoolSize: 64, PoolTimeout: 30 * time.Second})
 			tb.Cleanup(func() { c.Close() })
 			return c
@@ -94,8 +95,52 @@ func realBackends() []backend {
 	}
 }
 
+// pipelinedBackends are realBackends with the hot path's script calls
+// coalesced by go-redis' autopipeliner, as the service runs by default
+// (INVITEGATE_REDIS_PIPELINE).
+func pipelinedBackends() []backend {
+	var out []backend
+	for _, b := range realBackends() {
+		out = append(out, backend{b.name + "+pipeline", b.client, true})
+	}
+	return out
+}
+
+// reserver is newReserver on a fresh client of b.
+func (b backend) reserver(tb testing.TB, src reserve.Source, shards int, now func() time.Time) *reserve.Reserver {
+	tb.Helper()
+	c := b.client(tb)
+	cfg := reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now}
+	if b.pipeline {
+		cfg.Pipeline = autoPipeline(tb, c)
+	}
+	r := reserve.New(c, src, cfg)
+	if err := r.SeedIfNeeded(context.Background()); err != nil {
+		tb.Fatalf("seed: %v", err)
+	}
+	return r
+}
+
+func autoPipeline(tb testing.TB, c reserve.Client) *redis.AutoPipeliner {
+	tb.Helper()
+	var ap *redis.AutoPipeliner
+	var err error
+	switch c := c.(type) {
+	case *redis.Client:
+		ap, err = c.AsyncAutoPipeline()
+	case *redis.ClusterClient:
+		ap, err = c.AsyncAutoPipeline()
+	default:
+		tb.Fatalf("no autopipeliner for %T", c)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ap
+}
+
 func miniBackend() backend {
-	return backend{"miniredis", func(tb testing.TB) reserve.Client {
+	return backend{name: "miniredis", client: func(tb testing.TB) reserve.Client {
 		m := miniredis.RunT(tb)
 		c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 		tb.Cleanup(func() { c.Close() })
@@ -122,7 +167,7 @@ func newReserver(tb testing.TB, c reserve.Client, src reserve.Source, shards int
 }
 
 func TestOutcomes(t *testing.T) {
-	for _, b := range append(realBackends(), miniBackend()) {
+	for _, b := range append(append(realBackends(), pipelinedBackends()...), miniBackend()) {
 		for _, k := range []int{1, 16} {
 			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
 				ctx := context.Background()
@@ -133,7 +178,7 @@ func TestOutcomes(t *testing.T) {
 					invite.Invitation{Code: "off", MaxUses: 5, Disabled: true},
 					invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: now.Add(-time.Minute)},
 				)
-				r := newReserver(t, b.client(t), src, k, func() time.Time { return now })
+				r := b.reserver(t, src, k, func() time.Time { return now })
 
 				steps := []struct {
 					code, email string
@@ -225,11 +270,11 @@ func emails(prefix string, n int) []string {
 // distinct emails on a code of 1,000 admit exactly 1,000, leave 0 remaining
 // and 1,000 entries in the streams.
 func TestSpikeExactCapacity(t *testing.T) {
-	for _, b := range realBackends() {
+	for _, b := range append(realBackends(), pipelinedBackends()...) {
 		for _, k := range []int{1, 16} {
 			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
 				ctx := context.Background()
-				r := newReserver(t, b.client(t), newSource(invite.Invitation{Code: "spike", MaxUses: 1000}), k, nil)
+				r := b.reserver(t, newSource(invite.Invitation{Code: "spike", MaxUses: 1000}), k, nil)
 				created, _, full, _ := spike(t, r, "spike", emails("s", 5000))
 				if created != 1000 || full != 4000 {
 					t.Fatalf("created %d, rejected %d; want 1000, 4000", created, full)
@@ -257,12 +302,12 @@ func TestSpikeExactCapacity(t *testing.T) {
 // TestSameEmailsThreeCodes is I2 under a race: the same emails hit three
 // codes at once; each email wins exactly one code.
 func TestSameEmailsThreeCodes(t *testing.T) {
-	for _, b := range realBackends() {
+	for _, b := range append(realBackends(), pipelinedBackends()...) {
 		for _, k := range []int{1, 16} {
 			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
 				codes := []string{"c1", "c2", "c3"}
 				src := newSource(invite.Invitation{Code: "c1", MaxUses: 1000}, invite.Invitation{Code: "c2", MaxUses: 1000}, invite.Invitation{Code: "c3", MaxUses: 1000})
-				r := newReserver(t, b.client(t), src, k, nil)
+				r := b.reserver(t, src, k, nil)
 				list := emails("m", 1500)
 				var wg sync.WaitGroup
 				results := make([]map[string]bool, len(codes))
@@ -594,5 +639,47 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	time.Sleep(20 * time.Millisecond)
 	if err := r.Rebuild(ctx, inv, 0, ownerC); !errors.Is(err, reserve.ErrFreezeLost) {
 		t.Fatalf("rebuild after the freeze expired: %v, want ErrFreezeLost", err)
+	}
+}
+
+// TestPipelineReloadsFlushedScripts: a pipelined call that finds Redis
+// without the script (restarted, flushed) falls back to a plain call that
+// loads it, on a single node and on a cluster.
+func TestPipelineReloadsFlushedScripts(t *testing.T) {
+	for _, b := range pipelinedBackends() {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			c := b.client(t)
+			r := reserve.New(c, newSource(invite.Invitation{Code: "fl", MaxUses: 10}), reserve.Config{
+				Namespace: testenv.KeyPrefix(t), Shards: 4, Pipeline: autoPipeline(t, c),
+			})
+			if err := r.SeedIfNeeded(ctx); err != nil {
+				t.Fatal(err)
+			}
+			flush := func() {
+				t.Helper()
+				var err error
+				if cc, ok := c.(*redis.ClusterClient); ok {
+					err = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return n.ScriptFlush(ctx).Err() })
+				} else {
+					err = c.ScriptFlush(ctx).Err()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 0; i < 3; i++ {
+				flush()
+				res, err := r.Reserve(ctx, "fl", addr(t, fmt.Sprintf("f%d@example.com", i)))
+				if err != nil || res.Outcome != reserve.Created {
+					t.Fatalf("after SCRIPT FLUSH: %+v, %v; want Created", res, err)
+				}
+			}
+			// And the pipeline carries the next calls again.
+			res, err := r.Reserve(ctx, "fl", addr(t, "f0@example.com"))
+			if err != nil || res.Outcome != reserve.Existing {
+				t.Fatalf("repeat: %+v, %v; want Existing", res, err)
+			}
+		})
 	}
 }

@@ -160,6 +160,16 @@ func (p *Process) Resume(tb testing.TB) {
 	p.signal(syscall.SIGCONT)
 }
 
+// Pid is the process ID of the running process (0 before Start).
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 // Output returns what the process wrote to stdout and stderr so far.
 func (p *Process) Output() string {
 	s := p.out.String()
@@ -225,6 +235,13 @@ func (r *RedisServer) Pause(tb testing.TB) {
 	}
 }
 
+// Pid is the process ID of the running server.
+func (r *RedisServer) Pid() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cmd.Process.Pid
+}
+
 // Resume continues a server stopped by Pause.
 func (r *RedisServer) Resume(tb testing.TB) {
 	tb.Helper()
@@ -269,10 +286,7 @@ type MongoProcess struct {
 	Addr string
 	Dir  string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *Buffer
+	*Child
 }
 
 // StartMongoProcess starts a MongoDB-wire server in a child process (the
@@ -280,54 +294,19 @@ type MongoProcess struct {
 // It is killed when the test ends.
 func StartMongoProcess(tb testing.TB) *MongoProcess {
 	tb.Helper()
-	m := &MongoProcess{Addr: FreeAddr(tb), Dir: tb.TempDir(), out: &Buffer{}}
+	m := &MongoProcess{Addr: FreeAddr(tb), Dir: tb.TempDir()}
 	m.URI = "mongodb://" + m.Addr + "/"
-	tb.Cleanup(func() {
-		m.kill()
-		if tb.Failed() {
-			tb.Logf("ferretdb output:\n%s", m.out.String())
-		}
-	})
+	m.Child = NewChild(tb, "ferretdb", mongoChildEnv+"="+m.Dir+"|"+m.Addr)
 	m.Restart(tb)
 	return m
-}
-
-// Kill stops the server with SIGKILL and waits until it is gone.
-func (m *MongoProcess) Kill(tb testing.TB) {
-	tb.Helper()
-	m.kill()
 }
 
 // Restart starts the server again (killing it first if it runs) on the same
 // address and data directory, and waits until it accepts connections.
 func (m *MongoProcess) Restart(tb testing.TB) {
 	tb.Helper()
-	m.kill()
-	from := len(m.out.String())
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), mongoChildEnv+"="+m.Dir+"|"+m.Addr)
-	cmd.Stdout, cmd.Stderr = m.out, m.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startOnSpawnThread(cmd); err != nil {
-		tb.Fatalf("testenv: start ferretdb: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	m.mu.Lock()
-	m.cmd, m.done = cmd, done
-	m.mu.Unlock()
+	m.Child.Restart(tb)
 	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(m.out.String()[from:], "ready") {
-		select {
-		case <-done:
-			tb.Fatalf("testenv: ferretdb exited at start:\n%s", m.out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("testenv: ferretdb not ready after 30s:\n%s", m.out.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	for {
 		c, err := net.DialTimeout("tcp", m.Addr, time.Second)
 		if err == nil {
@@ -341,10 +320,86 @@ func (m *MongoProcess) Restart(tb testing.TB) {
 	}
 }
 
-func (m *MongoProcess) kill() {
-	m.mu.Lock()
-	cmd, done := m.cmd, m.done
-	m.mu.Unlock()
+// Child is the test binary run again as a helper process: the package's
+// TestMain hands it to the helper's code before any test runs (as
+// ServeMongoIfChild does), which prints "ready" once it serves and runs
+// until it is killed.
+type Child struct {
+	name string
+	env  []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  *Buffer
+}
+
+// NewChild returns a Child that runs the test binary with env added; Restart
+// starts it. It is killed when the test ends, and its output logged if the
+// test failed.
+func NewChild(tb testing.TB, name string, env ...string) *Child {
+	c := &Child{name: name, env: env, out: &Buffer{}}
+	tb.Cleanup(func() {
+		c.kill()
+		if tb.Failed() {
+			tb.Logf("%s output:\n%s", c.name, c.out.String())
+		}
+	})
+	return c
+}
+
+// Restart starts the child (killing it first if it runs) and waits until it
+// prints "ready".
+func (c *Child) Restart(tb testing.TB) {
+	tb.Helper()
+	c.kill()
+	from := len(c.out.String())
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), c.env...)
+	cmd.Stdout, cmd.Stderr = c.out, c.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := startOnSpawnThread(cmd); err != nil {
+		tb.Fatalf("testenv: start %s: %v", c.name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	c.mu.Lock()
+	c.cmd, c.done = cmd, done
+	c.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(c.out.String()[from:], "ready") {
+		select {
+		case <-done:
+			tb.Fatalf("testenv: %s exited at start:\n%s", c.name, c.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("testenv: %s not ready after 30s:\n%s", c.name, c.out.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Kill stops the child with SIGKILL and waits until it is gone.
+func (c *Child) Kill(tb testing.TB) {
+	tb.Helper()
+	c.kill()
+}
+
+// Pid is the child's process ID (0 before it started).
+func (c *Child) Pid() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
+
+func (c *Child) kill() {
+	c.mu.Lock()
+	cmd, done := c.cmd, c.done
+	c.mu.Unlock()
 	if cmd == nil {
 		return
 	}

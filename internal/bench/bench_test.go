@@ -1,0 +1,647 @@
+package bench_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	testenv.ServeMongoIfChild()
+	serveFloorIfChild()
+	os.Exit(m.Run())
+}
+
+// sizes of one benchmark run.
+type sizes struct {
+	capacity    int           // max_uses of every code
+	spike       int           // distinct emails in the spike, and again once sold out
+	rounds      int           // closed-loop comparisons run this often, interleaved; the median is reported
+	retry       int           // registered emails submitting again (capacity per code)
+	rates       []int         // fixed rates, requests/s
+	rateFor     time.Duration // length of each fixed-rate run
+	baseline    int           // distinct emails in the MongoDB-only spike
+	workers     int           // closed-loop clients
+	baseWorkers int           // closed-loop clients of the baseline (its best concurrency)
+	drainAfter  time.Duration // longest wait for the reconciler before checking
+}
+
+// full is what docs/BENCHMARKS.md reports (INVITEGATE_BENCH=full).
+var full = sizes{
+	capacity: 1000, spike: 100_000, rounds: 3, retry: 10_000,
+	rates: []int{2000, 5000, 10000}, rateFor: 30 * time.Second,
+	baseline: 10_000, workers: 64, baseWorkers: 16, drainAfter: 2 * time.Minute,
+}
+
+// smoke runs every scenario on small sizes inside `make test`: it proves
+// the harness works and checks the invariants after each scenario; its
+// timings mean nothing (the race detector is on).
+var smoke = sizes{
+	capacity: 100, spike: 2000, rounds: 1, retry: 300,
+	rates: []int{200}, rateFor: time.Second,
+	baseline: 400, workers: 16, baseWorkers: 16, drainAfter: time.Minute,
+}
+
+// TestViralSpike is `make bench`. See the package documentation.
+func TestViralSpike(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the benchmark harness runs real processes")
+	}
+	sz := smoke
+	if os.Getenv("INVITEGATE_BENCH") == "full" {
+		sz = full
+	}
+	for env, p := range map[string]*int{
+		"INVITEGATE_BENCH_WORKERS": &sz.workers, "INVITEGATE_BENCH_SPIKE": &sz.spike,
+		"INVITEGATE_BENCH_ROUNDS": &sz.rounds, "INVITEGATE_BENCH_BASELINE": &sz.baseline,
+	} {
+		if n, err := strconv.Atoi(os.Getenv(env)); err == nil && n > 0 {
+			*p = n
+		}
+	}
+	bin := testenv.BuildInvitegate(t)
+	mongoSrv := testenv.StartMongoProcess(t)
+	var tab table
+
+	// K=1. The throughput comparison runs in rounds, the floor and the
+	// service taking turns, each round on a fresh code; the median round is
+	// reported, so one noisy moment on a shared machine does not decide a
+	// ratio.
+	s := newStack(t, bin, mongoSrv, "redis", 1, sz)
+	spikes := make([][]string, sz.rounds)
+	plainSpikes := make([][]string, sz.rounds)
+	for i := range sz.rounds {
+		spikes[i] = s.codes(t, fmt.Sprintf("spike%d", i), 1)
+		plainSpikes[i] = s.codes(t, fmt.Sprintf("plain%d", i), 1)
+	}
+	retry := s.codes(t, "retry", max(1, sz.retry/sz.capacity))
+	rated := map[int][]string{}
+	for _, rate := range sz.rates {
+		rated[rate] = s.codes(t, fmt.Sprintf("rate%d", rate), 3)
+	}
+	s.start(t)
+	// The same service without pipelining: one round trip per signup, as
+	// the floor makes.
+	plain := s.startService(t, "INVITEGATE_REDIS_PIPELINE=false")
+	floor := s.startFloor(t)
+	var rounds series
+	for i := range sz.rounds {
+		fp := fmt.Sprintf("floor%d", i)
+		rounds.add(s.run(t, "floor", floor, load{prefix: fp, codes: []string{"floor"}, n: sz.spike}))
+		rounds.add(s.run(t, "spike K=1", s.svc, load{prefix: fmt.Sprintf("spike%d", i), codes: spikes[i], n: sz.spike}))
+		rounds.add(s.run(t, "sold out K=1", s.svc, load{prefix: fmt.Sprintf("late%d", i), codes: spikes[i], n: sz.spike}))
+		rounds.add(s.run(t, "spike K=1, no pipelining", plain, load{prefix: fmt.Sprintf("plain%d", i), codes: plainSpikes[i], n: sz.spike}))
+		rounds.add(s.run(t, "sold out K=1, no pipelining", plain, load{prefix: fmt.Sprintf("plainlate%d", i), codes: plainSpikes[i], n: sz.spike}))
+	}
+	rounds.medians(&tab)
+	tab.add(s.run(t, fmt.Sprintf("fill %d codes K=1", len(retry)), s.svc, load{prefix: "fill", codes: retry, n: sz.retry}))
+	tab.add(s.run(t, "retry storm K=1", s.svc, load{prefix: "fill", codes: retry, n: sz.retry, repeat: true}))
+	for _, rate := range sz.rates {
+		tab.add(s.run(t, fmt.Sprintf("floor @ %d/s", rate), floor, load{prefix: fmt.Sprintf("floorat%d", rate), codes: []string{"floor"}, rate: rate}))
+		tab.add(s.run(t, fmt.Sprintf("3 codes K=1 @ %d/s", rate), s.svc, load{prefix: fmt.Sprintf("rate%d", rate), codes: rated[rate], rate: rate}))
+	}
+
+	// K=16 on a redis-server of its own: a spike that moves tokens between
+	// shards, then sold out, where a rejection must still cost one round
+	// trip.
+	s16 := newStack(t, bin, mongoSrv, "redis", 16, sz)
+	spikes16 := make([][]string, sz.rounds)
+	for i := range sz.rounds {
+		spikes16[i] = s16.codes(t, fmt.Sprintf("spike%d", i), 1)
+	}
+	s16.start(t)
+	floor16 := s16.startFloor(t)
+	var rounds16 series
+	for i := range sz.rounds {
+		rounds16.add(s16.run(t, "floor", floor16, load{prefix: fmt.Sprintf("floor%d", i), codes: []string{"floor"}, n: sz.spike}))
+		rounds16.add(s16.run(t, "spike K=16", s16.svc, load{prefix: fmt.Sprintf("spike%d", i), codes: spikes16[i], n: sz.spike}))
+		rounds16.add(s16.run(t, "sold out K=16", s16.svc, load{prefix: fmt.Sprintf("late%d", i), codes: spikes16[i], n: sz.spike}))
+	}
+	rounds16.medians(&tab)
+
+	// The baseline: a spike with seats taken in MongoDB alone.
+	sm := newStack(t, bin, mongoSrv, "mongo", 1, sz)
+	base := sm.codes(t, "spike", 1)
+	sm.start(t)
+	tab.add(sm.run(t, "baseline spike (RESERVER=mongo)", sm.svc, load{prefix: "spike", codes: base, n: sz.baseline, workers: sz.baseWorkers}))
+
+	tab.print(os.Stdout)
+	for _, r := range append(rounds.all(), append(rounds16.all(), tab.rows...)...) {
+		if r.check != "ok" {
+			t.Errorf("%s: %s", r.name, r.check)
+		}
+	}
+}
+
+// series collects the rounds of closed-loop runs by scenario name.
+type series struct {
+	names []string
+	runs  map[string][]row
+}
+
+func (se *series) add(r row) {
+	if se.runs == nil {
+		se.runs = map[string][]row{}
+	}
+	if _, ok := se.runs[r.name]; !ok {
+		se.names = append(se.names, r.name)
+	}
+	se.runs[r.name] = append(se.runs[r.name], r)
+}
+
+// medians adds each scenario's median run (by requests/s) to tab, in the
+// order the scenarios first ran.
+func (se *series) medians(tab *table) {
+	for _, name := range se.names {
+		runs := append([]row(nil), se.runs[name]...)
+		sort.Slice(runs, func(i, j int) bool { return runs[i].rps < runs[j].rps })
+		m := runs[len(runs)/2]
+		if len(runs) > 1 {
+			var all []string
+			for _, r := range se.runs[name] {
+				all = append(all, fmt.Sprintf("%.0f", r.rps))
+			}
+			m.note = "median of " + strings.Join(all, ", ")
+		}
+		tab.add(m)
+	}
+}
+
+func (se *series) all() []row {
+	var out []row
+	for _, name := range se.names {
+		out = append(out, se.runs[name]...)
+	}
+	return out
+}
+
+// server is a process answering the signup API.
+type server struct {
+	addr  string
+	pid   func() int
+	admin string // admin listener; "" for the floor
+}
+
+// stack is one deployment: a redis-server of its own (none for
+// RESERVER=mongo), a database of its own on the shared MongoDB-wire server,
+// and one invitegate serve with the production defaults. Its invitations
+// are created before the service starts (start), so none is answered from
+// a snapshot of codes taken before it existed.
+type stack struct {
+	sz       sizes
+	mongo    *testenv.MongoProcess
+	redis    *testenv.RedisServer
+	rdb      *redis.Client // the harness's own, for INFO
+	store    *persist.Store
+	bin      string
+	env      []string
+	procs    []*testenv.Process
+	svc      server
+	storePid func() int
+
+	caps     map[string]int             // code → max_uses
+	demand   map[string]int             // code → distinct new emails sent
+	admitted map[string]map[string]bool // code → emails answered 201
+}
+
+func newStack(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, reserver string, shards int, sz sizes) *stack {
+	t.Helper()
+	s := &stack{sz: sz, mongo: mongoSrv, caps: map[string]int{}, demand: map[string]int{}, admitted: map[string]map[string]bool{}}
+	db := testenv.DBName(t)
+	mc, err := mongo.Connect(options.Client().ApplyURI(mongoSrv.URI).SetTimeout(30 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mc.Disconnect(context.Background()) })
+	s.store = persist.NewStore(mc.Database(db), nil, nil)
+	env := []string{
+		"INVITEGATE_MONGO_URI=" + mongoSrv.URI, "INVITEGATE_MONGO_DB=" + db,
+		"INVITEGATE_SHARDS=" + strconv.Itoa(shards), "INVITEGATE_RESERVER=" + reserver,
+		"INVITEGATE_SHUTDOWN_GRACE=0s", "INVITEGATE_PPROF=true",
+	}
+	s.storePid = mongoSrv.Pid
+	if reserver == "redis" {
+		s.redis = testenv.StartRedis(t, testenv.RedisOptions{AOF: true, AppendFsync: "always"})
+		env = append(env, "INVITEGATE_REDIS_ADDRS="+s.redis.Addr)
+		s.storePid = s.redis.Pid
+		s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr})
+		t.Cleanup(func() { s.rdb.Close() })
+	}
+	s.bin, s.env = bin, env
+	return s
+}
+
+// start runs the stack's service; it answers once it is ready.
+func (s *stack) start(t *testing.T) {
+	t.Helper()
+	s.svc = s.startService(t)
+}
+
+// startService runs one more invitegate serve on the stack, with env on
+// top of the stack's.
+func (s *stack) startService(t *testing.T, env ...string) server {
+	t.Helper()
+	p := testenv.NewProcess(t, s.bin, "serve", append(append([]string{}, s.env...), env...)...)
+	p.Start(t)
+	s.procs = append(s.procs, p)
+	return server{addr: p.Public, pid: p.Pid, admin: p.Admin}
+}
+
+// startFloor runs the floor against the stack's redis-server.
+func (s *stack) startFloor(t *testing.T) server {
+	t.Helper()
+	addr := testenv.FreeAddr(t)
+	c := testenv.NewChild(t, "floor", floorEnv+"="+addr+"|"+s.redis.Addr)
+	c.Restart(t)
+	return server{addr: addr, pid: c.Pid}
+}
+
+// codes creates n invitations prefix-0 .. prefix-(n-1) of the run's
+// capacity.
+func (s *stack) codes(t *testing.T, prefix string, n int) []string {
+	t.Helper()
+	var out []string
+	for i := 0; i < n; i++ {
+		code := fmt.Sprintf("%s-%d", prefix, i)
+		if err := s.store.CreateInvitation(context.Background(), invite.Invitation{Code: code, MaxUses: s.sz.capacity}); err != nil {
+			t.Fatal(err)
+		}
+		s.caps[code] = s.sz.capacity
+		s.admitted[code] = map[string]bool{}
+		out = append(out, code)
+	}
+	return out
+}
+
+// load is what one scenario sends: a new email per request
+// (prefix-<i>@example.com, i counting from 0) to codes in turn; the same
+// prefix and codes give the same emails on the same codes again.
+type load struct {
+	prefix  string
+	codes   []string
+	n       int  // closed loop: this many requests from sz.workers clients
+	rate    int  // open loop: this many requests/s for sz.rateFor
+	repeat  bool // the emails are registered already: expect 200 each
+	workers int  // closed-loop clients if not sz.workers
+}
+
+// run sends l to srv, measures it and, for the service, checks the
+// invariants afterwards.
+//
+// Closed loop: each of sz.workers clients waits for its answer before the
+// next request, so the rate is what the system sustains. Open loop: vegeta
+// sends at the fixed rate whether or not earlier requests were answered
+// (adding workers as needed), so latency is measured without coordinated
+// omission.
+func (s *stack) run(t *testing.T, name string, srv server, l load) row {
+	t.Helper()
+	var atk *vegeta.Attacker
+	var pace vegeta.ConstantPacer
+	var d time.Duration
+	if l.rate > 0 {
+		atk = vegeta.NewAttacker(vegeta.Connections(1000), vegeta.Timeout(10*time.Second))
+		pace, d = vegeta.ConstantPacer{Freq: l.rate, Per: time.Second}, s.sz.rateFor
+	} else {
+		w := s.sz.workers
+		if l.workers > 0 {
+			w = l.workers
+		}
+		atk = vegeta.NewAttacker(vegeta.Workers(uint64(w)), vegeta.MaxWorkers(uint64(w)), vegeta.Connections(w), vegeta.Timeout(10*time.Second))
+	}
+	var next atomic.Int64
+	hdr := http.Header{"Content-Type": {"application/json"}}
+	targets := func(tg *vegeta.Target) error {
+		i := next.Add(1) - 1
+		if l.n > 0 && i >= int64(l.n) {
+			return vegeta.ErrNoTargets
+		}
+		tg.Method = http.MethodPost
+		tg.URL = "http://" + srv.addr + "/invitations/" + l.codes[i%int64(len(l.codes))]
+		tg.Body = []byte(`{"email":"` + l.prefix + "-" + strconv.FormatInt(i, 10) + `@example.com"}`)
+		tg.Header = hdr
+		return nil
+	}
+
+	profiled := make(chan struct{})
+	if dir := os.Getenv("INVITEGATE_BENCH_PROFILE"); dir != "" && srv.admin != "" {
+		go func() {
+			defer close(profiled)
+			s.profile(t, srv.admin, filepath.Join(dir, strings.NewReplacer(" ", "_", "/", "_", "@", "at").Replace(name)+".pprof"))
+		}()
+	} else {
+		close(profiled)
+	}
+	pid, storePid := srv.pid(), s.storePid()
+	resetPeakRSS(pid)
+	cpu0, store0 := cpuSeconds(pid), cpuSeconds(storePid)
+	scripts0, reads0 := s.redisCounters(t)
+	r := row{name: name, codes: map[int]int{}}
+	var m vegeta.Metrics
+	start := time.Now()
+	for res := range atk.Attack(targets, pace, d, name) {
+		if res.Code == 0 && res.Error == vegeta.ErrNoTargets.Error() {
+			continue
+		}
+		m.Add(res)
+		r.codes[int(res.Code)]++
+		if res.Code == http.StatusCreated {
+			var a struct{ Invitation, Email string }
+			if err := json.Unmarshal(res.Body, &a); err != nil {
+				t.Fatalf("%s: 201 body %q: %v", name, res.Body, err)
+			}
+			r.newEmails = append(r.newEmails, [2]string{a.Invitation, a.Email})
+		}
+	}
+	wall := time.Since(start)
+	m.Close()
+	<-profiled
+	r.requests = int(m.Requests)
+	r.rps = float64(m.Requests) / wall.Seconds()
+	r.p50, r.p95, r.p99, r.max = m.Latencies.P50, m.Latencies.P95, m.Latencies.P99, m.Latencies.Max
+	r.rssMB = peakRSSMB(pid)
+	r.cpu = (cpuSeconds(pid) - cpu0) / float64(r.requests) * 1000
+	r.storeCPU = (cpuSeconds(storePid) - store0) / float64(r.requests) * 1000
+	scripts, reads := s.redisCounters(t)
+	r.scripts = float64(scripts-scripts0) / float64(r.requests)
+	r.reads = float64(reads-reads0) / float64(r.requests)
+	if srv.admin != "" {
+		r.check = s.verify(t, &r, l.codes, l.repeat)
+	} else if r.codes[http.StatusCreated] != r.requests {
+		r.check = fmt.Sprintf("the floor answered %v", r.codes)
+	} else {
+		r.check = "ok"
+	}
+	t.Logf("%s: %d requests in %v, %.0f/s, %v: %s", name, r.requests, wall.Round(time.Millisecond), r.rps, r.codes, r.check)
+	return r
+}
+
+// verify checks the invariants in MongoDB once the reconciler has written
+// what Redis admitted: every email answered 201 is registered with the
+// code it was answered for and nothing else is (I3, and nothing invented),
+// no code holds more than max_uses (I1), no email was admitted twice (I2),
+// a code that got at least max_uses definite answers is exactly full, and
+// a repeat of registered emails is answered 200 every time. It returns "ok"
+// or what is wrong.
+func (s *stack) verify(t *testing.T, r *row, codes []string, repeat bool) string {
+	t.Helper()
+	var problems []string
+	for _, ce := range r.newEmails {
+		code, em := ce[0], ce[1]
+		if s.admitted[code] == nil {
+			problems = append(problems, fmt.Sprintf("201 for unknown code %q", code))
+			continue
+		}
+		if s.admitted[code][em] {
+			problems = append(problems, fmt.Sprintf("%s admitted twice to %s", em, code))
+		}
+		s.admitted[code][em] = true
+	}
+	if repeat && r.codes[http.StatusOK] != r.requests {
+		problems = append(problems, fmt.Sprintf("registered emails answered %v, want 200 each", r.codes))
+	}
+	// The targeter takes the codes in turn, so each got an equal share.
+	definite := (r.codes[http.StatusCreated] + r.codes[http.StatusGone]) / len(codes)
+	ctx := context.Background()
+	deadline := time.Now().Add(s.sz.drainAfter)
+	for _, code := range codes {
+		adm := s.admitted[code]
+		n, err := s.store.Count(ctx, code)
+		for err == nil && n < len(adm) && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+			n, err = s.store.Count(ctx, code)
+		}
+		if err != nil {
+			return err.Error()
+		}
+		registered := map[string]bool{}
+		if err := s.store.ForEachRegistration(ctx, code, func(canonical, c string) error {
+			registered[canonical] = true
+			return nil
+		}); err != nil {
+			return err.Error()
+		}
+		for em := range adm {
+			if !registered[em] {
+				problems = append(problems, fmt.Sprintf("%s answered 201 for %s but not in MongoDB", em, code))
+				break
+			}
+		}
+		if len(registered) != len(adm) {
+			problems = append(problems, fmt.Sprintf("%s: %d registered, %d answered 201", code, len(registered), len(adm)))
+		}
+		if len(registered) > s.caps[code] {
+			problems = append(problems, fmt.Sprintf("%s: %d registered, over max_uses %d", code, len(registered), s.caps[code]))
+		}
+		if !repeat && definite >= s.caps[code] && len(registered) != s.caps[code] {
+			problems = append(problems, fmt.Sprintf("%s: %d of %d seats taken after %d definite answers", code, len(registered), s.caps[code], definite))
+		}
+		r.admitted += len(adm)
+		r.capacity += s.caps[code]
+	}
+	if len(problems) > 0 {
+		return strings.Join(problems, "; ")
+	}
+	return "ok"
+}
+
+// profile saves a 5 s CPU profile of the service to path
+// (INVITEGATE_BENCH_PROFILE=dir): go tool pprof -top path.
+func (s *stack) profile(t *testing.T, admin, path string) {
+	resp, err := http.Get("http://" + admin + "/debug/pprof/profile?seconds=5")
+	if err != nil {
+		t.Errorf("profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(path, b, 0o644)
+	}
+	if err != nil {
+		t.Errorf("profile: %v", err)
+	}
+}
+
+// redisCounters are what the stack's redis-server has done so far: script
+// calls (EVALSHA and EVAL; commands a script runs inside are not counted)
+// and read events, one per time it read a client's socket, however many
+// pipelined commands it found there. Zero without Redis.
+func (s *stack) redisCounters(t *testing.T) (scripts, reads int64) {
+	t.Helper()
+	if s.rdb == nil {
+		return 0, 0
+	}
+	info, err := s.rdb.Info(context.Background(), "stats", "commandstats").Result()
+	if err != nil {
+		t.Fatalf("redis INFO: %v", err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		if v, ok := strings.CutPrefix(line, "total_reads_processed:"); ok {
+			reads, _ = strconv.ParseInt(v, 10, 64)
+		}
+		for _, c := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+			if v, ok := strings.CutPrefix(line, c); ok {
+				v, _, _ = strings.Cut(v, ",")
+				n, _ := strconv.ParseInt(v, 10, 64)
+				scripts += n
+			}
+		}
+	}
+	return scripts, reads
+}
+
+// resetPeakRSS makes /proc/<pid>/status' VmHWM start again from the current
+// RSS (Linux: clear_refs 5), so each scenario reports its own peak.
+func resetPeakRSS(pid int) {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// peakRSSMB is VmHWM of pid in MB (0 if unreadable).
+func peakRSSMB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// cpuSeconds is pid's user + system CPU time so far (0 if unreadable).
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is the first; utime and stime are 12th and 13th.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / clockTicks
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// row is one scenario's measurements.
+type row struct {
+	name               string
+	requests           int
+	rps                float64
+	p50, p95, p99, max time.Duration
+	codes              map[int]int // status → count; 0: no answer (timeout, connection error)
+	newEmails          [][2]string // {code, email} answered 201
+	admitted, capacity int         // 201s over the scenario's codes, their max_uses (service only)
+	rssMB              float64     // peak RSS of the serving process
+	cpu, storeCPU      float64     // CPU seconds per 1,000 requests: serving process, its store
+	scripts, reads     float64     // per request: Redis script calls, Redis socket reads (0 without Redis)
+	check              string      // "ok" or what is wrong
+	note               string
+}
+
+type table struct{ rows []row }
+
+func (tb *table) add(r row) { tb.rows = append(tb.rows, r) }
+
+func (tb *table) find(name string) (row, bool) {
+	for _, r := range tb.rows {
+		if r.name == name {
+			return r, true
+		}
+	}
+	return row{}, false
+}
+
+// print writes the table as Markdown, then the ratios the targets in
+// docs/BENCHMARKS.md are stated in.
+func (tb *table) print(w *os.File) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | requests | req/s | p50 | p95 | p99 | max | outcomes | admitted / capacity | peak RSS | CPU s per 1k req: server | store | per req: Redis scripts | Redis reads | invariants |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|")
+	for _, r := range tb.rows {
+		adm := "–"
+		if r.capacity > 0 {
+			adm = fmt.Sprintf("%d / %d", r.admitted, r.capacity)
+		}
+		rps := fmt.Sprintf("%.0f", r.rps)
+		if r.note != "" {
+			rps += " (" + r.note + ")"
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %.0f MB | %.3f | %.3f | %.2f | %.2f | %s |\n",
+			r.name, r.requests, rps, ms(r.p50), ms(r.p95), ms(r.p99), ms(r.max), outcomes(r.codes), adm, r.rssMB, r.cpu, r.storeCPU, r.scripts, r.reads, r.check)
+	}
+	fmt.Fprintln(w)
+	// The floor row before each spike is the one measured on the same
+	// stack, minutes apart at most.
+	var floor row
+	for _, r := range tb.rows {
+		switch {
+		case r.name == "floor":
+			floor = r
+		case strings.HasPrefix(r.name, "spike") || strings.HasPrefix(r.name, "sold out"):
+			fmt.Fprintf(w, "%s / floor: %.2f\n", r.name, r.rps/floor.rps)
+		}
+	}
+	if sp, ok := tb.find("spike K=1"); ok {
+		if base, ok := tb.find("baseline spike (RESERVER=mongo)"); ok {
+			fmt.Fprintf(w, "spike K=1 / baseline: %.1f\n", sp.rps/base.rps)
+		}
+	}
+	for _, r := range tb.rows {
+		rate, ok := strings.CutPrefix(r.name, "3 codes K=1 @ ")
+		if !ok {
+			continue
+		}
+		if f, ok := tb.find("floor @ " + rate); ok {
+			bound := max(10*time.Millisecond, 2*f.p99)
+			fmt.Fprintf(w, "@ %s: service p99 %s, bound max(10 ms, 2 × floor p99 %s) = %s, errors %d\n",
+				rate, ms(r.p99), ms(f.p99), ms(bound), r.requests-r.codes[http.StatusCreated]-r.codes[http.StatusGone])
+		}
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+// outcomes lists status counts in status order: "201×1000 410×99000".
+func outcomes(codes map[int]int) string {
+	var parts []string
+	for st := 0; st < 600; st++ {
+		if n := codes[st]; n > 0 {
+			label := strconv.Itoa(st)
+			if st == 0 {
+				label = "no answer"
+			}
+			parts = append(parts, fmt.Sprintf("%s×%d", label, n))
+		}
+	}
+	return strings.Join(parts, " ")
+}
