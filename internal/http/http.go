@@ -435,8 +435,28 @@ func (a *API) fail(c *gin.Context, route string, start time.Time, err error) {
 	writeProblem(c, f)
 }
 
-func writeProblem(c *gin.Context, f failure) {
+// problemBodies holds each failure's problem document, encoded once: the
+// documents never vary, and a sold-out code answers every request of a
+// spike with one of them.
+var problemBodies = func() map[failure][]byte {
+	m := make(map[failure][]byte, len(failures)+1)
+	m[internalFailure] = encodeProblem(internalFailure)
+	for _, row := range failures {
+		m[row.f] = encodeProblem(row.f)
+	}
+	return m
+}()
+
+func encodeProblem(f failure) []byte {
 	b, _ := json.Marshal(problem{Type: ProblemBase + f.slug, Title: f.title, Status: f.status, Detail: f.detail})
+	return b
+}
+
+func writeProblem(c *gin.Context, f failure) {
+	b, ok := problemBodies[f]
+	if !ok {
+		b = encodeProblem(f)
+	}
 	c.Header("Cache-Control", "no-store")
 	c.Data(f.status, "application/problem+json", b)
 	c.Abort()
