@@ -299,9 +299,17 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 		MaxInFlight:    cfg.MaxInFlight,
 		ClientIPHeader: cfg.ClientIPHeader,
 		HideEmailTaken: cfg.HideEmailTaken,
+		LandingPage:    cfg.LandingPage,
+		GameName:       cfg.GameName,
+		CORSOrigins:    cfg.CORSOrigins,
 		Logger:         m.Logger,
 		Metrics:        mets.http,
 	}}
+	if m.mongoRes != nil {
+		out.Status = m.mongoRes.Status
+	} else {
+		out.Status = m.Reserver.Status
+	}
 	proxies, err := cfg.trustedProxies()
 	if err != nil {
 		return out, err

@@ -54,6 +54,9 @@ type Config struct {
 	HideEmailTaken bool
 	Pprof          bool
 	RedisPipeline  bool
+	LandingPage    bool
+	GameName       string
+	CORSOrigins    []string
 }
 
 // Reservation paths (INVITEGATE_RESERVER).
@@ -107,6 +110,9 @@ var settings = []option{
 	{"INVITEGATE_CLIENT_IP_HEADER", "client-ip-header", "X-Forwarded-For", "header carrying the client's IP, read only from trusted proxies", func(c *Config) flag.Value { return (*strVal)(&c.ClientIPHeader) }},
 	{"INVITEGATE_BLOCKED_DOMAINS_FILE", "blocked-domains-file", "", "file of email domains to refuse, one per line, # comments (empty: none)", func(c *Config) flag.Value { return (*strVal)(&c.BlockedDomains) }},
 	{"INVITEGATE_HIDE_EMAIL_TAKEN", "hide-email-taken", "false", "answer an email used on another invitation like a repeat (200) instead of 409, hiding which invitation it used", func(c *Config) flag.Value { return (*boolVal)(&c.HideEmailTaken) }},
+	{"INVITEGATE_LANDING_PAGE", "landing-page", "true", "serve the built-in landing page at GET /invitations/{code} (false: POST only)", func(c *Config) flag.Value { return (*boolVal)(&c.LandingPage) }},
+	{"INVITEGATE_GAME_NAME", "game-name", "Our Super Game", "the game's name, the landing page's title", func(c *Config) flag.Value { return (*strVal)(&c.GameName) }},
+	{"INVITEGATE_CORS_ORIGINS", "cors-origins", "", "comma-separated origins (https://host[:port]) whose pages may call the API from a browser (empty: same origin only)", func(c *Config) flag.Value { return (*listVal)(&c.CORSOrigins) }},
 	{"INVITEGATE_REDIS_PIPELINE", "redis-pipeline", "true", "coalesce concurrent signups' Redis calls into pipelined round trips (go-redis autopipelining); false: one round trip each", func(c *Config) flag.Value { return (*boolVal)(&c.RedisPipeline) }},
 	{"INVITEGATE_PPROF", "pprof", "false", "serve Go's profiler (net/http/pprof) on the admin listener under /debug/pprof/", func(c *Config) flag.Value { return (*boolVal)(&c.Pprof) }},
 }
@@ -212,6 +218,15 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.trustedProxies(); err != nil {
 		return err
+	}
+	for _, o := range c.CORSOrigins {
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("INVITEGATE_CORS_ORIGINS: %q: want an origin such as https://our-super-game.io (scheme and host, no path)", o)
+		}
+	}
+	if strings.TrimSpace(c.GameName) == "" || len(c.GameName) > 100 {
+		return fmt.Errorf("INVITEGATE_GAME_NAME=%q: want 1..100 characters", c.GameName)
 	}
 	if c.ClientIPHeader == "" || strings.ContainsAny(c.ClientIPHeader, " :\r\n") {
 		return fmt.Errorf("INVITEGATE_CLIENT_IP_HEADER=%q: not a header name", c.ClientIPHeader)

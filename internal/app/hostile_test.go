@@ -146,8 +146,8 @@ func nastyRows() []nastyRequest {
 		{name: "code with Cyrillic о", path: "/invitations/hоstile", ctype: js, body: ok, want: 404, slug: "unknown-invitation"},
 		{name: "code in fullwidth letters", path: "/invitations/ｈｏｓｔｉｌｅ", ctype: js, body: ok, want: 404, slug: "unknown-invitation"},
 
-		// Methods.
-		{name: "GET", method: http.MethodGet, want: 405, slug: "method-not-allowed"},
+		// Methods. (GET is the landing page and the code's status:
+		// internal/http TestLandingPage.)
 		{name: "PUT", method: http.MethodPut, ctype: js, body: ok, want: 405, slug: "method-not-allowed"},
 		{name: "PATCH", method: http.MethodPatch, ctype: js, body: ok, want: 405, slug: "method-not-allowed"},
 		{name: "DELETE", method: http.MethodDelete, want: 405, slug: "method-not-allowed"},

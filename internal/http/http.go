@@ -75,8 +75,18 @@ type Config struct {
 	// like a repeat on this one (200), so that the answer does not tell
 	// which invitation an address used.
 	HideEmailTaken bool
-	Logger         logrus.FieldLogger
-	Metrics        *Metrics
+	// LandingPage serves the built-in landing page at GET
+	// /invitations/{code} (with Status; see landing.go).
+	LandingPage bool
+	// GameName is the title of the landing page.
+	GameName string
+	// Status tells the landing page whether a code takes signups.
+	Status StatusFunc
+	// CORSOrigins may call the API from a browser (e.g.
+	// "https://our-super-game.io"); empty: same origin only.
+	CORSOrigins []string
+	Logger      logrus.FieldLogger
+	Metrics     *Metrics
 }
 
 // API serves the public endpoints.
@@ -87,6 +97,7 @@ type API struct {
 	m        *Metrics
 	debug    bool          // per-request lines cost nothing unless enabled
 	inFlight chan struct{} // a slot per signup being worked on; nil: unbounded
+	statuses *statusCache  // the landing page's; nil without it
 	failLog  sampler
 }
 
@@ -151,7 +162,16 @@ func New(res Reserver, cfg Config) http.Handler {
 	r.ForwardedByClientIP = len(proxies) > 0
 	r.RemoteIPHeaders = []string{cfg.ClientIPHeader}
 	r.Use(gin.CustomRecoveryWithWriter(io.Discard, a.recovered))
+	if len(cfg.CORSOrigins) > 0 {
+		r.Use(corsMiddleware(cfg.CORSOrigins))
+	}
 	r.POST("/invitations/:code", a.limit, a.register)
+	if cfg.LandingPage && cfg.Status != nil {
+		a.statuses = &statusCache{fn: cfg.Status}
+		r.GET("/invitations/:code", a.page)
+		r.GET("/assets/landing.css", asset("text/css; charset=utf-8", landingCSS))
+		r.GET("/assets/landing.js", asset("text/javascript; charset=utf-8", landingJS))
+	}
 	r.NoRoute(func(c *gin.Context) { a.fail(c, "", time.Now(), errNotFound) })
 	r.NoMethod(func(c *gin.Context) { a.fail(c, "", time.Now(), errMethod) })
 	return r

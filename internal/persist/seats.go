@@ -242,3 +242,28 @@ func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err
 	}
 	return false, nil
 }
+
+// Status reports whether code takes signups, with the outcomes of
+// reserve.Reserver.Status; full when every seat is taken.
+func (m *MongoReserver) Status(ctx context.Context, code string) (reserve.Status, error) {
+	if !invite.ValidCode(code) {
+		return "", reserve.ErrUnknownCode
+	}
+	inv, err := m.usable(ctx, code)
+	switch {
+	case errors.Is(err, reserve.ErrDisabled):
+		return reserve.StatusDisabled, nil
+	case errors.Is(err, reserve.ErrExpired):
+		return reserve.StatusExpired, nil
+	case err != nil:
+		return "", err
+	}
+	n, err := m.seats.CountDocuments(ctx, bson.D{{Key: "code", Value: code}})
+	if err != nil {
+		return "", reserve.Unavailable(err)
+	}
+	if int(n) >= inv.MaxUses {
+		return reserve.StatusFull, nil
+	}
+	return reserve.StatusOpen, nil
+}

@@ -37,6 +37,13 @@ func newSource(invs ...invite.Invitation) *memSource {
 	return s
 }
 
+// add creates an invitation, as an admin does in MongoDB.
+func (s *memSource) add(inv invite.Invitation) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.invs[inv.Code] = inv
+}
+
 func (s *memSource) Invitation(_ context.Context, code string) (invite.Invitation, bool, error) {
 	s.lookups.Add(1)
 	s.mu.Lock()
@@ -681,5 +688,47 @@ func TestPipelineReloadsFlushedScripts(t *testing.T) {
 				t.Fatalf("repeat: %+v, %v; want Existing", res, err)
 			}
 		})
+	}
+}
+
+// TestStatus: what the landing page says before anyone types, from the
+// live counters: open, full once every shard is empty, disabled, expired,
+// unknown; a code not yet in Redis is seeded by the lookup.
+func TestStatus(t *testing.T) {
+	for _, b := range append(realBackends(), miniBackend()) {
+		for _, k := range []int{1, 16} {
+			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
+				ctx := context.Background()
+				now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+				src := newSource(
+					invite.Invitation{Code: "st", MaxUses: 3},
+					invite.Invitation{Code: "off", MaxUses: 5, Disabled: true},
+					invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: now.Add(-time.Minute)},
+				)
+				r := b.reserver(t, src, k, func() time.Time { return now })
+				want := func(code string, st reserve.Status, wantErr error) {
+					t.Helper()
+					got, err := r.Status(ctx, code)
+					if got != st || !errors.Is(err, wantErr) {
+						t.Fatalf("Status(%q) = %q, %v; want %q, %v", code, got, err, st, wantErr)
+					}
+				}
+				want("st", reserve.StatusOpen, nil)
+				want("off", reserve.StatusDisabled, nil)
+				want("old", reserve.StatusExpired, nil)
+				want("nope", "", reserve.ErrUnknownCode)
+				want("../x", "", reserve.ErrUnknownCode)
+				for i := 0; i < 3; i++ {
+					if _, err := r.Reserve(ctx, "st", addr(t, fmt.Sprintf("s%d@example.com", i))); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want("st", reserve.StatusFull, nil)
+				// A code created in MongoDB later is seeded by the lookup.
+				src.add(invite.Invitation{Code: "late", MaxUses: 2})
+				now = now.Add(time.Hour) // past the unknown-code snapshot
+				want("late", reserve.StatusOpen, nil)
+			})
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -271,4 +272,67 @@ func bucketState(inv invite.Invitation) (dis string, exp int64) {
 		exp = inv.ExpiresAt.UnixMilli()
 	}
 	return dis, exp
+}
+
+// Status is what a landing page can say about a code before anyone types.
+type Status string
+
+// The states of a known code.
+const (
+	StatusOpen     Status = "open"
+	StatusFull     Status = "full"
+	StatusDisabled Status = "disabled"
+	StatusExpired  Status = "expired"
+)
+
+// Status reports whether code takes signups, from Redis' live counters:
+// ErrUnknownCode for a code MongoDB does not have (answered from the same
+// snapshot as Reserve, so random codes do not reach MongoDB), full when
+// every shard's bucket is empty. It reads every shard in one pipelined
+// round trip and seeds a code whose buckets are missing.
+func (r *Reserver) Status(ctx context.Context, code string) (Status, error) {
+	if !invite.ValidCode(code) {
+		return "", ErrUnknownCode
+	}
+	for attempt := 0; attempt < 2; attempt++ {
+		cmds := make([]*redis.SliceCmd, r.shards)
+		_, err := r.cmd.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for s := range cmds {
+				cmds[s] = p.HMGet(ctx, r.keys.bucket(s, code), "tok", "dis", "exp")
+			}
+			return nil
+		})
+		if err != nil {
+			return "", Unavailable(err)
+		}
+		tokens, seen := 0, false
+		var dis, exp any
+		for _, c := range cmds {
+			v := c.Val()
+			if len(v) != 3 || v[0] == nil {
+				continue
+			}
+			seen = true
+			n, _ := strconv.Atoi(fmt.Sprint(v[0]))
+			tokens += n
+			dis, exp = v[1], v[2]
+		}
+		if !seen {
+			if err := r.ensureCode(ctx, code); err != nil {
+				return "", err
+			}
+			continue
+		}
+		if dis == "1" {
+			return StatusDisabled, nil
+		}
+		if ms, _ := strconv.ParseInt(fmt.Sprint(exp), 10, 64); ms > 0 && r.cfg.Now().UnixMilli() >= ms {
+			return StatusExpired, nil
+		}
+		if tokens <= 0 {
+			return StatusFull, nil
+		}
+		return StatusOpen, nil
+	}
+	return "", fmt.Errorf("%w: code %q still unseeded", ErrUnavailable, code)
 }
