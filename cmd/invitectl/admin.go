@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -206,5 +207,33 @@ func setDisabled(ctx context.Context, e *env, code string, disabled bool, stdout
 		return exitFailure
 	}
 	fmt.Fprintf(stdout, "%sd %s\n", verb, code)
+	return exitOK
+}
+
+// mailStatus prints how many further-instructions emails are pending,
+// sent and given up; with retry it first reopens the given-up ones.
+func mailStatus(ctx context.Context, e *env, retry, asJSON bool, stdout, stderr io.Writer) int {
+	if retry {
+		n, err := e.store.RetryFailedMail(ctx, time.Now())
+		if err != nil {
+			fmt.Fprintf(stderr, "invitectl mail retry: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintf(stdout, "reopened %d given-up emails\n", n)
+		return exitOK
+	}
+	counts, err := e.store.MailCounts(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitectl mail: %v\n", err)
+		return exitFailure
+	}
+	if asJSON {
+		b, _ := json.Marshal(counts)
+		fmt.Fprintln(stdout, string(b))
+		return exitOK
+	}
+	for _, st := range []string{persist.MailPending, persist.MailSent, persist.MailFailed} {
+		fmt.Fprintf(stdout, "%-8s %d\n", st, counts[st])
+	}
 	return exitOK
 }

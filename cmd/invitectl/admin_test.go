@@ -11,8 +11,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
 
@@ -223,5 +225,43 @@ func TestImport(t *testing.T) {
 	}
 	if code, _, _ := c.run(t, "import", filepath.Join(dir, "missing.csv")); code != exitUsage {
 		t.Fatalf("missing file: exit %d", code)
+	}
+}
+
+// TestMailCommand: invitectl mail shows the outbox and reopens given-up
+// emails.
+func TestMailCommand(t *testing.T) {
+	c := newCtl(t, "1")
+	e := c.connect(t)
+	ctx := context.Background()
+	var rs []invite.Reservation
+	for i := 0; i < 3; i++ {
+		em := fmt.Sprintf("m%d@example.com", i)
+		rs = append(rs, invite.Reservation{Code: "beta", Canonical: em, Email: em, ReservedAt: time.Now()})
+	}
+	if _, err := e.store.Persist(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.MailSent(ctx, "m0@example.com", 0, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.MailFailed(ctx, "m1@example.com", 0, "550 no such user", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := c.run(t, "mail")
+	if code != exitOK || !strings.Contains(out, "pending  1") || !strings.Contains(out, "sent     1") || !strings.Contains(out, "failed   1") {
+		t.Fatalf("mail: %d %q", code, out)
+	}
+	if code, out, _ := c.run(t, "mail", "--json"); code != exitOK || strings.TrimSpace(out) != `{"failed":1,"pending":1,"sent":1}` {
+		t.Fatalf("mail --json: %d %q", code, out)
+	}
+	if code, out, _ := c.run(t, "mail", "retry"); code != exitOK || !strings.Contains(out, "reopened 1") {
+		t.Fatalf("mail retry: %d %q", code, out)
+	}
+	if code, out, _ := c.run(t, "mail", "--json"); code != exitOK || strings.TrimSpace(out) != `{"failed":0,"pending":2,"sent":1}` {
+		t.Fatalf("after retry: %d %q", code, out)
+	}
+	if code, _, errOut := c.run(t, "mail", "resend"); code != exitUsage || !strings.Contains(errOut, "want nothing or retry") {
+		t.Fatalf("mail resend: %d %q", code, errOut)
 	}
 }

@@ -38,6 +38,9 @@ Usage:
   invitectl enable CODE
   invitectl reseed [CODE | --all]   no argument: restore what Redis lacks; CODE or
                                    --all: freeze, drain, rebuild from MongoDB
+  invitectl mail [--json]           the further-instructions emails: pending, sent,
+                                   failed (given up after INVITEGATE_MAIL_MAX_ATTEMPTS)
+  invitectl mail retry              make every given-up email pending again
 
 Connection settings come from the service's environment:
 INVITEGATE_REDIS_ADDRS, INVITEGATE_REDIS_CLUSTER, INVITEGATE_REDIS_PASSWORD,
@@ -135,7 +138,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
-	case "create", "list", "reseed", "import", "set-max", "disable", "enable":
+	case "create", "list", "reseed", "import", "set-max", "disable", "enable", "mail":
 	default:
 		fmt.Fprintf(stderr, "invitectl: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage
@@ -199,6 +202,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if len(pos) == 1 {
 			inv.Code = pos[0]
 		}
+	case "mail":
+		if len(pos) > 1 || (len(pos) == 1 && pos[0] != "retry") {
+			fmt.Fprintln(stderr, "invitectl mail: want nothing or retry")
+			return exitUsage
+		}
+		if len(pos) == 1 {
+			inv.Code = pos[0]
+		}
 	case "disable", "enable", "import":
 		if len(pos) != 1 {
 			fmt.Fprintf(stderr, "invitectl %s: want exactly one argument\n", cmd)
@@ -243,6 +254,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return setMax(ctx, e, inv.Code, inv.MaxUses, stdout, stderr)
 	case "disable", "enable":
 		return setDisabled(ctx, e, inv.Code, cmd == "disable", stdout, stderr)
+	case "mail":
+		return mailStatus(ctx, e, inv.Code == "retry", *asJSON, stdout, stderr)
 	default:
 		return reseed(ctx, e, inv.Code, *all, stdout, stderr)
 	}

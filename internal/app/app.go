@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	netmail "net/mail"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	api "github.com/invitegate/invitegate/internal/http"
+	"github.com/invitegate/invitegate/internal/mail"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
@@ -41,6 +43,8 @@ const (
 	Serve Mode = iota
 	// Reconcile runs only the reconciler (and the admin listener).
 	Reconcile
+	// Mail runs only the mailer (and the admin listener).
+	Mail
 )
 
 // Main is one invitegate process. Open connects and listens (tests bind
@@ -66,6 +70,7 @@ type Main struct {
 	public     *http.Server
 	admin      *http.Server
 	reconciler *persist.Reconciler
+	mailer     *mail.Mailer
 	committer  *persist.Committer
 	mongoRes   *persist.MongoReserver // INVITEGATE_RESERVER=mongo
 	ready      atomic.Bool
@@ -100,6 +105,44 @@ func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
 		// A hung node holds a request only until its deadline.
 		ContextTimeoutEnabled: true,
 	})
+}
+
+// openMailer builds the mailer when SMTP is configured; without it the
+// emails wait as pending (invitegate mail refuses to start).
+func (m *Main) openMailer(mets metrics) error {
+	cfg := m.Config
+	if cfg.SMTPAddr == "" {
+		if m.Mode == Mail {
+			return errors.New("invitegate mail needs INVITEGATE_SMTP_ADDR")
+		}
+		m.Logger.Warn("INVITEGATE_SMTP_ADDR is empty: no further-instructions email is sent; they wait as pending")
+		return nil
+	}
+	send, err := mail.NewSMTP(cfg.smtp())
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	m.mailer = mail.New(m.Store, send, mail.Config{
+		Game:        cfg.GameName,
+		Domain:      mailDomain(cfg.MailFrom),
+		Owner:       fmt.Sprintf("%s-%d", host, os.Getpid()),
+		MaxAttempts: cfg.MailAttempts,
+		Now:         m.Now,
+		Logger:      m.Logger,
+		Metrics:     mets.mail,
+	})
+	return nil
+}
+
+// mailDomain is the domain of the sender's address, for Message-IDs.
+func mailDomain(from string) string {
+	if a, err := netmail.ParseAddress(from); err == nil {
+		if at := strings.LastIndexByte(a.Address, '@'); at >= 0 {
+			return a.Address[at+1:]
+		}
+	}
+	return ""
 }
 
 // autoPipeline returns rdb's shared deferred-face autopipeliner with
@@ -192,7 +235,14 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 
-	if m.mongoRes != nil {
+	if m.Mode == Mail || (m.Mode == Serve && cfg.Mailer) {
+		if err := m.openMailer(mets); err != nil {
+			return err
+		}
+	}
+	if m.Mode == Mail {
+		// The mailer needs MongoDB alone.
+	} else if m.mongoRes != nil {
 		if m.Mode == Reconcile {
 			return errors.New("INVITEGATE_RESERVER=mongo writes signups to MongoDB directly: there is nothing to reconcile")
 		}
@@ -426,6 +476,13 @@ func (m *Main) Run(ctx context.Context) error {
 			_ = m.reconciler.Run(recCtx)
 		}()
 	}
+	if m.mailer != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = m.mailer.Run(recCtx)
+		}()
+	}
 	wg.Add(1)
 	healthCtx, stopHealth := context.WithCancel(context.Background())
 	go func() {
@@ -559,6 +616,7 @@ func (m *Main) publishSeats(ctx context.Context) {
 // metrics are every collector a process exports.
 type metrics struct {
 	http      *api.Metrics
+	mail      *mail.Metrics
 	reserve   *reserve.Metrics
 	persist   *persist.Metrics
 	depUp     *prometheus.GaugeVec
@@ -570,6 +628,7 @@ type metrics struct {
 func registerMetrics(reg prometheus.Registerer) metrics {
 	m := metrics{
 		http:    api.NewMetrics(reg),
+		mail:    mail.NewMetrics(reg),
 		reserve: reserve.NewMetrics(reg),
 		persist: persist.NewMetrics(reg),
 		depUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{

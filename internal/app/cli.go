@@ -18,6 +18,7 @@ const usage = `invitegate: invitation-gated signups.
 Usage:
   invitegate serve     [flags]   public API, admin listener and (by default) the reconciler
   invitegate reconcile [flags]   only the reconciler and the admin listener
+  invitegate mail      [flags]   only the mailer (further-instructions emails) and the admin listener
   invitegate probe [URL]         exit 0 if URL (default http://127.0.0.1:9090/readyz) answers 200;
                                  a health check for images without curl
   invitegate help
@@ -39,6 +40,8 @@ func Command(ctx context.Context, args []string, getenv func(string) string, std
 		mode = Serve
 	case "reconcile":
 		mode = Reconcile
+	case "mail":
+		mode = Mail
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/sirupsen/logrus"
+
+	"github.com/invitegate/invitegate/internal/mail"
 )
 
 // Config is the whole configuration of invitegate's processes. Every field
@@ -57,6 +59,13 @@ type Config struct {
 	LandingPage    bool
 	GameName       string
 	CORSOrigins    []string
+	Mailer         bool
+	SMTPAddr       string
+	SMTPUsername   string
+	SMTPPassword   string
+	SMTPTLS        string
+	MailFrom       string
+	MailAttempts   int
 }
 
 // Reservation paths (INVITEGATE_RESERVER).
@@ -113,6 +122,13 @@ var settings = []option{
 	{"INVITEGATE_LANDING_PAGE", "landing-page", "true", "serve the built-in landing page at GET /invitations/{code} (false: POST only)", func(c *Config) flag.Value { return (*boolVal)(&c.LandingPage) }},
 	{"INVITEGATE_GAME_NAME", "game-name", "Our Super Game", "the game's name, the landing page's title", func(c *Config) flag.Value { return (*strVal)(&c.GameName) }},
 	{"INVITEGATE_CORS_ORIGINS", "cors-origins", "", "comma-separated origins (https://host[:port]) whose pages may call the API from a browser (empty: same origin only)", func(c *Config) flag.Value { return (*listVal)(&c.CORSOrigins) }},
+	{"INVITEGATE_MAILER", "mailer", "true", "send the further-instructions emails from serve too (with INVITEGATE_SMTP_ADDR); invitegate mail sends them alone", func(c *Config) flag.Value { return (*boolVal)(&c.Mailer) }},
+	{"INVITEGATE_SMTP_ADDR", "smtp-addr", "", "SMTP server host:port for the further-instructions emails (empty: no email is sent; they wait as pending)", func(c *Config) flag.Value { return (*strVal)(&c.SMTPAddr) }},
+	{"INVITEGATE_SMTP_USERNAME", "smtp-username", "", "SMTP user (empty: no authentication)", func(c *Config) flag.Value { return (*strVal)(&c.SMTPUsername) }},
+	{"INVITEGATE_SMTP_PASSWORD", "smtp-password", "", "SMTP password (masked in logs)", func(c *Config) flag.Value { return (*strVal)(&c.SMTPPassword) }},
+	{"INVITEGATE_SMTP_TLS", "smtp-tls", "starttls", "starttls (required), tls (implicit, port 465) or none (a local catcher such as Mailpit)", func(c *Config) flag.Value { return (*strVal)(&c.SMTPTLS) }},
+	{"INVITEGATE_MAIL_FROM", "mail-from", "Our Super Game <beta@our-super-game.io>", "sender of the emails", func(c *Config) flag.Value { return (*strVal)(&c.MailFrom) }},
+	{"INVITEGATE_MAIL_MAX_ATTEMPTS", "mail-max-attempts", "8", "delivery attempts per email before it is given up (backoff 30 s doubling, at most 1 h between)", func(c *Config) flag.Value { return (*intVal)(&c.MailAttempts) }},
 	{"INVITEGATE_REDIS_PIPELINE", "redis-pipeline", "true", "coalesce concurrent signups' Redis calls into pipelined round trips (go-redis autopipelining); false: one round trip each", func(c *Config) flag.Value { return (*boolVal)(&c.RedisPipeline) }},
 	{"INVITEGATE_PPROF", "pprof", "false", "serve Go's profiler (net/http/pprof) on the admin listener under /debug/pprof/", func(c *Config) flag.Value { return (*boolVal)(&c.Pprof) }},
 }
@@ -225,6 +241,14 @@ func (c Config) Validate() error {
 			return fmt.Errorf("INVITEGATE_CORS_ORIGINS: %q: want an origin such as https://our-super-game.io (scheme and host, no path)", o)
 		}
 	}
+	if c.SMTPAddr != "" {
+		if _, err := mail.NewSMTP(c.smtp()); err != nil {
+			return fmt.Errorf("INVITEGATE_SMTP_ADDR, _TLS or INVITEGATE_MAIL_FROM: %w", err)
+		}
+	}
+	if c.MailAttempts < 1 || c.MailAttempts > 100 {
+		return fmt.Errorf("INVITEGATE_MAIL_MAX_ATTEMPTS=%d: must be 1..100", c.MailAttempts)
+	}
 	if strings.TrimSpace(c.GameName) == "" || len(c.GameName) > 100 {
 		return fmt.Errorf("INVITEGATE_GAME_NAME=%q: want 1..100 characters", c.GameName)
 	}
@@ -238,6 +262,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("INVITEGATE_LOG_FORMAT=%q: want json or text", c.LogFormat)
 	}
 	return nil
+}
+
+// smtp is the mail delivery configuration.
+func (c Config) smtp() mail.SMTPConfig {
+	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: c.SMTPUsername, Password: c.SMTPPassword, TLS: c.SMTPTLS, From: c.MailFrom}
 }
 
 // rateLimit parses INVITEGATE_RATE_LIMIT; the zero Limit means off.
@@ -289,6 +318,9 @@ func (c Config) Fields() logrus.Fields {
 	}
 	if c.RedisPassword != "" {
 		f["INVITEGATE_REDIS_PASSWORD"] = "***"
+	}
+	if c.SMTPPassword != "" {
+		f["INVITEGATE_SMTP_PASSWORD"] = "***"
 	}
 	f["INVITEGATE_MONGO_URI"] = maskURI(c.MongoURI)
 	return f

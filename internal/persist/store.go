@@ -84,12 +84,28 @@ func NewStore(db *mongo.Database, logger logrus.FieldLogger, now func() time.Tim
 
 // EnsureSchema creates the indexes the service relies on. It is idempotent.
 func (s *Store) EnsureSchema(ctx context.Context) error {
-	_, err := s.reg.Indexes().CreateOne(ctx, mongo.IndexModel{
-		Keys:    bson.D{{Key: "invitation", Value: 1}},
-		Options: options.Index().SetName("invitation_1"),
-	})
+	want := map[string]bson.D{
+		"invitation_1": {{Key: "invitation", Value: 1}},
+		// The mailer's queue: pending mail by due time.
+		"mail_state_1_mail_next_at_1": {{Key: "mail.state", Value: 1}, {Key: "mail.next_at", Value: 1}},
+	}
+	// Only the missing ones: creating an existing compound index again
+	// crashes the MongoDB-wire server the tests use (FerretDB 1.24).
+	names, err := s.reg.Indexes().ListSpecifications(ctx)
 	if err != nil {
-		return fmt.Errorf("%w: create index: %w", ErrDatabase, err)
+		return fmt.Errorf("%w: list indexes: %w", ErrDatabase, err)
+	}
+	have := map[string]bool{}
+	for _, n := range names {
+		have[n.Name] = true
+	}
+	for name, keys := range want {
+		if have[name] {
+			continue
+		}
+		if _, err := s.reg.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: keys, Options: options.Index().SetName(name)}); err != nil {
+			return fmt.Errorf("%w: create index: %w", ErrDatabase, err)
+		}
 	}
 	return nil
 }
@@ -382,6 +398,9 @@ type Registration struct {
 	Invitation  string    `bson:"invitation"`
 	ReservedAt  time.Time `bson:"reserved_at"`
 	PersistedAt time.Time `bson:"persisted_at"`
+	// Mail is the "further instructions" email's outbox state, written
+	// with the registration (see mail.go).
+	Mail *Outbox `bson:"mail,omitempty"`
 }
 
 // Registration returns the registration of a canonical email; ok is false
@@ -430,7 +449,8 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 	now := s.now().UTC()
 	docs := make([]any, len(rs))
 	for i, r := range rs {
-		docs[i] = Registration{Canonical: r.Canonical, Email: r.Email, Invitation: r.Code, ReservedAt: r.ReservedAt, PersistedAt: now}
+		docs[i] = Registration{Canonical: r.Canonical, Email: r.Email, Invitation: r.Code, ReservedAt: r.ReservedAt, PersistedAt: now,
+			Mail: &Outbox{State: MailPending, NextAt: now}}
 	}
 	_, err := s.reg.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
 	for i := range out {

@@ -169,3 +169,14 @@ func TestPersistOutcomes(t *testing.T) {
 		t.Fatalf("counts = %v, %v", counts, err)
 	}
 }
+
+// TestEnsureSchemaIsIdempotent: every process start runs it; the second
+// run must neither fail nor crash the MongoDB-wire server.
+func TestEnsureSchemaIsIdempotent(t *testing.T) {
+	st, _ := newStore(t) // the first run
+	for i := 0; i < 2; i++ {
+		if err := st.EnsureSchema(context.Background()); err != nil {
+			t.Fatalf("run %d: %v", i+2, err)
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package mail
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+)
+
+// SMTPConfig is where and how mail is delivered.
+type SMTPConfig struct {
+	Addr     string // host:port
+	Username string // empty: no authentication
+	Password string
+	// TLS is "starttls" (required), "tls" (implicit, e.g. port 465) or
+	// "none" (a local catcher such as Mailpit).
+	TLS  string
+	From string // "Name <address>"
+}
+
+// SMTP delivers through an SMTP server with github.com/wneessen/go-mail,
+// one connection per message.
+type SMTP struct {
+	cfg  SMTPConfig
+	host string
+	port int
+}
+
+// NewSMTP checks cfg and returns its Sender.
+func NewSMTP(cfg SMTPConfig) (*SMTP, error) {
+	host, p, err := net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("smtp address %q: want host:port", cfg.Addr)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 1 || port > 65535 {
+		return nil, fmt.Errorf("smtp address %q: bad port", cfg.Addr)
+	}
+	switch cfg.TLS {
+	case "starttls", "tls", "none":
+	default:
+		return nil, fmt.Errorf("smtp tls %q: want starttls, tls or none", cfg.TLS)
+	}
+	if err := gomail.NewMsg().From(cfg.From); err != nil {
+		return nil, fmt.Errorf("mail from %q: %w", cfg.From, err)
+	}
+	return &SMTP{cfg: cfg, host: host, port: port}, nil
+}
+
+// Send delivers m: a text/plain body with a text/html alternative.
+func (s *SMTP) Send(ctx context.Context, m Message) error {
+	msg := gomail.NewMsg()
+	if err := msg.From(s.cfg.From); err != nil {
+		return err
+	}
+	if err := msg.To(m.To); err != nil {
+		return err
+	}
+	msg.Subject(m.Subject)
+	msg.SetMessageIDWithValue(m.MessageID)
+	msg.SetDate()
+	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+	msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
+
+	opts := []gomail.Option{gomail.WithPort(s.port), gomail.WithTimeout(30 * time.Second)}
+	switch s.cfg.TLS {
+	case "none":
+		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
+	case "tls":
+		opts = append(opts, gomail.WithSSL())
+	default:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
+	}
+	if s.cfg.Username != "" {
+		opts = append(opts, gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(s.cfg.Username), gomail.WithPassword(s.cfg.Password))
+	}
+	c, err := gomail.NewClient(s.host, opts...)
+	if err != nil {
+		return err
+	}
+	return c.DialAndSendWithContext(ctx, msg)
+}

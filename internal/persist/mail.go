@@ -1,0 +1,147 @@
+package persist
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+)
+
+// The outbox of the "further instructions" email. Every registration is
+// written with its mail pending (Persist), in the same document, so a
+// registration that reaches MongoDB cannot miss its email. The mailer
+// (internal/mail) takes due ones, claims one attempt at a time and records
+// the outcome here.
+
+// Mail states.
+const (
+	MailPending = "pending" // due at NextAt
+	MailSent    = "sent"
+	MailFailed  = "failed" // gave up after the last attempt
+)
+
+// MailClaimsCollection holds one document per claimed attempt:
+// _id "<canonical>#<attempt>#<generation>".
+const MailClaimsCollection = "mail_claims"
+
+// Outbox is a registration's mail state.
+type Outbox struct {
+	State     string    `bson:"state"`
+	Attempts  int       `bson:"attempts"` // attempts made
+	NextAt    time.Time `bson:"next_at"`
+	LastError string    `bson:"last_error,omitempty"`
+	SentAt    time.Time `bson:"sent_at,omitempty"`
+}
+
+// DueMail returns up to limit registrations whose mail is pending and due
+// at now, the longest-waiting first.
+func (s *Store) DueMail(ctx context.Context, now time.Time, limit int) ([]Registration, error) {
+	cur, err := s.reg.Find(ctx,
+		bson.D{{Key: "mail.state", Value: MailPending}, {Key: "mail.next_at", Value: bson.D{{Key: "$lte", Value: now.UTC()}}}},
+		options.Find().SetSort(bson.D{{Key: "mail.next_at", Value: 1}}).SetLimit(int64(limit)))
+	if err != nil {
+		return nil, fmt.Errorf("%w: due mail: %w", ErrDatabase, err)
+	}
+	var out []Registration
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, fmt.Errorf("%w: due mail: %w", ErrDatabase, err)
+	}
+	return out, nil
+}
+
+// ClaimMail claims attempt number attempt (0-based) of canonical's mail for
+// owner until now+lease, and reports whether it did. The claim is the
+// insert of a document with a unique _id, the one write that is atomic on
+// every MongoDB-wire server we run on, so of mailers racing for one
+// attempt exactly one wins. A claim whose lease ran out (its mailer died)
+// is superseded by the next generation's insert, again by exactly one
+// mailer. After claiming, the registration is read again: if its mail is no
+// longer pending at this attempt, someone finished it and ok is false.
+func (s *Store) ClaimMail(ctx context.Context, canonical string, attempt int, owner string, now time.Time, lease time.Duration) (ok bool, err error) {
+	claims := s.db.Collection(MailClaimsCollection)
+	for gen := 0; gen < 100; gen++ {
+		id := fmt.Sprintf("%s#%d#%d", canonical, attempt, gen)
+		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "owner", Value: owner}, {Key: "lease_until", Value: now.Add(lease).UTC()}})
+		if err == nil {
+			break
+		}
+		if !mongo.IsDuplicateKeyError(err) {
+			return false, fmt.Errorf("%w: claim mail: %w", ErrDatabase, err)
+		}
+		var held struct {
+			LeaseUntil time.Time `bson:"lease_until"`
+		}
+		if err := claims.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&held); err != nil {
+			return false, fmt.Errorf("%w: claim mail: %w", ErrDatabase, err)
+		}
+		if now.Before(held.LeaseUntil) {
+			return false, nil // another mailer holds this attempt
+		}
+	}
+	var reg Registration
+	err = s.reg.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&reg)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w: claim mail: %w", ErrDatabase, err)
+	}
+	return reg.Mail != nil && reg.Mail.State == MailPending && reg.Mail.Attempts == attempt, nil
+}
+
+// MailSent records that attempt (0-based) delivered canonical's mail.
+func (s *Store) MailSent(ctx context.Context, canonical string, attempt int, now time.Time) error {
+	return s.mailOutcome(ctx, canonical, attempt, bson.D{
+		{Key: "mail.state", Value: MailSent}, {Key: "mail.attempts", Value: attempt + 1}, {Key: "mail.sent_at", Value: now.UTC()},
+	})
+}
+
+// MailFailed records that attempt (0-based) failed with reason: the mail
+// is due again at next, or, when next is zero, given up (state failed).
+func (s *Store) MailFailed(ctx context.Context, canonical string, attempt int, reason string, next time.Time) error {
+	set := bson.D{{Key: "mail.attempts", Value: attempt + 1}, {Key: "mail.last_error", Value: reason}}
+	if next.IsZero() {
+		set = append(set, bson.E{Key: "mail.state", Value: MailFailed})
+	} else {
+		set = append(set, bson.E{Key: "mail.next_at", Value: next.UTC()})
+	}
+	return s.mailOutcome(ctx, canonical, attempt, set)
+}
+
+func (s *Store) mailOutcome(ctx context.Context, canonical string, attempt int, set bson.D) error {
+	_, err := s.reg.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: canonical}, {Key: "mail.state", Value: MailPending}, {Key: "mail.attempts", Value: attempt}},
+		bson.D{{Key: "$set", Value: set}})
+	if err != nil {
+		return fmt.Errorf("%w: record mail outcome: %w", ErrDatabase, err)
+	}
+	return nil
+}
+
+// MailCounts returns how many registrations' mail is in each state.
+func (s *Store) MailCounts(ctx context.Context) (map[string]int, error) {
+	out := map[string]int{MailPending: 0, MailSent: 0, MailFailed: 0}
+	for st := range out {
+		n, err := s.reg.CountDocuments(ctx, bson.D{{Key: "mail.state", Value: st}})
+		if err != nil {
+			return nil, fmt.Errorf("%w: count mail: %w", ErrDatabase, err)
+		}
+		out[st] = int(n)
+	}
+	return out, nil
+}
+
+// RetryFailedMail makes every given-up mail pending again with a fresh
+// count of attempts, due now, and returns how many it reopened.
+func (s *Store) RetryFailedMail(ctx context.Context, now time.Time) (int, error) {
+	res, err := s.reg.UpdateMany(ctx, bson.D{{Key: "mail.state", Value: MailFailed}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "mail.state", Value: MailPending}, {Key: "mail.attempts", Value: 0}, {Key: "mail.next_at", Value: now.UTC()}}}})
+	if err != nil {
+		return 0, fmt.Errorf("%w: retry failed mail: %w", ErrDatabase, err)
+	}
+	return int(res.ModifiedCount), nil
+}
