@@ -167,7 +167,7 @@ func New(res Reserver, cfg Config) http.Handler {
 	}
 	r.POST("/invitations/:code", a.limit, a.register)
 	if cfg.LandingPage && cfg.Status != nil {
-		a.statuses = &statusCache{fn: cfg.Status}
+		a.statuses = &statusCache{fn: cfg.Status, timeout: cfg.Timeout}
 		r.GET("/invitations/:code", a.page)
 		r.GET("/assets/landing.css", asset("text/css; charset=utf-8", landingCSS))
 		r.GET("/assets/landing.js", asset("text/javascript; charset=utf-8", landingJS))

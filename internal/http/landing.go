@@ -73,10 +73,11 @@ const statusTTL = time.Second
 // statusCache remembers codes' statuses for statusTTL; concurrent misses
 // for one code share one lookup.
 type statusCache struct {
-	fn    StatusFunc
-	group singleflight.Group
-	mu    sync.Mutex
-	m     map[string]cachedStatus
+	fn      StatusFunc
+	timeout time.Duration
+	group   singleflight.Group
+	mu      sync.Mutex
+	m       map[string]cachedStatus
 }
 
 type cachedStatus struct {
@@ -96,7 +97,11 @@ func (sc *statusCache) get(ctx context.Context, code string) (reserve.Status, er
 		return e.st, nil
 	}
 	ch := sc.group.DoChan(code, func() (any, error) {
-		st, err := sc.fn(ctx, code)
+		// Shared by every waiting request: detached from the first one's
+		// cancellation, bounded by its own timeout.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sc.timeout)
+		defer cancel()
+		st, err := sc.fn(lctx, code)
 		if err == nil {
 			sc.mu.Lock()
 			if sc.m == nil || len(sc.m) >= maxCachedStatuses {

@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
@@ -222,5 +224,47 @@ func TestNoCORSByDefault(t *testing.T) {
 	h.ServeHTTP(w, r)
 	if w.Header().Get("Access-Control-Allow-Origin") != "" || w.Code < 400 {
 		t.Fatalf("preflight without CORS configured: %d %v", w.Code, w.Header())
+	}
+}
+
+// TestStatusLookupSurvivesItsFirstCaller: page loads of one code share one
+// status lookup; the first visitor leaving (its request canceled) must not
+// fail the lookup for the others.
+func TestStatusLookupSurvivesItsFirstCaller(t *testing.T) {
+	release := make(chan struct{})
+	var calls atomic.Int32
+	status := func(ctx context.Context, code string) (reserve.Status, error) {
+		calls.Add(1)
+		<-release
+		if err := ctx.Err(); err != nil {
+			return "", reserve.Unavailable(err)
+		}
+		return reserve.StatusOpen, nil
+	}
+	h := api.New(stub{}, api.Config{LandingPage: true, GameName: "G", Status: status})
+
+	firstCtx, leave := context.WithCancel(context.Background())
+	first := make(chan int)
+	go func() {
+		r := httptest.NewRequest(http.MethodGet, "/invitations/open", nil).WithContext(firstCtx)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		first <- w.Code
+	}()
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	second := make(chan *httptest.ResponseRecorder)
+	go func() { second <- get(t, h, "/invitations/open", map[string]string{"Accept": "application/json"}) }()
+	time.Sleep(20 * time.Millisecond) // the second joins the lookup in flight
+	leave()
+	<-first
+	close(release)
+	w := <-second
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"status":"open"`) {
+		t.Fatalf("second visitor got %d %s, want 200 open", w.Code, w.Body)
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d lookups, want 1 shared", n)
 	}
 }
