@@ -70,6 +70,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer func() { stop(); stopFerret() }()
 
+	mailDir := filepath.Join(filepath.Dir(dir), "mail")
+	mb, err := startMailbox(mailDir, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "invitegate-dev: mail catcher: %v\n", err)
+		return 1
+	}
+	defer mb.Close()
+
 	// The dev defaults apply only where the environment says nothing.
 	defaults := map[string]string{
 		"INVITEGATE_REDIS_ADDRS":     mr.Addr(),
@@ -78,6 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"INVITEGATE_SHUTDOWN_GRACE":  "0s",
 		"INVITEGATE_REDIS_CLUSTER":   "false",
 		"INVITEGATE_REDIS_NAMESPACE": "igv1",
+		"INVITEGATE_SMTP_ADDR":       mb.addr,
+		"INVITEGATE_SMTP_TLS":        "none",
 	}
 	env := func(k string) string {
 		if k == "INVITEGATE_REDIS_ADDRS" || k == "INVITEGATE_MONGO_URI" || k == "INVITEGATE_REDIS_CLUSTER" {
@@ -110,6 +120,7 @@ invitegate (dev): embedded Redis (miniredis) and MongoDB-wire server (FerretDB, 
   API      http://%s/invitations/{code}     codes: twitter-reg1 (1000), telegram-test (100), instagram-hello (10)
   admin    http://%s/livez  /readyz  /metrics
   Redis    %s   MongoDB %s   (database %q)
+  Mail     every further-instructions email is saved as an .eml file in %s
 
 Try:
   curl -i -X POST http://%s/invitations/twitter-reg1 -H 'Content-Type: application/json' -d '{"email":"you@example.com"}'
@@ -117,7 +128,7 @@ Try:
 Administer it from another terminal while it runs:
   INVITEGATE_REDIS_ADDRS=%s INVITEGATE_MONGO_URI=%s go run ./cmd/invitectl list
 
-`, dir, host, admin, mr.Addr(), uri, cfg.MongoDB, host, mr.Addr(), uri)
+`, dir, host, admin, mr.Addr(), uri, cfg.MongoDB, mailDir, host, mr.Addr(), uri)
 	return app.Command(ctx, args, env, stdout, stderr)
 }
 

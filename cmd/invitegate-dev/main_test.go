@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/mail"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +95,34 @@ func TestDevServerKeepsSignupsAcrossRestart(t *testing.T) {
 		if st := post(t, api, c.code, c.email); st != c.want {
 			t.Fatalf("after restart %s on %s: %d, want %d", c.email, c.code, st, c.want)
 		}
+	}
+
+	// Every signup's email lands in the dev mailbox, once, across the
+	// restart: 1 + 10 before it, 1 after.
+	var files []string
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		files, _ = filepath.Glob(filepath.Join(dir, "mail", "*.eml"))
+		if len(files) >= 12 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // a duplicate would arrive now
+	files, _ = filepath.Glob(filepath.Join(dir, "mail", "*.eml"))
+	to := map[string]int{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := mail.ReadMessage(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		to[msg.Header.Get("To")]++
+	}
+	if len(files) != 12 || len(to) != 12 {
+		t.Fatalf("%d emails to %d recipients, want 12 and 12: %v", len(files), len(to), to)
 	}
 }

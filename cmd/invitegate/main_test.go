@@ -9,7 +9,9 @@ import (
 )
 
 // TestProductionBinaryLinksNoDevServers: the production binary must not
-// carry the in-process Redis or the embedded MongoDB-wire server.
+// carry the in-process Redis, the embedded MongoDB-wire server, or what
+// only tests, make run and make bench use (SMTP server, browser driver,
+// load generator).
 func TestProductionBinaryLinksNoDevServers(t *testing.T) {
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	out, err := exec.Command(goBin, "list", "-deps", ".").CombinedOutput()
@@ -20,7 +22,7 @@ func TestProductionBinaryLinksNoDevServers(t *testing.T) {
 	if !strings.Contains(deps, "github.com/redis/go-redis/v9") {
 		t.Fatal("go list output does not look like a dependency list")
 	}
-	for _, banned := range []string{"github.com/alicebob/miniredis", "github.com/FerretDB/FerretDB", "internal/embedded", "internal/testenv"} {
+	for _, banned := range []string{"github.com/alicebob/miniredis", "github.com/FerretDB/FerretDB", "internal/embedded", "internal/testenv", "github.com/emersion/go-smtp", "github.com/chromedp/chromedp", "github.com/tsenart/vegeta"} {
 		if strings.Contains(deps, banned) {
 			t.Errorf("cmd/invitegate links %s", banned)
 		}
