@@ -146,15 +146,23 @@ func mailDomain(from string) string {
 }
 
 // autoPipeline returns rdb's shared deferred-face autopipeliner with
-// go-redis' defaults: one ordered batch in flight per node, up to 200
-// commands a batch, no waiting for more (a lone command goes out at once).
-// It is closed with rdb.
-func autoPipeline(rdb redis.UniversalClient) (*redis.AutoPipeliner, error) {
+// go-redis' defaults (one ordered batch in flight per node, up to 200
+// commands a batch, no waiting for more: a lone command goes out at once),
+// holding at most maxQueued commands. A caller gives up at its deadline but
+// its queued command stays; the bound keeps a hung Redis from collecting
+// more than a replica's in-flight signups, and past it a call fails at
+// once (503). It is closed with rdb.
+func autoPipeline(rdb redis.UniversalClient, maxQueued int) (*redis.AutoPipeliner, error) {
+	opt := redis.DefaultAutoPipelineOptions()
+	if maxQueued <= 0 {
+		maxQueued = 512
+	}
+	opt.MaxQueuedCommands = maxQueued
 	switch c := rdb.(type) {
 	case *redis.Client:
-		return c.AsyncAutoPipeline()
+		return c.AsyncAutoPipelineWithOptions(opt)
 	case *redis.ClusterClient:
-		return c.AsyncAutoPipeline()
+		return c.AsyncAutoPipelineWithOptions(opt)
 	}
 	return nil, fmt.Errorf("no autopipelining for %T", rdb)
 }
@@ -290,7 +298,7 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	m.rdb = NewRedis(cfg, 0)
 	var pipe reserve.Submitter
 	if cfg.RedisPipeline {
-		ap, err := autoPipeline(m.rdb)
+		ap, err := autoPipeline(m.rdb, cfg.MaxInFlight)
 		if err != nil {
 			return fmt.Errorf("redis pipelining: %w", err)
 		}
@@ -441,9 +449,9 @@ func (m *Main) adminHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))
 	if m.Config.Pprof {
 		// The admin listener only: profiles show code paths and timings,
-		// never on the public port.
+		// never on the public port. No /cmdline: the arguments may hold
+		// passwords.
 		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

@@ -418,4 +418,8 @@ func TestPprofOnlyWhenAskedAndOnlyOnAdmin(t *testing.T) {
 	if got := status("http://" + m.PublicAddr + "/debug/pprof/"); got != http.StatusNotFound {
 		t.Errorf("pprof on: public /debug/pprof/ answered %d, want 404", got)
 	}
+	// The command line may carry passwords (--redis-password, --mongo-uri).
+	if got := status("http://" + m.AdminAddr + "/debug/pprof/cmdline"); got == http.StatusOK {
+		t.Errorf("pprof on: /debug/pprof/cmdline answered 200; it must not be served")
+	}
 }

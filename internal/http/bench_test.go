@@ -55,10 +55,11 @@ var handlerPaths = []struct {
 }
 
 // handlerAllocBudget is the most allocations one signup may cost on the
-// handler path, test request and recorder included (measured 50 with Go
+// handler path, test request and recorder included (measured 50 for a
+// signup and 52 for a rejection with Go
 // 1.26: 30 in the handler, most of them encoding/json's tokenizer, gin's
 // JSON rendering and the request context). docs/BENCHMARKS.md keeps it.
-const handlerAllocBudget = 52
+const handlerAllocBudget = 54
 
 func TestHandlerAllocationBudget(t *testing.T) {
 	if raceEnabled {

@@ -40,6 +40,9 @@ func (k keys) durable(s int, canonical string) string { return k.tags[s] + ":d:"
 // stream is shard s's reservation stream.
 func (k keys) stream(s int) string { return k.tags[s] + ":x" }
 
+// transfer marks a token transfer into shard s as applied (reserve.lua).
+func (k keys) transfer(s int, id string) string { return k.tags[s] + ":t:" + id }
+
 // givenBack marks a reservation whose token was returned.
 func (k keys) givenBack(s int, id string) string { return k.tags[s] + ":g:" + id }
 

@@ -322,26 +322,39 @@ func (r *Reserver) result(s int, rep reply) (Result, error) {
 // from other shards.
 func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address, carry int, carryEpoch string, markTTL int64) (reply, error) {
 	ks := []string{r.keys.sentinel(s), r.keys.bucket(s, code), r.keys.claim(s, a.Canonical), r.keys.stream(s)}
+	if carry > 0 {
+		// Names this transfer, so that running the call twice adds the
+		// tokens once.
+		ks = append(ks, r.keys.transfer(s, strconv.FormatUint(rand.Uint64(), 36)))
+	}
 	now := r.cfg.Now().UnixMilli()
-	v, err := r.runReserve(ctx, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch)
+	// Only the first call of a signup rides the pipeline; the rare calls of
+	// a sweep go out on their own. Either kind may be sent twice by the
+	// client after a lost reply, which reserve.lua makes harmless: the
+	// email's claim stops a second seat and the transfer mark a second
+	// deposit of carried tokens.
+	pipelined := carry == 0
+	v, err := r.runReserve(ctx, pipelined, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch)
 	if err != nil {
 		return reply{}, Unavailable(err)
 	}
 	return decodeReply(v)
 }
 
-// runReserve runs reserve.lua, through the pipeline when there is one.
+// runReserve runs reserve.lua, through the pipeline when there is one and
+// pipelined says the call may be sent twice.
 //
 // A pipelined call waits for its batch until ctx ends; the batch itself
 // runs on the pipeliner's context, bounded by the connection's timeouts,
 // so a caller that gave up may still have been admitted, exactly as when a
 // plain call times out after Redis ran it: the claim makes a retry answer
-// "already registered". The same claim makes the pipeliner's resend of a
-// batch after a broken connection harmless: reserve.lua run twice for one
-// email takes one token. Redis lacking the script (a restart, a flush) is
-// answered by a plain call, which loads it.
-func (r *Reserver) runReserve(ctx context.Context, keys []string, args ...any) ([]any, error) {
-	if r.cfg.Pipeline == nil {
+// "already registered". The pipeliner resends a batch whose replies did not
+// come (a read timeout): a call without carried tokens run twice for one
+// email takes one token, because the second run finds the email's claim
+// (and answers "already registered"). Redis lacking the script (a restart,
+// a flush) is answered by a plain call, which loads it.
+func (r *Reserver) runReserve(ctx context.Context, pipelined bool, keys []string, args ...any) ([]any, error) {
+	if r.cfg.Pipeline == nil || !pipelined {
 		return reserveScript.Run(ctx, r.rdb, keys, args...).Slice()
 	}
 	cmdArgs := make([]any, 0, 3+len(keys)+len(args))

@@ -7,11 +7,17 @@
 -- KEYS[2] token bucket      {ns:s}:b:<code>      hash: tok, so, dis, exp, max
 -- KEYS[3] email claim       {ns:s}:e:<canon>     string: code
 -- KEYS[4] reservation log   {ns:s}:x             stream
+-- KEYS[5] transfer mark      {ns:s}:t:<id>        string (only with carried tokens)
 -- ARGV[1] code   ARGV[2] canonical email   ARGV[3] email as entered (normalized)
 -- ARGV[4] now (unix ms)   ARGV[5] tokens carried in from other shards (>= 0)
 -- ARGV[6] sold-out mark TTL in ms (0: answer 5 instead of marking)
 -- ARGV[7] shard count K of the caller
 -- ARGV[8] epoch of the bucket the carried tokens came from (see steal.lua)
+--
+-- Carried tokens are added at most once per transfer: the first run sets
+-- the transfer mark (10 minutes), a second run of the same call (a client
+-- resending after a lost reply) finds it and adds nothing, so a resend can
+-- never create seats.
 --
 -- Reply (first element is the status):
 --   {1, stream id}  reserved: token taken, claim set, entry appended
@@ -44,7 +50,8 @@ local tok = tonumber(b[1])
 local carry = tonumber(ARGV[5])
 -- Tokens taken before a reseed rebuilt the code (another epoch) are
 -- dropped: the rebuild already counted every seat from MongoDB.
-if carry > 0 and (b[6] or '0') == ARGV[8] then
+if carry > 0 and (b[6] or '0') == ARGV[8] and KEYS[5]
+    and redis.call('SET', KEYS[5], '1', 'NX', 'PX', 600000) then
   redis.call('HINCRBY', KEYS[2], 'tok', carry)
   tok = tok + carry
 end

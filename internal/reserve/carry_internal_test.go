@@ -1,0 +1,76 @@
+package reserve
+
+import (
+	"context"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/testenv"
+)
+
+type oneCode invite.Invitation
+
+func (o oneCode) Invitation(_ context.Context, code string) (invite.Invitation, bool, error) {
+	return invite.Invitation(o), code == o.Code, nil
+}
+func (o oneCode) Invitations(context.Context) ([]invite.Invitation, error) {
+	return []invite.Invitation{invite.Invitation(o)}, nil
+}
+func (o oneCode) ForEachRegistration(context.Context, string, func(string, string) error) error {
+	return nil
+}
+
+// TestCarryAppliedOnce: a reserve.lua call that carries tokens moved from
+// another shard, run twice (a client resending it after a lost reply: the
+// autopipeliner resends whole batches, go-redis resends a command after a
+// dropped connection), deposits the tokens once. Without the transfer mark
+// the second run would create a seat.
+func TestCarryAppliedOnce(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	r := New(rdb, oneCode{Code: "c", MaxUses: 2}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
+	if err := r.SeedIfNeeded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// One token per shard. Move shard 1's to shard 0.
+	v, err := stealScript.Run(ctx, rdb, []string{r.keys.bucket(1, "c")}).Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := decodeReply(v)
+	if err != nil || st.status != 1 {
+		t.Fatalf("steal: %+v %v", st, err)
+	}
+	a, err := email.Parse("carrier@example.com", email.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []string{r.keys.sentinel(0), r.keys.bucket(0, "c"), r.keys.claim(0, a.Canonical), r.keys.stream(0), r.keys.transfer(0, "t1")}
+	run := func() reply {
+		t.Helper()
+		v, err := reserveScript.Run(ctx, rdb, keys, "c", a.Canonical, a.Normalized, int64(1), st.status, int64(0), r.kArg, st.arg).Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := decodeReply(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := run(); rep.status != stReserved {
+		t.Fatalf("first run: %+v, want reserved", rep)
+	}
+	if rep := run(); rep.status != stExisting {
+		t.Fatalf("resend: %+v, want existing", rep)
+	}
+	// Shard 0 had 1, got 1 carried, gave 1 seat: 1 left. Shard 1: 0.
+	rem, _, err := r.Remaining(ctx, "c")
+	if err != nil || rem != 1 {
+		t.Fatalf("remaining %d (%v), want 1: the resend deposited the carried token again", rem, err)
+	}
+}
