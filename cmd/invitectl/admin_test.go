@@ -242,10 +242,10 @@ func TestMailCommand(t *testing.T) {
 	if _, err := e.store.Persist(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.store.MailSent(ctx, "m0@example.com", 0, time.Now()); err != nil {
+	if err := e.store.MailSent(ctx, "m0@example.com", 0, 0, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.store.MailFailed(ctx, "m1@example.com", 0, "550 no such user", time.Time{}); err != nil {
+	if err := e.store.MailFailed(ctx, "m1@example.com", 0, 0, "550 no such user", time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	code, out, _ := c.run(t, "mail")

@@ -591,6 +591,9 @@ func (m *Main) health(ctx context.Context) {
 // NOTE: one HGET per code and shard; with thousands of codes this wants a
 // pipeline or a sampled subset.
 func (m *Main) publishSeats(ctx context.Context) {
+	if m.Reserver == nil && m.mongoRes == nil {
+		return // invitegate mail: no reservation path to ask
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	invs, err := m.Store.Invitations(ctx)

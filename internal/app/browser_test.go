@@ -168,16 +168,39 @@ func TestLandingPageInBrowser(t *testing.T) {
 		}
 		expect(t, result(t), "You're in")
 	})
+	t.Run("keyboard to the button", func(t *testing.T) {
+		// Tab to the field, type, Tab to the button, Enter: the answer is
+		// announced and the focus stays on the button.
+		err := chromedp.Do(ctx,
+			chromedp.Navigate(base+"/invitations/beta"),
+			chromedp.WaitVisible(chromedp.ID("email")),
+			chromedp.KeyEvent(kb.Tab),
+			chromedp.KeyEvent("button@example.com"),
+			chromedp.KeyEvent(kb.Tab),
+			chromedp.KeyEvent(kb.Enter),
+		)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expect(t, result(t), "You're in")
+		focused, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.activeElement.tagName + "/" + document.activeElement.type`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if focused != "BUTTON/submit" {
+			t.Errorf("after the answer the focus is on %q, want the button", focused)
+		}
+	})
 
-	// What the browser did is in MongoDB: exactly the two signups on beta.
-	if n, err := e.store.Count(context.Background(), "beta"); err != nil || n != 2 {
+	// What the browser did is in MongoDB: exactly the three signups on beta.
+	if n, err := e.store.Count(context.Background(), "beta"); err != nil || n != 3 {
 		deadline := time.Now().Add(10 * time.Second)
-		for (err != nil || n != 2) && time.Now().Before(deadline) {
+		for (err != nil || n != 3) && time.Now().Before(deadline) {
 			time.Sleep(100 * time.Millisecond)
 			n, err = e.store.Count(context.Background(), "beta")
 		}
-		if err != nil || n != 2 {
-			t.Fatalf("beta has %d registrations (%v), want 2", n, err)
+		if err != nil || n != 3 {
+			t.Fatalf("beta has %d registrations (%v), want 3", n, err)
 		}
 	}
 }

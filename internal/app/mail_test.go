@@ -79,6 +79,7 @@ func TestSignupGetsItsEmail(t *testing.T) {
 // public listener) and refuses to start without an SMTP server.
 func TestMailMode(t *testing.T) {
 	e := newEnv(t, deployments[0])
+	e.create(t, "beta", 3) // the health loop publishes seats per code
 	m := &app.Main{Config: e.cfg, Mode: app.Mail, Logger: logrus.New()}
 	m.Logger.SetOutput(io.Discard)
 	if err := m.Open(context.Background()); err == nil || !strings.Contains(err.Error(), "INVITEGATE_SMTP_ADDR") {
@@ -102,5 +103,11 @@ func TestMailMode(t *testing.T) {
 	}
 	if got := smtp.Messages(); len(got) != 1 || got[0].To != "solo@example.com" {
 		t.Fatalf("delivered %v, want one email to solo@example.com", got)
+	}
+	time.Sleep(2500 * time.Millisecond) // past a health tick: the process must still run
+	if resp, err := http.Get("http://" + m.AdminAddr + "/readyz"); err != nil {
+		t.Fatalf("mail mode died after a health tick: %v", err)
+	} else {
+		resp.Body.Close()
 	}
 }

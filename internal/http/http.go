@@ -446,7 +446,11 @@ func (a *API) fail(c *gin.Context, route string, start time.Time, err error) {
 		c.Header("Retry-After", strconv.Itoa(int(max(a.cfg.RetryAfter.Round(time.Second)/time.Second, 1))))
 	}
 	if f.status == http.StatusMethodNotAllowed {
-		c.Header("Allow", http.MethodPost)
+		allow := http.MethodPost
+		if a.statuses != nil {
+			allow = "GET, POST"
+		}
+		c.Header("Allow", allow)
 	}
 	if route == "" {
 		route = "other"

@@ -70,8 +70,8 @@ type pageData struct {
 // this much later than the API answers it.
 const statusTTL = time.Second
 
-// statusCache remembers codes' statuses for statusTTL; concurrent misses
-// for one code share one lookup.
+// statusCache remembers codes' statuses (and that a code does not exist)
+// for statusTTL; concurrent misses for one code share one lookup.
 type statusCache struct {
 	fn      StatusFunc
 	timeout time.Duration
@@ -81,8 +81,9 @@ type statusCache struct {
 }
 
 type cachedStatus struct {
-	st    reserve.Status
-	until time.Time
+	st      reserve.Status
+	unknown bool // no such code
+	until   time.Time
 }
 
 // maxCachedStatuses bounds the cache; it starts over when full.
@@ -94,6 +95,9 @@ func (sc *statusCache) get(ctx context.Context, code string) (reserve.Status, er
 	e, ok := sc.m[code]
 	sc.mu.Unlock()
 	if ok && now.Before(e.until) {
+		if e.unknown {
+			return "", reserve.ErrUnknownCode
+		}
 		return e.st, nil
 	}
 	ch := sc.group.DoChan(code, func() (any, error) {
@@ -102,12 +106,14 @@ func (sc *statusCache) get(ctx context.Context, code string) (reserve.Status, er
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sc.timeout)
 		defer cancel()
 		st, err := sc.fn(lctx, code)
-		if err == nil {
+		// Unknown codes are remembered too, so a flood of made-up codes
+		// costs one lookup per code per second, like the API's.
+		if unknown := errors.Is(err, reserve.ErrUnknownCode); err == nil || unknown {
 			sc.mu.Lock()
 			if sc.m == nil || len(sc.m) >= maxCachedStatuses {
 				sc.m = make(map[string]cachedStatus)
 			}
-			sc.m[code] = cachedStatus{st: st, until: time.Now().Add(statusTTL)}
+			sc.m[code] = cachedStatus{st: st, unknown: unknown, until: time.Now().Add(statusTTL)}
 			sc.mu.Unlock()
 		}
 		return st, err
@@ -142,6 +148,7 @@ func (a *API) page(c *gin.Context) {
 			return
 		}
 		c.Header("Cache-Control", "no-store")
+		c.Writer.Header().Add("Vary", "Accept")
 		c.JSON(http.StatusOK, gin.H{"invitation": code, "status": st})
 		a.m.observe("page", http.StatusOK, "status_"+string(st), time.Since(start))
 		return
@@ -169,7 +176,7 @@ func (a *API) page(c *gin.Context) {
 		c.Header(k, v)
 	}
 	c.Header("Cache-Control", "no-cache")
-	c.Header("Vary", "Accept")
+	c.Writer.Header().Add("Vary", "Accept") // next to CORS' Vary: Origin
 	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
 	a.m.observe("page", status, outcome, time.Since(start))
 }

@@ -115,6 +115,10 @@ func TestLandingPage(t *testing.T) {
 			t.Errorf("%s: API body %s (%v), want status %q", tc.code, w.Body, err, tc.apiOutcome)
 		}
 	}
+	// The signup path now takes GET too.
+	if w := do(t, h, req{method: http.MethodPut, path: "/invitations/open", ctype: "application/json", body: `{"email":"a@example.com"}`}); w.Code != 405 || w.Header().Get("Allow") != "GET, POST" {
+		t.Errorf("PUT: %d, Allow %q; want 405 and GET, POST", w.Code, w.Header().Get("Allow"))
+	}
 	// No Accept at all (curl, scripts) is an API client too.
 	if w := get(t, h, "/invitations/open", nil); !strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
 		t.Errorf("no Accept: Content-Type %q, want JSON", w.Header().Get("Content-Type"))
@@ -201,6 +205,15 @@ func TestCORS(t *testing.T) {
 	// The refused POST changed nothing: the same email is still free.
 	if w := post("", "cors-evil@example.com"); w.Code != http.StatusCreated {
 		t.Errorf("after the refused POST the email got %d, want 201", w.Code)
+	}
+	// The page itself, fetched from an allowed origin, varies by both.
+	r0 := httptest.NewRequest(http.MethodGet, "/invitations/open", nil)
+	r0.Header.Set("Origin", allowed)
+	r0.Header.Set("Accept", "text/html")
+	w0 := httptest.NewRecorder()
+	h.ServeHTTP(w0, r0)
+	if v := strings.Join(w0.Header().Values("Vary"), ","); !strings.Contains(v, "Origin") || !strings.Contains(v, "Accept") {
+		t.Errorf("page from an allowed origin: Vary %q, want Origin and Accept", v)
 	}
 	// Same origin (the built-in page) needs no entry.
 	r := httptest.NewRequest(http.MethodPost, "http://beta.example/invitations/open", strings.NewReader(`{"email":"same@example.com"}`))

@@ -19,6 +19,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"errors"
 	htmltemplate "html/template"
 	"strings"
 	"text/template"
@@ -48,9 +49,9 @@ type Sender interface {
 // Store is the outbox (persist.Store).
 type Store interface {
 	DueMail(ctx context.Context, now time.Time, limit int) ([]persist.Registration, error)
-	ClaimMail(ctx context.Context, canonical string, attempt int, owner string, now time.Time, lease time.Duration) (bool, error)
-	MailSent(ctx context.Context, canonical string, attempt int, now time.Time) error
-	MailFailed(ctx context.Context, canonical string, attempt int, reason string, next time.Time) error
+	ClaimMail(ctx context.Context, canonical string, round, attempt int, owner string, now time.Time, lease time.Duration) (bool, error)
+	MailSent(ctx context.Context, canonical string, round, attempt int, now time.Time) error
+	MailFailed(ctx context.Context, canonical string, round, attempt int, reason string, next time.Time) error
 	MailCounts(ctx context.Context) (map[string]int, error)
 }
 
@@ -66,7 +67,8 @@ type Config struct {
 	// with every further one, up to RetryMax (defaults 30s, 1h).
 	RetryBase, RetryMax time.Duration
 	// Lease is how long a claimed attempt is reserved for its mailer
-	// (default 2m); it must exceed SendTimeout.
+	// (default 10m). It must exceed the longest delivery: go-mail bounds
+	// each SMTP command by 30 s, and a delivery is about ten commands.
 	Lease time.Duration
 	// SendTimeout bounds one SMTP delivery (default 30s).
 	SendTimeout time.Duration
@@ -107,7 +109,7 @@ func New(st Store, send Sender, cfg Config) *Mailer {
 		cfg.RetryMax = time.Hour
 	}
 	if cfg.Lease <= 0 {
-		cfg.Lease = 2 * time.Minute
+		cfg.Lease = 10 * time.Minute
 	}
 	if cfg.SendTimeout <= 0 {
 		cfg.SendTimeout = 30 * time.Second
@@ -175,7 +177,12 @@ func (m *Mailer) RunOnce(ctx context.Context) (int, error) {
 			break
 		}
 		attempt := reg.Mail.Attempts
-		ok, err := m.st.ClaimMail(ctx, reg.Canonical, attempt, m.cfg.Owner, m.cfg.Now(), m.cfg.Lease)
+		ok, err := m.st.ClaimMail(ctx, reg.Canonical, reg.Mail.Round, attempt, m.cfg.Owner, m.cfg.Now(), m.cfg.Lease)
+		if errors.Is(err, persist.ErrClaimsExhausted) {
+			// One stuck mail must not hold up the others behind it.
+			m.log.WithField("code", reg.Invitation).Error("mail attempt claimed and abandoned too often; skipped")
+			continue
+		}
 		if err != nil {
 			return tried, err
 		}
@@ -203,7 +210,9 @@ func (m *Mailer) attempt(ctx context.Context, reg persist.Registration, attempt 
 	defer cancel()
 	if err == nil {
 		m.m.Sent.Inc()
-		if err := m.st.MailSent(rctx, reg.Canonical, attempt, m.cfg.Now()); err != nil {
+		if err := m.st.MailSent(rctx, reg.Canonical, reg.Mail.Round, attempt, m.cfg.Now()); errors.Is(err, persist.ErrMailOutcomeLate) {
+			log.Warn("mail sent after its claim's lease ran out; another mailer may have sent it too")
+		} else if err != nil {
 			log.WithError(err).Error("mail sent but not recorded; it may be sent again after the claim's lease")
 		}
 		return
@@ -212,14 +221,14 @@ func (m *Mailer) attempt(ctx context.Context, reg persist.Registration, attempt 
 	// SMTP replies often quote the recipient; logs never carry it.
 	err = scrubbed{err, strings.NewReplacer(reg.Email, email.Mask(reg.Email), reg.Canonical, email.Mask(reg.Canonical)).Replace(err.Error())}
 	var next time.Time
-	if attempt+1 < m.cfg.MaxAttempts {
+	if attempt+1 < m.cfg.MaxAttempts && !IsPermanent(err) {
 		next = m.cfg.Now().Add(m.backoff(attempt + 1))
 		log.WithError(err).Warn("mail not sent; will retry")
 	} else {
 		m.m.GaveUp.Inc()
 		log.WithError(err).Error("mail not sent; giving up")
 	}
-	if err := m.st.MailFailed(rctx, reg.Canonical, attempt, truncate(err.Error(), 300), next); err != nil {
+	if err := m.st.MailFailed(rctx, reg.Canonical, reg.Mail.Round, attempt, truncate(err.Error(), 300), next); err != nil && !errors.Is(err, persist.ErrMailOutcomeLate) {
 		log.WithError(err).Error("mail failure not recorded")
 	}
 }

@@ -268,3 +268,45 @@ func registration(t *testing.T, st *persist.Store, canonical string) persist.Reg
 	}
 	return reg
 }
+
+// TestDeliveredDespiteAFailedGoodbye: the server takes the message, then
+// the connection breaks before the client's RSET is answered. The message
+// was delivered: it is recorded sent and not sent again.
+func TestDeliveredDespiteAFailedGoodbye(t *testing.T) {
+	srv := testenv.StartSMTP(t)
+	srv.DropAfterData.Store(true)
+	st := outbox(t, 1)
+	now := time.Now()
+	m := mail.New(st, sender(t, srv), mail.Config{RetryBase: time.Second, Now: func() time.Time { return now }})
+	for i := 0; i < 4; i++ {
+		m.RunOnce(context.Background())
+		now = now.Add(time.Hour)
+	}
+	if got := len(srv.Messages()); got != 1 {
+		t.Fatalf("%d copies delivered, want 1", got)
+	}
+	if reg := registration(t, st, "player0@example.com"); reg.Mail.State != persist.MailSent || reg.Mail.Attempts != 1 {
+		t.Fatalf("outbox %+v, want sent after 1 attempt", reg.Mail)
+	}
+}
+
+// TestPermanentRefusalGivesUpAtOnce: a 5xx reply (unknown mailbox) is not
+// retried for hours.
+func TestPermanentRefusalGivesUpAtOnce(t *testing.T) {
+	srv := testenv.StartSMTP(t)
+	srv.FailCode.Store(550)
+	srv.Fail.Store(-1)
+	st := outbox(t, 1)
+	metrics := mail.NewMetrics(nil)
+	m := mail.New(st, sender(t, srv), mail.Config{Metrics: metrics})
+	if _, err := m.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	reg := registration(t, st, "player0@example.com")
+	if reg.Mail.State != persist.MailFailed || reg.Mail.Attempts != 1 || !strings.Contains(reg.Mail.LastError, "550") {
+		t.Fatalf("outbox %+v, want failed after 1 attempt with the 550", reg.Mail)
+	}
+	if g := testutil.ToFloat64(metrics.GaveUp); g != 1 {
+		t.Errorf("gave-up metric %v, want 1", g)
+	}
+}

@@ -2,6 +2,7 @@ package mail
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -82,5 +83,30 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 	if err != nil {
 		return err
 	}
-	return c.DialAndSendWithContext(ctx, msg)
+	err = c.DialAndSendWithContext(ctx, msg)
+	if err != nil && msg.IsDelivered() {
+		// The server took the message; only the goodbye (RSET, QUIT)
+		// failed. Retrying would send it twice.
+		return nil
+	}
+	var se *gomail.SendError
+	if errors.As(err, &se) && !se.IsTemp() {
+		return Permanent(err)
+	}
+	return err
+}
+
+// Permanent marks a delivery error that retrying cannot fix (an SMTP 5xx
+// reply, such as an unknown mailbox): the mail is given up at once.
+func Permanent(err error) error { return permanentError{err} }
+
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// IsPermanent reports whether err was marked Permanent.
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p)
 }

@@ -9,6 +9,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/mongo/readconcern"
+	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 )
 
 // The outbox of the "further instructions" email. Every registration is
@@ -25,13 +27,14 @@ const (
 )
 
 // MailClaimsCollection holds one document per claimed attempt:
-// _id "<canonical>#<attempt>#<generation>".
+// _id "<canonical>#<round>.<attempt>#<generation>".
 const MailClaimsCollection = "mail_claims"
 
 // Outbox is a registration's mail state.
 type Outbox struct {
 	State     string    `bson:"state"`
-	Attempts  int       `bson:"attempts"` // attempts made
+	Round     int       `bson:"round"`    // times an operator reopened it (RetryFailedMail)
+	Attempts  int       `bson:"attempts"` // attempts made in this round
 	NextAt    time.Time `bson:"next_at"`
 	LastError string    `bson:"last_error,omitempty"`
 	SentAt    time.Time `bson:"sent_at,omitempty"`
@@ -40,7 +43,7 @@ type Outbox struct {
 // DueMail returns up to limit registrations whose mail is pending and due
 // at now, the longest-waiting first.
 func (s *Store) DueMail(ctx context.Context, now time.Time, limit int) ([]Registration, error) {
-	cur, err := s.reg.Find(ctx,
+	cur, err := s.regMajority.Find(ctx,
 		bson.D{{Key: "mail.state", Value: MailPending}, {Key: "mail.next_at", Value: bson.D{{Key: "$lte", Value: now.UTC()}}}},
 		options.Find().SetSort(bson.D{{Key: "mail.next_at", Value: 1}}).SetLimit(int64(limit)))
 	if err != nil {
@@ -53,20 +56,24 @@ func (s *Store) DueMail(ctx context.Context, now time.Time, limit int) ([]Regist
 	return out, nil
 }
 
-// ClaimMail claims attempt number attempt (0-based) of canonical's mail for
-// owner until now+lease, and reports whether it did. The claim is the
-// insert of a document with a unique _id, the one write that is atomic on
-// every MongoDB-wire server we run on, so of mailers racing for one
-// attempt exactly one wins. A claim whose lease ran out (its mailer died)
-// is superseded by the next generation's insert, again by exactly one
-// mailer. After claiming, the registration is read again: if its mail is no
-// longer pending at this attempt, someone finished it and ok is false.
-func (s *Store) ClaimMail(ctx context.Context, canonical string, attempt int, owner string, now time.Time, lease time.Duration) (ok bool, err error) {
-	claims := s.db.Collection(MailClaimsCollection)
-	for gen := 0; gen < 100; gen++ {
-		id := fmt.Sprintf("%s#%d#%d", canonical, attempt, gen)
+// ClaimMail claims attempt number attempt (0-based) of round round of
+// canonical's mail for owner until now+lease, and reports whether it did.
+// The claim is the insert of a document with a unique _id, the one write
+// that is atomic on every MongoDB-wire server we run on, so of mailers
+// racing for one attempt exactly one wins. A claim whose lease ran out (its
+// mailer died) is superseded by the next generation's insert, again by
+// exactly one mailer. After claiming, the registration is read again: if
+// its mail is no longer pending at this round and attempt, someone finished
+// it and ok is false. Claims and reads use majority concerns, so a MongoDB
+// failover cannot hand one attempt to two mailers.
+func (s *Store) ClaimMail(ctx context.Context, canonical string, round, attempt int, owner string, now time.Time, lease time.Duration) (ok bool, err error) {
+	claims := s.db.Collection(MailClaimsCollection, options.Collection().SetWriteConcern(writeconcern.Majority()).SetReadConcern(readconcern.Majority()))
+	claimed := false
+	for gen := 0; gen < maxClaimGenerations && !claimed; gen++ {
+		id := fmt.Sprintf("%s#%d.%d#%d", canonical, round, attempt, gen)
 		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "owner", Value: owner}, {Key: "lease_until", Value: now.Add(lease).UTC()}})
 		if err == nil {
+			claimed = true
 			break
 		}
 		if !mongo.IsDuplicateKeyError(err) {
@@ -82,42 +89,62 @@ func (s *Store) ClaimMail(ctx context.Context, canonical string, attempt int, ow
 			return false, nil // another mailer holds this attempt
 		}
 	}
+	if !claimed {
+		return false, ErrClaimsExhausted
+	}
 	var reg Registration
-	err = s.reg.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&reg)
+	err = s.regMajority.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&reg)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("%w: claim mail: %w", ErrDatabase, err)
 	}
-	return reg.Mail != nil && reg.Mail.State == MailPending && reg.Mail.Attempts == attempt, nil
+	return reg.Mail != nil && reg.Mail.State == MailPending && reg.Mail.Round == round && reg.Mail.Attempts == attempt, nil
 }
 
-// MailSent records that attempt (0-based) delivered canonical's mail.
-func (s *Store) MailSent(ctx context.Context, canonical string, attempt int, now time.Time) error {
-	return s.mailOutcome(ctx, canonical, attempt, bson.D{
+// ErrClaimsExhausted means an attempt's claims expired maxClaimGenerations
+// times (its mailers kept dying or stalling): it is left to an operator.
+var ErrClaimsExhausted = errors.New("persist: every claim of this mail attempt expired")
+
+// maxClaimGenerations bounds the takeovers of one attempt (each needs a
+// lease to run out first); past it the attempt is left to an operator.
+const maxClaimGenerations = 20
+
+// MailSent records that attempt (0-based) of round delivered canonical's
+// mail.
+func (s *Store) MailSent(ctx context.Context, canonical string, round, attempt int, now time.Time) error {
+	return s.mailOutcome(ctx, canonical, round, attempt, bson.D{
 		{Key: "mail.state", Value: MailSent}, {Key: "mail.attempts", Value: attempt + 1}, {Key: "mail.sent_at", Value: now.UTC()},
 	})
 }
 
 // MailFailed records that attempt (0-based) failed with reason: the mail
 // is due again at next, or, when next is zero, given up (state failed).
-func (s *Store) MailFailed(ctx context.Context, canonical string, attempt int, reason string, next time.Time) error {
+func (s *Store) MailFailed(ctx context.Context, canonical string, round, attempt int, reason string, next time.Time) error {
 	set := bson.D{{Key: "mail.attempts", Value: attempt + 1}, {Key: "mail.last_error", Value: reason}}
 	if next.IsZero() {
 		set = append(set, bson.E{Key: "mail.state", Value: MailFailed})
 	} else {
 		set = append(set, bson.E{Key: "mail.next_at", Value: next.UTC()})
 	}
-	return s.mailOutcome(ctx, canonical, attempt, set)
+	return s.mailOutcome(ctx, canonical, round, attempt, set)
 }
 
-func (s *Store) mailOutcome(ctx context.Context, canonical string, attempt int, set bson.D) error {
-	_, err := s.reg.UpdateOne(ctx,
-		bson.D{{Key: "_id", Value: canonical}, {Key: "mail.state", Value: MailPending}, {Key: "mail.attempts", Value: attempt}},
+// ErrMailOutcomeLate means the mail was no longer pending at that round and
+// attempt when its outcome came: another mailer took the attempt over after
+// the lease ran out.
+var ErrMailOutcomeLate = errors.New("persist: mail outcome came after the claim's lease")
+
+func (s *Store) mailOutcome(ctx context.Context, canonical string, round, attempt int, set bson.D) error {
+	res, err := s.reg.UpdateOne(ctx,
+		bson.D{{Key: "_id", Value: canonical}, {Key: "mail.state", Value: MailPending}, {Key: "mail.round", Value: round}, {Key: "mail.attempts", Value: attempt}},
 		bson.D{{Key: "$set", Value: set}})
 	if err != nil {
 		return fmt.Errorf("%w: record mail outcome: %w", ErrDatabase, err)
+	}
+	if res.MatchedCount == 0 {
+		return ErrMailOutcomeLate
 	}
 	return nil
 }
@@ -135,11 +162,15 @@ func (s *Store) MailCounts(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
-// RetryFailedMail makes every given-up mail pending again with a fresh
-// count of attempts, due now, and returns how many it reopened.
+// RetryFailedMail makes every given-up mail pending again, due now, in a
+// new round with a fresh count of attempts, and returns how many it
+// reopened.
 func (s *Store) RetryFailedMail(ctx context.Context, now time.Time) (int, error) {
 	res, err := s.reg.UpdateMany(ctx, bson.D{{Key: "mail.state", Value: MailFailed}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "mail.state", Value: MailPending}, {Key: "mail.attempts", Value: 0}, {Key: "mail.next_at", Value: now.UTC()}}}})
+		bson.D{
+			{Key: "$set", Value: bson.D{{Key: "mail.state", Value: MailPending}, {Key: "mail.attempts", Value: 0}, {Key: "mail.next_at", Value: now.UTC()}}},
+			{Key: "$inc", Value: bson.D{{Key: "mail.round", Value: 1}}},
+		})
 	if err != nil {
 		return 0, fmt.Errorf("%w: retry failed mail: %w", ErrDatabase, err)
 	}

@@ -17,6 +17,12 @@ type SMTPServer struct {
 	// Fail refuses this many more deliveries with a 451 that quotes the
 	// recipient, as real servers do; -1 refuses all.
 	Fail atomic.Int64
+	// FailCode is the reply code of refused deliveries (0: 451, temporary).
+	FailCode atomic.Int64
+	// DropAfterData cuts the connection right after accepting a message,
+	// before the client's next command (go-mail's RSET) is answered: the
+	// message is delivered, yet the client sees an error.
+	DropAfterData atomic.Bool
 
 	mu  sync.Mutex
 	got []SMTPMessage
@@ -33,7 +39,7 @@ type SMTPMessage struct {
 func StartSMTP(tb testing.TB) *SMTPServer {
 	tb.Helper()
 	s := &SMTPServer{}
-	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &smtpSession{srv: s}, nil }))
+	srv := smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) { return &smtpSession{srv: s, conn: c}, nil }))
 	srv.Domain = "localhost"
 	srv.AllowInsecureAuth = true
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -54,11 +60,18 @@ func (s *SMTPServer) Messages() []SMTPMessage {
 }
 
 type smtpSession struct {
-	srv      *SMTPServer
-	from, to string
+	srv       *SMTPServer
+	conn      *smtp.Conn
+	from, to  string
+	delivered bool
 }
 
-func (x *smtpSession) Reset()        {}
+func (x *smtpSession) Reset() {
+	if x.delivered && x.srv.DropAfterData.Load() {
+		_ = x.conn.Conn().Close()
+	}
+	x.delivered = false
+}
 func (x *smtpSession) Logout() error { return nil }
 func (x *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 	x.from = from
@@ -77,10 +90,15 @@ func (x *smtpSession) Data(r io.Reader) error {
 		if n > 0 {
 			x.srv.Fail.Add(-1)
 		}
-		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later, " + x.to}
+		code := int(x.srv.FailCode.Load())
+		if code == 0 {
+			code = 451
+		}
+		return &smtp.SMTPError{Code: code, EnhancedCode: smtp.EnhancedCode{code / 100, 3, 0}, Message: "refused for " + x.to}
 	}
 	x.srv.mu.Lock()
 	x.srv.got = append(x.srv.got, SMTPMessage{From: x.from, To: x.to, Data: b})
 	x.srv.mu.Unlock()
+	x.delivered = true
 	return nil
 }

@@ -46,6 +46,9 @@
       input.focus();
       return;
     }
+    // Disabling the button takes the focus away from it; a keyboard or
+    // screen-reader user who pressed it gets the focus back afterwards.
+    const hadFocus = document.activeElement === button;
     button.disabled = true;
     say("Sending…", "");
     try {
@@ -62,6 +65,7 @@
       say("Something went wrong: check your connection and try again.", "bad");
     } finally {
       button.disabled = false;
+      if (hadFocus) button.focus();
     }
   });
 })();
