@@ -386,12 +386,20 @@ func (s *stack) run(t *testing.T, name string, srv server, l load) row {
 	scripts0, reads0 := s.redisCounters(t)
 	r := row{name: name, codes: map[int]int{}, failures: map[string]int{}}
 	var m vegeta.Metrics
+	var bySecond [][]time.Duration // open loop: latencies by second of the run
 	start := time.Now()
 	for res := range atk.Attack(targets, pace, d, name) {
 		if res.Code == 0 && res.Error == vegeta.ErrNoTargets.Error() {
 			continue
 		}
 		m.Add(res)
+		if l.rate > 0 {
+			sec := int(res.Timestamp.Sub(start) / time.Second)
+			for len(bySecond) <= sec {
+				bySecond = append(bySecond, nil)
+			}
+			bySecond[sec] = append(bySecond[sec], res.Latency)
+		}
 		r.codes[int(res.Code)]++
 		if res.Code >= 500 {
 			var p struct{ Type string }
@@ -426,6 +434,17 @@ func (s *stack) run(t *testing.T, name string, srv server, l load) row {
 		r.check = "ok"
 	}
 	t.Logf("%s: %d requests in %v, %.0f/s, %v: %s", name, r.requests, wall.Round(time.Millisecond), r.rps, r.codes, r.check)
+	if len(bySecond) > 0 {
+		// Where the tail comes from: each second's p99.
+		var parts []string
+		for i, ls := range bySecond {
+			sort.Slice(ls, func(a, b int) bool { return ls[a] < ls[b] })
+			if len(ls) > 0 {
+				parts = append(parts, fmt.Sprintf("%d:%s", i, ms(ls[len(ls)*99/100])))
+			}
+		}
+		t.Logf("%s: p99 by second: %s", name, strings.Join(parts, " "))
+	}
 	return r
 }
 
