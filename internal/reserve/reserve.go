@@ -20,6 +20,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -110,9 +111,15 @@ type Config struct {
 	// signups share pipelined round trips instead of one each (see
 	// Submitter). Nil: one round trip per call.
 	Pipeline Submitter
-	Now      func() time.Time
-	Logger   logrus.FieldLogger
-	Metrics  *Metrics
+	// PipelineAbove is how many of this Reserver's calls must be waiting
+	// on Redis before a new one takes the pipeline (default 4; negative:
+	// always). Below it a call goes out on its own: batching only pays
+	// under a crowd, and at moderate load its hand-offs lengthen the
+	// latency tail.
+	PipelineAbove int
+	Now           func() time.Time
+	Logger        logrus.FieldLogger
+	Metrics       *Metrics
 }
 
 // Submitter coalesces concurrent commands into pipelined round trips:
@@ -140,6 +147,8 @@ type Reserver struct {
 
 	mu    sync.Mutex
 	known knownCodes
+
+	waiting atomic.Int64 // calls waiting on Redis, for PipelineAbove
 }
 
 // Client is the part of go-redis the reservation layer uses; both
@@ -165,6 +174,9 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 	}
 	if cfg.LockTTL <= 0 {
 		cfg.LockTTL = 10 * time.Second
+	}
+	if cfg.PipelineAbove == 0 {
+		cfg.PipelineAbove = 4
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -354,7 +366,9 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 // (and answers "already registered"). Redis lacking the script (a restart,
 // a flush) is answered by a plain call, which loads it.
 func (r *Reserver) runReserve(ctx context.Context, pipelined bool, keys []string, args ...any) ([]any, error) {
-	if r.cfg.Pipeline == nil || !pipelined {
+	n := r.waiting.Add(1)
+	defer r.waiting.Add(-1)
+	if r.cfg.Pipeline == nil || !pipelined || (r.cfg.PipelineAbove > 0 && n <= int64(r.cfg.PipelineAbove)) {
 		return reserveScript.Run(ctx, r.rdb, keys, args...).Slice()
 	}
 	cmdArgs := make([]any, 0, 3+len(keys)+len(args))

@@ -120,6 +120,7 @@ func (b backend) reserver(tb testing.TB, src reserve.Source, shards int, now fun
 	cfg := reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now}
 	if b.pipeline {
 		cfg.Pipeline = autoPipeline(tb, c)
+		cfg.PipelineAbove = -1 // every call, however few: the path under test
 	}
 	r := reserve.New(c, src, cfg)
 	if err := r.SeedIfNeeded(context.Background()); err != nil {
@@ -658,7 +659,7 @@ func TestPipelineReloadsFlushedScripts(t *testing.T) {
 			ctx := context.Background()
 			c := b.client(t)
 			r := reserve.New(c, newSource(invite.Invitation{Code: "fl", MaxUses: 10}), reserve.Config{
-				Namespace: testenv.KeyPrefix(t), Shards: 4, Pipeline: autoPipeline(t, c),
+				Namespace: testenv.KeyPrefix(t), Shards: 4, Pipeline: autoPipeline(t, c), PipelineAbove: -1,
 			})
 			if err := r.SeedIfNeeded(ctx); err != nil {
 				t.Fatal(err)
@@ -730,5 +731,48 @@ func TestStatus(t *testing.T) {
 				want("late", reserve.StatusOpen, nil)
 			})
 		}
+	}
+}
+
+// countingPipe counts the calls that took the pipeline.
+type countingPipe struct {
+	reserve.Submitter
+	n atomic.Int64
+}
+
+func (c *countingPipe) Submit(ctx context.Context, cmd redis.Cmder) redis.AutoFuture {
+	c.n.Add(1)
+	return c.Submitter.Submit(ctx, cmd)
+}
+
+// TestPipelineOnlyUnderACrowd: by default a call takes the pipeline only
+// when more than 4 are waiting on Redis; one at a time they go out on
+// their own, and a crowd shares batches.
+func TestPipelineOnlyUnderACrowd(t *testing.T) {
+	ctx := context.Background()
+	c := realBackends()[0].client(t)
+	pipe := &countingPipe{Submitter: autoPipeline(t, c)}
+	r := reserve.New(c, newSource(invite.Invitation{Code: "crowd", MaxUses: 1000}), reserve.Config{
+		Namespace: testenv.KeyPrefix(t), Shards: 1, Pipeline: pipe,
+	})
+	if err := r.SeedIfNeeded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := r.Reserve(ctx, "crowd", addr(t, fmt.Sprintf("alone%d@example.com", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := pipe.n.Load(); n != 0 {
+		t.Fatalf("%d of 20 sequential calls took the pipeline, want 0", n)
+	}
+	created, _, _, _ := spike(t, r, "crowd", emails("crowd", 3000))
+	if created != 980 {
+		t.Fatalf("created %d, want the 980 seats left", created)
+	}
+	if n := pipe.n.Load(); n == 0 {
+		t.Fatal("a crowd of concurrent calls never took the pipeline")
+	} else {
+		t.Logf("%d script calls of 3000 concurrent signups took the pipeline", n)
 	}
 }
