@@ -107,6 +107,34 @@ func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
 	})
 }
 
+// warnIfEvicting logs a warning for every Redis primary whose
+// maxmemory-policy is not noeviction: evicting a claim or a bucket could
+// admit an email twice or a code past max_uses. Redis' default is
+// noeviction. Services that refuse CONFIG GET (many managed ones) are not
+// judged.
+func warnIfEvicting(ctx context.Context, rdb redis.UniversalClient, log logrus.FieldLogger) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	check := func(ctx context.Context, c *redis.Client) error {
+		v, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
+		if err != nil {
+			log.WithError(err).Debug("cannot read Redis' maxmemory-policy")
+			return nil
+		}
+		if p, ok := v["maxmemory-policy"]; ok && p != "noeviction" {
+			log.WithFields(logrus.Fields{"redis": c.Options().Addr, "maxmemory_policy": p}).
+				Warn("Redis may evict keys when full (maxmemory-policy is not noeviction): an evicted claim or counter can admit an email twice or a code past max_uses; set maxmemory-policy noeviction")
+		}
+		return nil
+	}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		_ = c.ForEachMaster(ctx, check)
+	case *redis.Client:
+		_ = check(ctx, c)
+	}
+}
+
 // openMailer builds the mailer when SMTP is configured; without it the
 // emails wait as pending (invitegate mail refuses to start).
 func (m *Main) openMailer(mets metrics) error {
@@ -279,6 +307,9 @@ func (m *Main) Open(ctx context.Context) error {
 		}
 		m.PublicAddr = m.publicLn.Addr().String()
 		if cfg.MaxConns > 0 {
+			// NOTE: one bound for all clients: a single address holding
+			// thousands of idle keep-alive connections can fill it. Per-address
+			// limits belong to the proxy in front (nginx limit_conn).
 			m.publicLn = netutil.LimitListener(m.publicLn, cfg.MaxConns)
 		}
 	}
@@ -319,6 +350,7 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	if err := retry(ctx, log, "redis seed", m.Reserver.SeedIfNeeded); err != nil {
 		return err
 	}
+	warnIfEvicting(ctx, m.rdb, log)
 	if err := retry(ctx, log, "redis scripts", m.Reserver.LoadScripts); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -421,5 +422,52 @@ func TestPprofOnlyWhenAskedAndOnlyOnAdmin(t *testing.T) {
 	// The command line may carry passwords (--redis-password, --mongo-uri).
 	if got := status("http://" + m.AdminAddr + "/debug/pprof/cmdline"); got == http.StatusOK {
 		t.Errorf("pprof on: /debug/pprof/cmdline answered 200; it must not be served")
+	}
+}
+
+// TestWarnsWhenRedisMayEvict: a Redis (a node, or any primary of a
+// cluster) that may evict keys when full is named in a warning at start;
+// with noeviction, Redis' default, nothing is said.
+func TestWarnsWhenRedisMayEvict(t *testing.T) {
+	setPolicy := func(addrs []string, policy string) {
+		t.Helper()
+		for _, a := range addrs {
+			c := redis.NewClient(&redis.Options{Addr: a})
+			err := c.ConfigSet(context.Background(), "maxmemory-policy", policy).Err()
+			c.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, d := range []deployment{deployments[0], deployments[3]} {
+		t.Run(d.name, func(t *testing.T) {
+			e := newEnv(t, d)
+			var addrs []string
+			if d.cluster {
+				addrs = testenv.StartRedisCluster(t)
+			} else {
+				addrs = []string{testenv.StartRedis(t, testenv.RedisOptions{}).Addr}
+			}
+			e.cfg.RedisAddrs = addrs
+			for _, tc := range []struct {
+				policy string
+				warned bool
+			}{{"noeviction", false}, {"allkeys-lru", true}} {
+				setPolicy(addrs[len(addrs)-1:], tc.policy) // one node is enough to be named
+				var logs testenv.Buffer
+				e.log = logrus.New()
+				e.log.SetOutput(&logs)
+				_, stop := e.start(t)
+				stop()
+				out := logs.String()
+				if got := strings.Contains(out, "maxmemory_policy=allkeys-lru"); got != tc.warned {
+					t.Errorf("policy %s: warned = %v, want %v; log:\n%s", tc.policy, got, tc.warned, out)
+				}
+				if tc.warned && !strings.Contains(out, addrs[len(addrs)-1]) {
+					t.Errorf("the warning does not name the node %s:\n%s", addrs[len(addrs)-1], out)
+				}
+			}
+		})
 	}
 }
