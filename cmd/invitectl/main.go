@@ -184,6 +184,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			inv.ExpiresAt = t.UTC()
 		}
 	case "set-max":
+		// NOTE: set-max and reseed work on the Redis counters only; a
+		// deployment with INVITEGATE_RESERVER=mongo has none, and changing its
+		// max_uses needs the seats collection trimmed to match. Not built yet.
 		if len(pos) != 2 {
 			fmt.Fprintln(stderr, "invitectl set-max: want CODE N")
 			return exitUsage

@@ -117,6 +117,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fmt.Fprintf(stdout, `
 invitegate (dev): embedded Redis (miniredis) and MongoDB-wire server (FerretDB, data in %s)
+  Page     http://%s/invitations/twitter-reg1   (open it in a browser)
   API      http://%s/invitations/{code}     codes: twitter-reg1 (1000), telegram-test (100), instagram-hello (10)
   admin    http://%s/livez  /readyz  /metrics
   Redis    %s   MongoDB %s   (database %q)
@@ -128,7 +129,7 @@ Try:
 Administer it from another terminal while it runs:
   INVITEGATE_REDIS_ADDRS=%s INVITEGATE_MONGO_URI=%s go run ./cmd/invitectl list
 
-`, dir, host, admin, mr.Addr(), uri, cfg.MongoDB, mailDir, host, mr.Addr(), uri)
+`, dir, host, host, admin, mr.Addr(), uri, cfg.MongoDB, mailDir, host, mr.Addr(), uri)
 	return app.Command(ctx, args, env, stdout, stderr)
 }
 

@@ -131,6 +131,8 @@ func (sc *statusCache) get(ctx context.Context, code string) (reserve.Status, er
 
 // wantsHTML reports whether the client asked for a page: browsers send
 // text/html in Accept; API clients (curl's */*, fetch, no Accept) get JSON.
+// NOTE: a substring test, not content negotiation: "text/html;q=0" still
+// gets the page. Every browser and API client we know is answered right.
 func wantsHTML(c *gin.Context) bool {
 	return strings.Contains(c.GetHeader("Accept"), "text/html")
 }

@@ -96,6 +96,11 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 	return err
 }
 
+// NOTE: every 5xx reply counts as permanent, as RFC 5321 says; some servers
+// answer temporary trouble (greylisting, quota) with a 5xx anyway, and such
+// an email is given up at once until `invitectl mail retry`. Enhanced
+// status codes (RFC 3463) would tell the two apart.
+//
 // Permanent marks a delivery error that retrying cannot fix (an SMTP 5xx
 // reply, such as an unknown mailbox): the mail is given up at once.
 func Permanent(err error) error { return permanentError{err} }

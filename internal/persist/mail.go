@@ -109,6 +109,11 @@ var ErrClaimsExhausted = errors.New("persist: every claim of this mail attempt e
 
 // maxClaimGenerations bounds the takeovers of one attempt (each needs a
 // lease to run out first); past it the attempt is left to an operator.
+//
+// NOTE: claims are never deleted, one small document per attempt; a TTL
+// index on lease_until (expireAfterSeconds of a day) would prune them on
+// MongoDB. And a pending mail whose claims are exhausted stays pending and
+// skipped for good: `invitectl mail` counts it, but nothing reopens it.
 const maxClaimGenerations = 20
 
 // MailSent records that attempt (0-based) of round delivered canonical's

@@ -99,6 +99,11 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 // worker finishes the batch it holds, then writes what is already in its
 // stream until the stream is empty or DrainTimeout passes, and Run returns
 // nil. Whatever it could not finish stays in Redis for another consumer.
+//
+// NOTE: consumers are never removed from the group: every process start
+// adds one name (XINFO CONSUMERS grows with each deploy). Their pending
+// entries are taken over by XAUTOCLAIM; a periodic XGROUP DELCONSUMER of
+// consumers idle for a day with nothing pending would tidy the list.
 func (rc *Reconciler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for s := 0; s < rc.q.Shards(); s++ {

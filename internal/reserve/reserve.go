@@ -264,6 +264,12 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (R
 // sweep moves tokens from other shards to s, starting at a random shard so
 // concurrent sweeps spread out, until a reservation goes through or every
 // shard is empty; then it marks s sold out.
+//
+// NOTE: when a shard's sold-out mark expires, every request that reaches
+// that shard before the next sweep sets it again sweeps too (K-1 steal
+// calls each): 5–7% extra calls at K=16 in docs/BENCHMARKS.md. A short
+// "sweep in progress" lease set by reserve.lua would make it one sweep per
+// shard per SoldOutTTL.
 func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Address) (Result, error) {
 	r.metrics.Sweeps.Inc()
 	if r.shards > 1 {

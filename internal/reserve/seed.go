@@ -19,6 +19,13 @@ const claimBatch = 500
 
 // Seeded reports whether every shard carries the seeded sentinel for this
 // shard count. It returns ErrShardMismatch if a shard was seeded for another.
+//
+// NOTE: a sentinel proves that Redis was seeded, not that it still holds
+// everything since: a failover to a lagging replica or an everysec AOF that
+// lost its last second keeps the sentinels and silently frees the lost
+// seats and claims. Recording Redis' replication ID (INFO replication
+// master_replid) next to the sentinel and reseeding every code when it
+// changes would close that; today the runbook says `invitectl reseed --all`.
 func (r *Reserver) Seeded(ctx context.Context) (bool, error) {
 	all := true
 	for s := 0; s < r.shards; s++ {
