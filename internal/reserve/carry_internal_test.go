@@ -2,6 +2,7 @@ package reserve
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -72,5 +73,47 @@ func TestCarryAppliedOnce(t *testing.T) {
 	rem, _, err := r.Remaining(ctx, "c")
 	if err != nil || rem != 1 {
 		t.Fatalf("remaining %d (%v), want 1: the resend deposited the carried token again", rem, err)
+	}
+}
+
+// TestMoveSurvivesItsRequest: a signup whose request ends (deadline, client
+// gone) between stealing tokens from another shard and depositing them
+// still deposits them, so the seat is not stranded: the code ends exactly
+// full. Before moves ran on a detached context, the deposit failed with the
+// canceled context and the stolen token was lost until a reseed.
+func TestMoveSurvivesItsRequest(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	r := New(rdb, oneCode{Code: "c", MaxUses: 2}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
+	if err := r.SeedIfNeeded(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Two emails of shard 0: the first takes its one token, the second
+	// has to move shard 1's token.
+	var on0 []email.Address
+	for i := 0; len(on0) < 2; i++ {
+		a, err := email.Parse(fmt.Sprintf("mover%d@example.com", i), email.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shardOf(a.Canonical, 2) == 0 {
+			on0 = append(on0, a)
+		}
+	}
+	if res, err := r.Reserve(context.Background(), "c", on0[0]); err != nil || res.Outcome != Created {
+		t.Fatalf("first signup: %+v %v", res, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.afterSteal = cancel // the request ends right after the steal
+	res, err := r.Reserve(ctx, "c", on0[1])
+	if err != nil || res.Outcome != Created {
+		t.Fatalf("second signup, its request canceled mid-move: %+v %v, want created", res, err)
+	}
+	rem, _, err := r.Remaining(context.Background(), "c")
+	if err != nil || rem != 0 {
+		t.Fatalf("remaining %d (%v), want 0: 2 seats, 2 signups", rem, err)
+	}
+	if n, err := rdb.XLen(context.Background(), r.keys.stream(0)).Result(); err != nil || n != 2 {
+		t.Fatalf("shard 0's stream holds %d (%v), want both signups", n, err)
 	}
 }

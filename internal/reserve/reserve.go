@@ -149,7 +149,14 @@ type Reserver struct {
 	known knownCodes
 
 	waiting atomic.Int64 // calls waiting on Redis, for PipelineAbove
+
+	afterSteal func() // tests: runs between a steal and its deposit
 }
+
+// moveTimeout bounds one token move (steal + deposit). A move runs on a
+// context detached from the request's: a deadline or a client that hangs
+// up between the two calls would otherwise strand the moved tokens.
+const moveTimeout = 2 * time.Second
 
 // Client is the part of go-redis the reservation layer uses; both
 // *redis.Client and *redis.ClusterClient satisfy it.
@@ -275,25 +282,15 @@ func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Addres
 	if r.shards > 1 {
 		start := rand.IntN(r.shards - 1)
 		for i := 0; i < r.shards-1; i++ {
+			if err := ctx.Err(); err != nil {
+				return Result{}, Unavailable(err) // no new move past the deadline
+			}
 			j := (s + 1 + (start+i)%(r.shards-1)) % r.shards
-			v, err := stealScript.Run(ctx, r.rdb, []string{r.keys.bucket(j, code)}).Slice()
-			if err != nil {
-				return Result{}, Unavailable(err)
-			}
-			st, err := decodeReply(v)
+			rep, moved, err := r.move(ctx, j, s, code, a)
 			if err != nil {
 				return Result{}, err
 			}
-			got := st.status
-			if got == 0 {
-				continue
-			}
-			r.metrics.TokensMoved.Add(float64(got))
-			rep, err := r.call(ctx, s, code, a, got, st.arg, 0)
-			if err != nil {
-				return Result{}, err
-			}
-			if rep.status != stEmpty {
+			if moved && rep.status != stEmpty {
 				return r.result(s, rep)
 			}
 		}
@@ -334,6 +331,34 @@ func (r *Reserver) result(s int, rep reply) (Result, error) {
 		return Result{}, ErrFrozen
 	}
 	return Result{}, fmt.Errorf("reserve: unexpected script status %d", rep.status)
+}
+
+// move steals tokens from shard from and deposits them on shard to with
+// this signup's reserve.lua call. Both calls run on a context detached from
+// ctx (bounded by moveTimeout), so only a crash or a Redis error between
+// them can strand the tokens (under-admission until a reseed), never the
+// request's deadline or its client hanging up. moved is false when shard
+// from had nothing to give.
+func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.Address) (rep reply, moved bool, err error) {
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout)
+	defer cancel()
+	v, err := stealScript.Run(mctx, r.rdb, []string{r.keys.bucket(from, code)}).Slice()
+	if err != nil {
+		return reply{}, false, Unavailable(err)
+	}
+	st, err := decodeReply(v)
+	if err != nil {
+		return reply{}, false, err
+	}
+	if st.status == 0 {
+		return reply{}, false, nil
+	}
+	r.metrics.TokensMoved.Add(float64(st.status))
+	if r.afterSteal != nil {
+		r.afterSteal()
+	}
+	rep, err = r.call(mctx, to, code, a, st.status, st.arg, 0)
+	return rep, true, err
 }
 
 // call runs reserve.lua on shard s; carry tokens of epoch carryEpoch come
