@@ -290,6 +290,30 @@ func TestDeliveredDespiteAFailedGoodbye(t *testing.T) {
 	}
 }
 
+// TestDroppedConnectionIsRetried: a connection cut in the middle of the
+// session (no SMTP reply at all) is a temporary failure: the email stays
+// pending and the next attempt delivers it.
+func TestDroppedConnectionIsRetried(t *testing.T) {
+	srv := testenv.StartSMTP(t)
+	srv.DropAtRcpt.Store(1)
+	st := outbox(t, 1)
+	now := time.Now()
+	m := mail.New(st, sender(t, srv), mail.Config{RetryBase: time.Second, Now: func() time.Time { return now }})
+	if _, err := m.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if reg := registration(t, st, "player0@example.com"); reg.Mail.State != persist.MailPending || reg.Mail.Attempts != 1 {
+		t.Fatalf("after the cut: outbox %+v, want pending after 1 attempt", reg.Mail)
+	}
+	now = now.Add(time.Minute)
+	if _, err := m.RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if reg := registration(t, st, "player0@example.com"); reg.Mail.State != persist.MailSent || len(srv.Messages()) != 1 {
+		t.Fatalf("outbox %+v, %d delivered; want sent once", reg.Mail, len(srv.Messages()))
+	}
+}
+
 // TestPermanentRefusalGivesUpAtOnce: a 5xx reply (unknown mailbox) is not
 // retried for hours.
 func TestPermanentRefusalGivesUpAtOnce(t *testing.T) {

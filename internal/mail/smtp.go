@@ -89,8 +89,11 @@ func (s *SMTP) Send(ctx context.Context, m Message) error {
 		// failed. Retrying would send it twice.
 		return nil
 	}
+	// Only the server's own 5xx reply is permanent. go-mail counts every
+	// error that is not a 4xx reply as not temporary, network errors in
+	// the middle of a session included; those are retried.
 	var se *gomail.SendError
-	if errors.As(err, &se) && !se.IsTemp() {
+	if errors.As(err, &se) && se.ErrorCode() >= 500 && se.ErrorCode() < 600 {
 		return Permanent(err)
 	}
 	return err

@@ -23,6 +23,9 @@ type SMTPServer struct {
 	// before the client's next command (go-mail's RSET) is answered: the
 	// message is delivered, yet the client sees an error.
 	DropAfterData atomic.Bool
+	// DropAtRcpt cuts this many more connections at RCPT, before any
+	// reply: the client sees a network error, not an SMTP refusal.
+	DropAtRcpt atomic.Int64
 
 	mu  sync.Mutex
 	got []SMTPMessage
@@ -78,6 +81,10 @@ func (x *smtpSession) Mail(from string, _ *smtp.MailOptions) error {
 	return nil
 }
 func (x *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if x.srv.DropAtRcpt.Load() > 0 && x.srv.DropAtRcpt.Add(-1) >= 0 {
+		_ = x.conn.Conn().Close()
+		return io.ErrUnexpectedEOF
+	}
 	x.to = to
 	return nil
 }
