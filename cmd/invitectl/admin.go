@@ -102,6 +102,9 @@ func importAll(ctx context.Context, e *env, invs []invite.Invitation, skipExisti
 		return exitFailure
 	}
 	for _, inv := range invs {
+		if e.res == nil {
+			break // MongoDB alone: nothing to seed
+		}
 		if err := e.res.SeedCode(ctx, inv); err != nil {
 			fmt.Fprintf(stderr, "invitectl import: %s: seeding Redis failed (the service seeds it on first use): %v\n", inv.Code, err)
 		}
@@ -119,6 +122,9 @@ func importAll(ctx context.Context, e *env, invs []invite.Invitation, skipExisti
 // taken out of Redis first (refused, changing nothing, when fewer are
 // free), then MongoDB; if MongoDB fails they go back.
 func setMax(ctx context.Context, e *env, code string, n int, stdout, stderr io.Writer) int {
+	if e.res == nil {
+		return setMaxMongoOnly(ctx, e, code, n, stdout, stderr)
+	}
 	// Under the code's lock no seeder creates buckets from the old capacity
 	// and no reseed rebuilds them meanwhile.
 	unlock, err := e.res.Lock(ctx, code, 30*time.Second)
@@ -186,14 +192,47 @@ func setMax(ctx context.Context, e *env, code string, n int, stdout, stderr io.W
 	return exitOK
 }
 
-func setDisabled(ctx context.Context, e *env, code string, disabled bool, stdout, stderr io.Writer) int {
-	verb := map[bool]string{true: "disable", false: "enable"}[disabled]
-	unlock, err := e.res.Lock(ctx, code, 30*time.Second)
+// setMaxMongoOnly raises a code's max_uses with INVITEGATE_RESERVER=mongo,
+// where a seat is a document <code>#k for k below max_uses: more seats are
+// simply more k. Lowering is refused: seats at or above the new max may be
+// taken while free ones below it remain, so the count could pass the new
+// max.
+func setMaxMongoOnly(ctx context.Context, e *env, code string, n int, stdout, stderr io.Writer) int {
+	inv, ok, err := e.store.Invitation(ctx, code)
 	if err != nil {
-		fmt.Fprintf(stderr, "invitectl %s: %v\n", verb, err)
+		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
 		return exitFailure
 	}
-	defer unlock()
+	if !ok {
+		fmt.Fprintf(stderr, "invitectl set-max: no invitation %q\n", code)
+		return exitMissing
+	}
+	switch {
+	case n == inv.MaxUses:
+		fmt.Fprintf(stdout, "%s already has max %d\n", code, n)
+		return exitOK
+	case n < inv.MaxUses:
+		fmt.Fprintf(stderr, "invitectl set-max: refused: with INVITEGATE_RESERVER=mongo max_uses can only be raised; nothing changed\n")
+		return exitRefused
+	}
+	if err := e.store.SetMaxUses(ctx, code, inv.MaxUses, n); err != nil {
+		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "%s: max %d -> %d\n", code, inv.MaxUses, n)
+	return exitOK
+}
+
+func setDisabled(ctx context.Context, e *env, code string, disabled bool, stdout, stderr io.Writer) int {
+	verb := map[bool]string{true: "disable", false: "enable"}[disabled]
+	if e.res != nil {
+		unlock, err := e.res.Lock(ctx, code, 30*time.Second)
+		if err != nil {
+			fmt.Fprintf(stderr, "invitectl %s: %v\n", verb, err)
+			return exitFailure
+		}
+		defer unlock()
+	}
 	if err := e.store.SetDisabled(ctx, code, disabled); err != nil {
 		if errors.Is(err, persist.ErrNotFound) {
 			fmt.Fprintf(stderr, "invitectl %s: no invitation %q\n", verb, code)
@@ -202,9 +241,12 @@ func setDisabled(ctx context.Context, e *env, code string, disabled bool, stdout
 		fmt.Fprintf(stderr, "invitectl %s: %v\n", verb, err)
 		return exitFailure
 	}
-	if err := e.res.SetDisabled(ctx, code, disabled); err != nil {
-		fmt.Fprintf(stderr, "invitectl %s: MongoDB updated, Redis not (run `invitectl reseed`): %v\n", verb, err)
-		return exitFailure
+	// With MongoDB alone (e.res nil) every signup reads the invitation.
+	if e.res != nil {
+		if err := e.res.SetDisabled(ctx, code, disabled); err != nil {
+			fmt.Fprintf(stderr, "invitectl %s: MongoDB updated, Redis not (run `invitectl reseed`): %v\n", verb, err)
+			return exitFailure
+		}
 	}
 	fmt.Fprintf(stdout, "%sd %s\n", verb, code)
 	return exitOK

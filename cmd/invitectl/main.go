@@ -34,6 +34,7 @@ Usage:
                                    rows: code,max_uses[,expires_at RFC 3339]; all or nothing
   invitectl list [--json]
   invitectl set-max CODE N           up or down, applied to the live counters
+                                   (INVITEGATE_RESERVER=mongo: up only)
   invitectl disable CODE
   invitectl enable CODE
   invitectl reseed [CODE | --all]   no argument: restore what Redis lacks; CODE or
@@ -45,7 +46,7 @@ Usage:
 Connection settings come from the service's environment:
 INVITEGATE_REDIS_ADDRS, INVITEGATE_REDIS_CLUSTER, INVITEGATE_REDIS_PASSWORD,
 INVITEGATE_REDIS_NAMESPACE, INVITEGATE_MONGO_URI, INVITEGATE_MONGO_DB,
-INVITEGATE_SHARDS.
+INVITEGATE_SHARDS; with INVITEGATE_RESERVER=mongo MongoDB alone (no reseed).
 
 Exit codes: 0 success, 1 failure (unreachable store, ...), 2 bad usage or
 bad input, 3 an invitation already exists (create, import), 4 no such
@@ -74,6 +75,8 @@ func main() {
 type env struct {
 	cfg   app.Config
 	store *persist.Store
+	// res is the Redis reservation layer; nil with INVITEGATE_RESERVER=mongo,
+	// where MongoDB alone holds the seats and no Redis is needed.
 	res   *reserve.Reserver
 	close func()
 }
@@ -86,6 +89,9 @@ func connect(getenv func(string) string, stderr io.Writer) (*env, error) {
 	log := logrus.New()
 	log.SetOutput(stderr)
 	log.SetLevel(logrus.WarnLevel)
+	if cfg.Reserver == app.ReserverMongo {
+		return connectMongoOnly(cfg, log)
+	}
 	rdb := app.NewRedis(cfg, 4)
 	mc, err := app.NewMongo(cfg)
 	if err != nil {
@@ -106,6 +112,27 @@ func connect(getenv func(string) string, stderr io.Writer) (*env, error) {
 	}
 	return &env{cfg: cfg, store: store, res: res, close: func() {
 		_ = rdb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = mc.Disconnect(ctx)
+	}}, nil
+}
+
+// connectMongoOnly connects a deployment that runs INVITEGATE_RESERVER=mongo:
+// MongoDB alone, after checking that the deployment does run that path.
+func connectMongoOnly(cfg app.Config, log logrus.FieldLogger) (*env, error) {
+	mc, err := app.NewMongo(cfg)
+	if err != nil {
+		return nil, err
+	}
+	store := persist.NewStore(mc.Database(cfg.MongoDB), log, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := store.CheckReserver(ctx, cfg.Reserver); err != nil {
+		_ = mc.Disconnect(ctx)
+		return nil, err
+	}
+	return &env{cfg: cfg, store: store, close: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = mc.Disconnect(ctx)
@@ -184,9 +211,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			inv.ExpiresAt = t.UTC()
 		}
 	case "set-max":
-		// NOTE: set-max and reseed work on the Redis counters only; a
-		// deployment with INVITEGATE_RESERVER=mongo has none, and changing its
-		// max_uses needs the seats collection trimmed to match. Not built yet.
+		// NOTE: with INVITEGATE_RESERVER=mongo only raising max_uses is
+		// supported (setMax): lowering it safely needs the seats above the
+		// new max moved below it, which is not built yet.
 		if len(pos) != 2 {
 			fmt.Fprintln(stderr, "invitectl set-max: want CODE N")
 			return exitUsage
@@ -260,6 +287,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "mail":
 		return mailStatus(ctx, e, inv.Code == "retry", *asJSON, stdout, stderr)
 	default:
+		if e.res == nil {
+			fmt.Fprintln(stderr, "invitectl reseed: rebuilds Redis from MongoDB; this deployment runs without Redis (INVITEGATE_RESERVER=mongo), where MongoDB's seats are the only counters")
+			return exitUsage
+		}
 		return reseed(ctx, e, inv.Code, *all, stdout, stderr)
 	}
 }
@@ -292,8 +323,11 @@ func create(ctx context.Context, e *env, inv invite.Invitation, stdout, stderr i
 	}
 	// Seeding now makes the counters visible at once; a replica would also
 	// seed the code on its first request.
-	if err := e.res.SeedCode(ctx, inv); err != nil {
-		fmt.Fprintf(stderr, "invitectl create: created in MongoDB, but seeding Redis failed (the service seeds it on first use): %v\n", err)
+	// (With MongoDB alone, e.res nil, there is nothing to seed.)
+	if e.res != nil {
+		if err := e.res.SeedCode(ctx, inv); err != nil {
+			fmt.Fprintf(stderr, "invitectl create: created in MongoDB, but seeding Redis failed (the service seeds it on first use): %v\n", err)
+		}
 	}
 	fmt.Fprintf(stdout, "created %s (max %d)\n", inv.Code, inv.MaxUses)
 	return exitOK
@@ -326,18 +360,24 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "invitectl list: %v\n", err)
 		return exitFailure
 	}
-	oldest, err := e.res.OldestPending(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "invitectl list: %v\n", err)
-		return exitFailure
+	var oldest map[string]time.Time
+	if e.res != nil {
+		if oldest, err = e.res.OldestPending(ctx); err != nil {
+			fmt.Fprintf(stderr, "invitectl list: %v\n", err)
+			return exitFailure
+		}
 	}
 	now := time.Now()
 	rows := make([]row, 0, len(invs))
 	for _, inv := range invs {
-		rem, seeded, err := e.res.Remaining(ctx, inv.Code)
-		if err != nil {
-			fmt.Fprintf(stderr, "invitectl list: %v\n", err)
-			return exitFailure
+		// MongoDB alone (e.res nil): every seat taken is a registration,
+		// there is nothing to seed and no lag.
+		rem, seeded := max(inv.MaxUses-counts[inv.Code], 0), true
+		if e.res != nil {
+			if rem, seeded, err = e.res.Remaining(ctx, inv.Code); err != nil {
+				fmt.Fprintf(stderr, "invitectl list: %v\n", err)
+				return exitFailure
+			}
 		}
 		r := row{Code: inv.Code, MaxUses: inv.MaxUses, Persisted: counts[inv.Code], Disabled: inv.Disabled, Expired: inv.Expired(now), Seeded: seeded}
 		if !inv.ExpiresAt.IsZero() {
