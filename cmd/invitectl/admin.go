@@ -95,7 +95,11 @@ func importAll(ctx context.Context, e *env, invs []invite.Invitation, skipExisti
 		invs = kept
 	}
 	if err := e.store.CreateInvitations(ctx, invs); err != nil {
-		fmt.Fprintf(stderr, "invitectl import: nothing imported: %v\n", err)
+		if errors.Is(err, persist.ErrPartial) {
+			fmt.Fprintf(stderr, "invitectl import: stopped part-way (%v); run it again with --skip-existing to finish\n", err)
+		} else {
+			fmt.Fprintf(stderr, "invitectl import: nothing imported: %v\n", err)
+		}
 		if errors.Is(err, persist.ErrExists) {
 			return exitExists
 		}

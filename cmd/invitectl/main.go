@@ -31,7 +31,8 @@ const usage = `invitectl: administer invitegate invitations.
 Usage:
   invitectl create CODE --max N [--expires RFC3339] [--disabled]
   invitectl import [--skip-existing] FILE.csv
-                                   rows: code,max_uses[,expires_at RFC 3339]; all or nothing
+                                   rows: code,max_uses[,expires_at RFC 3339]; every row is
+                                   checked before anything is written
   invitectl list [--json]
   invitectl set-max CODE N           up or down, applied to the live counters
                                    (INVITEGATE_RESERVER=mongo: up only)

@@ -222,13 +222,19 @@ func (s *Store) CreateInvitations(ctx context.Context, invs []invite.Invitation)
 		return nil
 	}
 	if _, err := s.inv.InsertMany(ctx, docs); err != nil {
+		// The ordered insert may have written the rows before the failing
+		// one: not all or nothing any more.
 		if mongo.IsDuplicateKeyError(err) {
-			return fmt.Errorf("%w: created concurrently", ErrExists)
+			return fmt.Errorf("%w: %w: created concurrently", ErrPartial, ErrExists)
 		}
-		return fmt.Errorf("%w: %w", ErrDatabase, err)
+		return fmt.Errorf("%w: %w: %w", ErrPartial, ErrDatabase, err)
 	}
 	return nil
 }
+
+// ErrPartial marks a CreateInvitations error after writing began: the rows
+// before the failing one may exist.
+var ErrPartial = errors.New("persist: some invitations may have been created")
 
 // SetMaxUses changes code's max_uses from old to n. It returns ErrChanged
 // when max_uses is no longer old (another admin was faster) and
