@@ -10,7 +10,8 @@ import (
 )
 
 // freezeFor bounds how long a reseed may keep a code closed; if invitectl
-// dies mid-way the code reopens by itself with its old state.
+// dies mid-way the code reopens by itself (with its old state, or some
+// seats unused if the rebuild had begun).
 const freezeFor = 30 * time.Second
 
 // reseed restores Redis from MongoDB. Without a code it fills in what

@@ -124,6 +124,7 @@ func TestOpenAPI(t *testing.T) {
 		{name: "page unknown", h: srv, method: "GET", path: "/invitations/nope", header: browser, status: 404},
 		{name: "status unavailable", h: statusFails(reserve.Unavailable(errors.New("timeout"))), method: "GET", path: "/invitations/open", status: 503, problem: "unavailable"},
 		{name: "status unexpected error", h: statusFails(errors.New("boom")), method: "GET", path: "/invitations/open", status: 500, problem: "internal"},
+		{name: "status, refused origin", h: cors, method: "GET", path: "/invitations/open", header: map[string]string{"Origin": "https://evil.example"}, status: 403},
 		{name: "landing page off", h: noPage, method: "GET", path: "/invitations/open", status: 405, problem: "method-not-allowed"},
 		{name: "style", h: srv, method: "GET", path: "/assets/landing.css", status: 200},
 		{name: "script", h: srv, method: "GET", path: "/assets/landing.js", status: 200},

@@ -29,8 +29,9 @@ var (
 // Once every shard is frozen no reservation of the code can happen, so
 // after step 2 MongoDB holds every seat taken, and the rebuilt tokens are
 // exact. Tokens a sweep took before the freeze carry the old epoch and are
-// dropped when deposited. If the caller dies, the freeze expires by itself
-// and the old state stands.
+// dropped when deposited. If the caller dies, the freeze expires by itself:
+// before step 3 the old state stands; once it began, some buckets may be left
+// empty (seats unused, never too many) until the reseed runs again.
 
 // ErrFreezeLost means a reseed's freeze expired or another reseed took the
 // code over before the rebuild; nothing was rebuilt, or (if it happened
