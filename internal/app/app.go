@@ -74,6 +74,7 @@ type Main struct {
 	committer  *persist.Committer
 	mongoRes   *persist.MongoReserver // INVITEGATE_RESERVER=mongo
 	ready      atomic.Bool
+	draining   atomic.Bool // shutting down: answers close their connection
 	depUp      *prometheus.GaugeVec
 	remaining  *prometheus.GaugeVec
 }
@@ -291,8 +292,16 @@ func (m *Main) Open(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		public := api.New(apiCfg.res, apiCfg.Config)
 		m.public = &http.Server{
-			Handler: api.New(apiCfg.res, apiCfg.Config),
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if m.draining.Load() {
+					// net/http closes the connection once this answer is
+					// written, so balancers stop reusing it.
+					w.Header().Set("Connection", "close")
+				}
+				public.ServeHTTP(w, r)
+			}),
 			// A slow client gets ReadTimeout for headers and body
 			// together; the answer must be written within the request's
 			// own deadline plus slack.
@@ -542,12 +551,14 @@ func (m *Main) Run(ctx context.Context) error {
 	}
 
 	m.ready.Store(false)
-	if m.public != nil {
-		// From now on answers carry "Connection: close": balancers stop
-		// reusing connections to this replica before Shutdown closes the
-		// idle ones under them.
-		m.public.SetKeepAlivesEnabled(false)
-	}
+	// From now on answers carry "Connection: close": balancers stop reusing
+	// connections to this replica before Shutdown closes the idle ones under
+	// them. Not SetKeepAlivesEnabled(false): it closes idle connections at
+	// once, and one that a balancer has just sent a request on is closed
+	// after net/http read the request but before it counts as active, so
+	// the signup is taken and its answer lost (nginx then resends it and
+	// the client gets 200 instead of 201).
+	m.draining.Store(true)
 	if runErr == nil && m.public != nil && m.Config.ShutdownGrace > 0 {
 		time.Sleep(m.Config.ShutdownGrace)
 	}

@@ -1,10 +1,12 @@
 package app_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -470,4 +472,63 @@ func TestWarnsWhenRedisMayEvict(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShutdownSequence: on shutdown /readyz turns 503 at once while the
+// replica keeps serving through the grace period, also on a keep-alive
+// connection that was idle when shutdown began (a balancer may send on it
+// at any moment; closing it then can lose a request already read); those
+// answers carry "Connection: close", and then the port closes.
+func TestShutdownSequence(t *testing.T) {
+	e := newEnv(t, deployments[0])
+	e.cfg.ShutdownGrace = 1500 * time.Millisecond
+	e.create(t, "bye", 100)
+	m, stop := e.start(t)
+	conn, err := net.Dial("tcp", m.PublicAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	signup := func(addr string) *http.Response {
+		t.Helper()
+		body := `{"email":"` + addr + `"}`
+		fmt.Fprintf(conn, "POST /invitations/bye HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("signup %s on the kept-alive connection: %v", addr, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if resp := signup("before@example.com"); resp.StatusCode != 201 || resp.Close {
+		t.Fatalf("before shutdown: %d, close=%v; want 201, connection kept", resp.StatusCode, resp.Close)
+	}
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	deadline := time.Now().Add(time.Second)
+	for {
+		resp, err := http.Get("http://" + m.AdminAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 503 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz did not turn 503 after shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if resp := signup("during@example.com"); resp.StatusCode != 201 || !resp.Close {
+		t.Fatalf("during the grace period: %d, close=%v; want 201 with Connection: close", resp.StatusCode, resp.Close)
+	}
+	<-stopped
+	if c, err := net.DialTimeout("tcp", m.PublicAddr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the public port still accepts after shutdown")
+	}
+	e.waitPersisted(t, "bye", 2)
 }
