@@ -368,8 +368,8 @@ func TestHostileInputStoresNothing(t *testing.T) {
 			}
 			if row.want == http.StatusMethodNotAllowed {
 				// GET is the landing page (on by default).
-				if allow := h.Values("Allow"); len(allow) != 1 || allow[0] != "GET, POST" {
-					t.Fatalf("Allow %q, want [GET, POST]", allow)
+				if allow := h.Values("Allow"); len(allow) != 1 || allow[0] != "GET, HEAD, POST" {
+					t.Fatalf("Allow %q, want [GET, HEAD, POST]", allow)
 				}
 			}
 		})

@@ -169,6 +169,7 @@ func New(res Reserver, cfg Config) http.Handler {
 	if cfg.LandingPage && cfg.Status != nil {
 		a.statuses = &statusCache{fn: cfg.Status, timeout: cfg.Timeout}
 		r.GET("/invitations/:code", a.page)
+		r.HEAD("/invitations/:code", a.page) // link checkers and some crawlers
 		r.GET("/assets/landing.css", asset("text/css; charset=utf-8", landingCSS))
 		r.GET("/assets/landing.js", asset("text/javascript; charset=utf-8", landingJS))
 	}
@@ -448,7 +449,7 @@ func (a *API) fail(c *gin.Context, route string, start time.Time, err error) {
 	if f.status == http.StatusMethodNotAllowed {
 		allow := http.MethodPost
 		if a.statuses != nil {
-			allow = "GET, POST"
+			allow = "GET, HEAD, POST"
 		}
 		c.Header("Allow", allow)
 	}

@@ -131,10 +131,25 @@ func (sc *statusCache) get(ctx context.Context, code string) (reserve.Status, er
 
 // wantsHTML reports whether the client asked for a page: browsers send
 // text/html in Accept; API clients (curl's */*, fetch, no Accept) get JSON.
+// Link-preview crawlers of the networks the links are posted on get the
+// page too, with its Open Graph tags, although most send only */*.
 // NOTE: a substring test, not content negotiation: "text/html;q=0" still
 // gets the page. Every browser and API client we know is answered right.
 func wantsHTML(c *gin.Context) bool {
-	return strings.Contains(c.GetHeader("Accept"), "text/html")
+	return strings.Contains(c.GetHeader("Accept"), "text/html") || isPreviewBot(c.GetHeader("User-Agent"))
+}
+
+// previewBots are User-Agent fragments of link-preview crawlers.
+var previewBots = []string{"facebookexternalhit", "facebookcatalog", "twitterbot", "slackbot", "discordbot", "telegrambot", "whatsapp", "linkedinbot", "redditbot", "mastodon", "skypeuripreview", "embedly", "pinterest"}
+
+func isPreviewBot(ua string) bool {
+	ua = strings.ToLower(ua)
+	for _, b := range previewBots {
+		if strings.Contains(ua, b) {
+			return true
+		}
+	}
+	return false
 }
 
 // page serves GET /invitations/{code}.

@@ -116,12 +116,52 @@ func TestLandingPage(t *testing.T) {
 		}
 	}
 	// The signup path now takes GET too.
-	if w := do(t, h, req{method: http.MethodPut, path: "/invitations/open", ctype: "application/json", body: `{"email":"a@example.com"}`}); w.Code != 405 || w.Header().Get("Allow") != "GET, POST" {
-		t.Errorf("PUT: %d, Allow %q; want 405 and GET, POST", w.Code, w.Header().Get("Allow"))
+	if w := do(t, h, req{method: http.MethodPut, path: "/invitations/open", ctype: "application/json", body: `{"email":"a@example.com"}`}); w.Code != 405 || w.Header().Get("Allow") != "GET, HEAD, POST" {
+		t.Errorf("PUT: %d, Allow %q; want 405 and GET, HEAD, POST", w.Code, w.Header().Get("Allow"))
 	}
 	// No Accept at all (curl, scripts) is an API client too.
 	if w := get(t, h, "/invitations/open", nil); !strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
 		t.Errorf("no Accept: Content-Type %q, want JSON", w.Header().Get("Content-Type"))
+	}
+}
+
+// TestLinkPreviews: the crawlers that build link previews on the networks
+// the links are posted on send Accept: */* and still get the page, whose
+// Open Graph and Twitter tags name the game and the code; an API client
+// with the same Accept gets JSON. HEAD answers like GET without a body.
+func TestLinkPreviews(t *testing.T) {
+	h := newLandingServer(t, api.Config{LandingPage: true, GameName: "Starfall"})
+	for _, ua := range []string{
+		"facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+		"Twitterbot/1.0",
+		"Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+		"Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
+		"TelegramBot (like TwitterBot)",
+		"WhatsApp/2.23.20.0",
+	} {
+		w := get(t, h, "/invitations/open", map[string]string{"Accept": "*/*", "User-Agent": ua})
+		body := w.Body.String()
+		if w.Code != 200 || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") {
+			t.Errorf("%s: %d %s, want the page", ua, w.Code, w.Header().Get("Content-Type"))
+			continue
+		}
+		for _, tag := range []string{`<meta property="og:title" content="Starfall: join the closed beta">`, `invitation open`, `<meta name="twitter:card" content="summary">`} {
+			if !strings.Contains(body, tag) {
+				t.Errorf("%s: the page lacks %s", ua, tag)
+			}
+		}
+	}
+	if w := get(t, h, "/invitations/open", map[string]string{"Accept": "*/*", "User-Agent": "curl/8.5.0"}); !strings.HasPrefix(w.Header().Get("Content-Type"), "application/json") {
+		t.Errorf("curl: Content-Type %q, want JSON", w.Header().Get("Content-Type"))
+	}
+	for _, accept := range []string{"text/html", "application/json"} {
+		r := httptest.NewRequest(http.MethodHead, "/invitations/open", nil)
+		r.Header.Set("Accept", accept)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || !strings.Contains(w.Header().Get("Content-Type"), strings.TrimPrefix(accept, "application/")) {
+			t.Errorf("HEAD, Accept %s: %d %q", accept, w.Code, w.Header().Get("Content-Type"))
+		}
 	}
 }
 
