@@ -67,10 +67,10 @@ func (s *Store) DueMail(ctx context.Context, now time.Time, limit int) ([]Regist
 // it and ok is false. Claims and reads use majority concerns, so a MongoDB
 // failover cannot hand one attempt to two mailers.
 func (s *Store) ClaimMail(ctx context.Context, canonical string, round, attempt int, owner string, now time.Time, lease time.Duration) (ok bool, err error) {
-	claims := s.db.Collection(MailClaimsCollection, options.Collection().SetWriteConcern(writeconcern.Majority()).SetReadConcern(readconcern.Majority()))
+	claims := s.claims()
 	claimed := false
 	for gen := 0; gen < maxClaimGenerations && !claimed; gen++ {
-		id := fmt.Sprintf("%s#%d.%d#%d", canonical, round, attempt, gen)
+		id := claimID(canonical, round, attempt, gen)
 		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "owner", Value: owner}, {Key: "lease_until", Value: now.Add(lease).UTC()}})
 		if err == nil {
 			claimed = true
@@ -110,10 +110,9 @@ var ErrClaimsExhausted = errors.New("persist: every claim of this mail attempt e
 // maxClaimGenerations bounds the takeovers of one attempt (each needs a
 // lease to run out first); past it the attempt is left to an operator.
 //
-// NOTE: claims are never deleted, one small document per attempt; a TTL
-// index on lease_until (expireAfterSeconds of a day) would prune them on
-// MongoDB. And a pending mail whose claims are exhausted stays pending and
-// skipped for good: `invitectl mail` counts it, but nothing reopens it.
+// NOTE: a pending mail whose claims are exhausted stays pending and skipped
+// for good: `invitectl mail` counts it, but nothing reopens it; its claims
+// (and those of attempts whose outcome was never recorded) stay too.
 const maxClaimGenerations = 20
 
 // MailSent records that attempt (0-based) of round delivered canonical's
@@ -151,7 +150,28 @@ func (s *Store) mailOutcome(ctx context.Context, canonical string, round, attemp
 	if res.MatchedCount == 0 {
 		return ErrMailOutcomeLate
 	}
+	// The attempt's claims are spent: with the outcome recorded (majority),
+	// a mailer that claims this attempt again re-reads the registration in
+	// ClaimMail and finds it no longer pending at this attempt. Best effort:
+	// a claim left behind only takes space.
+	ids := make([]string, maxClaimGenerations)
+	for gen := range ids {
+		ids[gen] = claimID(canonical, round, attempt, gen)
+	}
+	if _, err := s.claims().DeleteMany(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}}); err != nil {
+		s.log.WithError(err).Warn("could not delete spent mail claims; they only take space")
+	}
 	return nil
+}
+
+// claims is the mail_claims collection with majority concerns.
+func (s *Store) claims() *mongo.Collection {
+	return s.db.Collection(MailClaimsCollection, options.Collection().SetWriteConcern(writeconcern.Majority()).SetReadConcern(readconcern.Majority()))
+}
+
+// claimID names generation gen of the claim on one attempt.
+func claimID(canonical string, round, attempt, gen int) string {
+	return fmt.Sprintf("%s#%d.%d#%d", canonical, round, attempt, gen)
 }
 
 // MailCounts returns how many registrations' mail is in each state.

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"go.mongodb.org/mongo-driver/v2/bson"
+
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 )
@@ -16,7 +18,7 @@ import (
 // expiring claims ends in an error, never in two holders.
 func TestMailClaims(t *testing.T) {
 	ctx := context.Background()
-	st, _ := newStore(t)
+	st, db := newStore(t)
 	if _, err := st.Persist(ctx, []invite.Reservation{{Code: "c", Canonical: "x@example.com", Email: "x@example.com", ReservedAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +44,15 @@ func TestMailClaims(t *testing.T) {
 	if claim("c", now.Add(2*time.Minute+time.Second)) {
 		t.Fatal("c claimed an attempt b holds")
 	}
+	if n, err := db.Collection(persist.MailClaimsCollection).CountDocuments(ctx, bson.D{}); err != nil || n != 2 {
+		t.Fatalf("%d claims (%v), want a's and b's", n, err)
+	}
 	if err := st.MailSent(ctx, "x@example.com", 0, 0, now.Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
+	}
+	// The outcome is recorded: the attempt's claims are deleted.
+	if n, err := db.Collection(persist.MailClaimsCollection).CountDocuments(ctx, bson.D{}); err != nil || n != 0 {
+		t.Fatalf("%d claims left after the outcome (%v), want 0", n, err)
 	}
 	if err := st.MailSent(ctx, "x@example.com", 0, 0, now.Add(3*time.Minute)); !errors.Is(err, persist.ErrMailOutcomeLate) {
 		t.Fatalf("a's late outcome: %v, want ErrMailOutcomeLate", err)
