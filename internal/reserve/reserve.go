@@ -101,6 +101,11 @@ type Config struct {
 	// SoldOutTTL is how long a shard trusts "every shard was empty" before
 	// it looks again (default 2s). Returned tokens clear the mark at once.
 	SoldOutTTL time.Duration
+	// SweepLease is how long, once a shard's sold-out mark has expired, the
+	// one request that sweeps again keeps the others on that shard on the
+	// mark's answer instead of sweeping too (default 100ms; negative: no
+	// lease, every request sweeps).
+	SweepLease time.Duration
 	// UnknownTTL is how long the snapshot of MongoDB's codes is trusted:
 	// an unknown code is answered from it, so random codes cannot hammer
 	// MongoDB, and a new code works after at most this long (default 2s).
@@ -175,6 +180,9 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 	}
 	if cfg.SoldOutTTL <= 0 {
 		cfg.SoldOutTTL = 2 * time.Second
+	}
+	if cfg.SweepLease == 0 {
+		cfg.SweepLease = 100 * time.Millisecond
 	}
 	if cfg.UnknownTTL <= 0 {
 		cfg.UnknownTTL = 2 * time.Second
@@ -270,13 +278,11 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (R
 
 // sweep moves tokens from other shards to s, starting at a random shard so
 // concurrent sweeps spread out, until a reservation goes through or every
-// shard is empty; then it marks s sold out.
-//
-// NOTE: when a shard's sold-out mark expires, every request that reaches
-// that shard before the next sweep sets it again sweeps too (K-1 steal
-// calls each): 5–7% extra calls at K=16 in docs/BENCHMARKS.md. A short
-// "sweep in progress" lease set by reserve.lua would make it one sweep per
-// shard per SoldOutTTL.
+// shard is empty; then it marks s sold out. When s's mark has just
+// expired, reserve.lua gave this request a sweep lease (SweepLease): the
+// others on s are answered full meanwhile, so a sold-out code costs one
+// sweep per shard per SoldOutTTL, not one per request that arrives before
+// the mark is set again.
 func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Address) (Result, error) {
 	r.metrics.Sweeps.Inc()
 	if r.shards > 1 {
@@ -377,7 +383,7 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 	// email's claim stops a second seat and the transfer mark a second
 	// deposit of carried tokens.
 	pipelined := carry == 0
-	v, err := r.runReserve(ctx, pipelined, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch)
+	v, err := r.runReserve(ctx, pipelined, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch, max(r.cfg.SweepLease.Milliseconds(), 0))
 	if err != nil {
 		return reply{}, Unavailable(err)
 	}

@@ -379,8 +379,9 @@ func TestTokenStealing(t *testing.T) {
 // for SoldOutTTL, so further rejections do not sweep the other shards.
 func TestSoldOutCostsOneCall(t *testing.T) {
 	ctx := context.Background()
-	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time { return now }
+	var nowNs atomic.Int64
+	nowNs.Store(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, nowNs.Load()) }
 	c := realBackends()[0].client(t)
 	m := reserve.NewMetrics(nil)
 	r := reserve.New(c, newSource(invite.Invitation{Code: "so", MaxUses: 4}), reserve.Config{
@@ -404,14 +405,26 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	if sweeps > 16 {
 		t.Fatalf("%v sweeps for 500 rejections, want at most one per shard", sweeps)
 	}
-	// After the TTL a shard looks again, once.
-	now = now.Add(2 * time.Second)
+	// After the TTL a shard looks again, once, also when a crowd arrives
+	// at once: the first request on a shard sweeps under a lease, the
+	// others keep the full answer meanwhile.
+	nowNs.Add(int64(2 * time.Second))
 	before = testutil.ToFloat64(m.Sweeps)
-	for i := 0; i < 100; i++ {
-		_, _ = r.Reserve(ctx, "so", addr(t, fmt.Sprintf("z%d@example.com", i)))
+	crowd := make([]email.Address, 400)
+	for i := range crowd {
+		crowd[i] = addr(t, fmt.Sprintf("z%d@example.com", i))
 	}
+	var wg sync.WaitGroup
+	for _, a := range crowd {
+		wg.Go(func() {
+			if _, err := r.Reserve(ctx, "so", a); !errors.Is(err, reserve.ErrFull) {
+				t.Errorf("err = %v, want ErrFull", err)
+			}
+		})
+	}
+	wg.Wait()
 	if d := testutil.ToFloat64(m.Sweeps) - before; d < 1 || d > 16 {
-		t.Fatalf("%v sweeps after the TTL, want 1..16", d)
+		t.Fatalf("%v sweeps by 400 concurrent rejections after the TTL, want 1..16 (one per shard)", d)
 	}
 }
 

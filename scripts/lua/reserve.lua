@@ -13,6 +13,7 @@
 -- ARGV[6] sold-out mark TTL in ms (0: answer 5 instead of marking)
 -- ARGV[7] shard count K of the caller
 -- ARGV[8] epoch of the bucket the carried tokens came from (see steal.lua)
+-- ARGV[9] sweep lease in ms (absent or 0: none); see the no-token branch
 --
 -- Carried tokens are added at most once per transfer: the first run sets
 -- the transfer mark (10 minutes), a second run of the same call (a client
@@ -54,6 +55,10 @@ if carry > 0 and (b[6] or '0') == ARGV[8] and KEYS[5]
     and redis.call('SET', KEYS[5], '1', 'NX', 'PX', 600000) then
   redis.call('HINCRBY', KEYS[2], 'tok', carry)
   tok = tok + carry
+  -- This shard holds tokens again: a sold-out mark or sweep lease on it
+  -- must not turn its next callers away.
+  redis.call('HSET', KEYS[2], 'so', 0)
+  b[2] = '0'
 end
 
 -- The email's claim wins over every state of the code: a registered email
@@ -94,6 +99,15 @@ if tok <= 0 then
   if ttl > 0 then
     redis.call('HSET', KEYS[2], 'so', now + ttl)
     return {4}
+  end
+  -- A mark that has just expired (so > 0; every script that adds tokens
+  -- sets it to 0): this caller sweeps the other shards again, and the
+  -- callers behind it keep the mark's answer for the lease instead of all
+  -- sweeping at once. Without a mark (the code is filling) everyone sweeps:
+  -- nobody is turned away while seats may be left.
+  local lease = tonumber(ARGV[9] or '0') or 0
+  if so > 0 and lease > 0 then
+    redis.call('HSET', KEYS[2], 'so', now + lease)
   end
   return {5}
 end
