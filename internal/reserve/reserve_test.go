@@ -426,6 +426,19 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	if d := testutil.ToFloat64(m.Sweeps) - before; d < 1 || d > 16 {
 		t.Fatalf("%v sweeps by 400 concurrent rejections after the TTL, want 1..16 (one per shard)", d)
 	}
+	// Each sweep that found every shard empty set a full mark again, not
+	// just the lease: past the lease, rejections still cost one call.
+	nowNs.Add(int64(500 * time.Millisecond))
+	before = testutil.ToFloat64(m.Sweeps)
+	for i := 0; i < 200; i++ {
+		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("y%d@example.com", i))); !errors.Is(err, reserve.ErrFull) {
+			t.Fatalf("err = %v, want ErrFull", err)
+		}
+	}
+	// (400 emails reach all 16 shards, so every shard was swept and marked.)
+	if d := testutil.ToFloat64(m.Sweeps) - before; d != 0 {
+		t.Fatalf("%v sweeps 500 ms later, want 0: the marks (1 s) still hold", d)
+	}
 }
 
 // TestSeedConcurrentNeverDoubles: many seeders at once (replicas starting

@@ -91,13 +91,15 @@ if exp and exp > 0 and now >= exp then
 end
 
 if tok <= 0 then
-  local so = tonumber(b[2]) or 0
-  if so > now then
-    return {4}
-  end
+  -- A requested mark (every shard was found empty) is set even over a
+  -- sweep lease, which it replaces.
   local ttl = tonumber(ARGV[6])
   if ttl > 0 then
     redis.call('HSET', KEYS[2], 'so', now + ttl)
+    return {4}
+  end
+  local so = tonumber(b[2]) or 0
+  if so > now then
     return {4}
   end
   -- A mark that has just expired (so > 0; every script that adds tokens
