@@ -82,7 +82,13 @@ func (s *Store) ClaimMail(ctx context.Context, canonical string, round, attempt 
 		var held struct {
 			LeaseUntil time.Time `bson:"lease_until"`
 		}
-		if err := claims.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&held); err != nil {
+		err = claims.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&held)
+		if errors.Is(err, mongo.ErrNoDocuments) {
+			// Deleted since our insert failed: claims are deleted only
+			// after the attempt's outcome was recorded, so it is done.
+			return false, nil
+		}
+		if err != nil {
 			return false, fmt.Errorf("%w: claim mail: %w", ErrDatabase, err)
 		}
 		if now.Before(held.LeaseUntil) {
