@@ -129,7 +129,13 @@ func connectMongoOnly(cfg app.Config, log logrus.FieldLogger) (*env, error) {
 	store := persist.NewStore(mc.Database(cfg.MongoDB), log, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := store.CheckReserver(ctx, cfg.Reserver); err != nil {
+	// Only read: recording the path is the service's first start, which
+	// also seats the registrations made before.
+	mode, ok, err := store.Reserver(ctx)
+	if err == nil && ok && mode != cfg.Reserver {
+		err = fmt.Errorf("%w: reserver was created as %q, configured %q", persist.ErrShardsMismatch, mode, cfg.Reserver)
+	}
+	if err != nil {
 		_ = mc.Disconnect(ctx)
 		return nil, err
 	}

@@ -100,6 +100,11 @@ func TestMongoOnlyDeployment(t *testing.T) {
 	step(exitUsage, "INVITEGATE_RESERVER=mongo", "reseed", "beta")
 	step(exitOK, "pending", "mail")
 	step(exitMissing, "no invitation", "disable", "nope")
+	// invitectl only reads the deployment's path: recording it is the
+	// service's first start, which seats the registrations made before.
+	if mode, ok, err := e.store.Reserver(ctx); err != nil || ok {
+		t.Fatalf("invitectl recorded the path %q (%v)", mode, err)
+	}
 
 	// A deployment on the Redis path refuses invitectl in mongo mode.
 	r := newCtl(t, "1")

@@ -256,18 +256,16 @@ func (m *Main) Open(ctx context.Context) error {
 		if err := m.Store.CheckEmailRule(ctx, cfg.StripPlusAll); err != nil {
 			return err
 		}
-		fresh, err := m.Store.CheckReserver(ctx, cfg.Reserver)
-		if err != nil || cfg.Reserver != ReserverMongo {
+		if _, err := m.Store.CheckReserver(ctx, cfg.Reserver); err != nil || cfg.Reserver != ReserverMongo {
 			return err
 		}
 		m.mongoRes = persist.NewMongoReserver(m.Store)
 		if err := m.mongoRes.EnsureSchema(ctx); err != nil {
 			return err
 		}
-		if fresh {
-			return m.mongoRes.SeatRegistrations(ctx)
-		}
-		return nil
+		// Until every earlier registration holds a seat, the seat count
+		// is too low and a code would admit past max_uses.
+		return m.mongoRes.EnsureSeated(ctx)
 	}); err != nil {
 		return err
 	}

@@ -79,3 +79,35 @@ func TestMongoReserverInvariants(t *testing.T) {
 		}
 	}
 }
+
+// TestMongoPathSeatsEarlierRegistrations: a deployment that moves to
+// INVITEGATE_RESERVER=mongo with registrations already in MongoDB seats
+// them before it serves, even when something else (an older invitectl, a
+// start that died while seating) recorded the path first: a full code
+// stays full.
+func TestMongoPathSeatsEarlierRegistrations(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, deployments[0])
+	e.cfg.Reserver = app.ReserverMongo
+	e.cfg.RedisAddrs = []string{testenv.FreeAddr(t)} // nothing there
+	e.create(t, "beta", 2)
+	var rs []invite.Reservation
+	for _, em := range []string{"one@example.com", "two@example.com"} {
+		rs = append(rs, invite.Reservation{Code: "beta", Canonical: em, Email: em, ReservedAt: time.Now()})
+	}
+	if _, err := e.store.Persist(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	// The path is recorded, no seat was taken.
+	if fresh, err := e.store.CheckReserver(ctx, app.ReserverMongo); err != nil || !fresh {
+		t.Fatalf("record the path: fresh=%v %v", fresh, err)
+	}
+	m, _ := e.start(t)
+	got := tally(blastN(t, 4, []string{m.PublicAddr}, "beta", emails("late", 6)))
+	if got[410] != 6 {
+		t.Fatalf("statuses %v on a code whose 2 seats were taken before the switch, want 6×410", got)
+	}
+	if n, err := e.store.Count(ctx, "beta"); err != nil || n != 2 {
+		t.Fatalf("beta has %d registrations (%v), want 2", n, err)
+	}
+}

@@ -217,6 +217,47 @@ func (m *MongoReserver) SeatRegistrations(ctx context.Context) error {
 	return nil
 }
 
+// seatedSetting is present once SeatRegistrations completed for the current
+// reservation path; CheckReserver removes it when it records a path.
+const seatedSetting = "seats_complete"
+
+// EnsureSeated runs SeatRegistrations unless it already completed since the
+// deployment (re)started using the MongoDB path, and then records that it
+// did. A start that dies or times out while seating seats again on the
+// next attempt, whoever recorded the path.
+func (m *MongoReserver) EnsureSeated(ctx context.Context) error {
+	n, err := m.st.settings.CountDocuments(ctx, bson.D{{Key: "_id", Value: seatedSetting}})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	if n > 0 {
+		return nil
+	}
+	if err := m.SeatRegistrations(ctx); err != nil {
+		return err
+	}
+	if _, err := m.st.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: seatedSetting}, {Key: "value", Value: true}}); err != nil && !mongo.IsDuplicateKeyError(err) {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return nil
+}
+
+// Reserver returns the reservation path the deployment recorded, without
+// recording one (ok false: none yet).
+func (s *Store) Reserver(ctx context.Context) (mode string, ok bool, err error) {
+	var doc struct {
+		Value string `bson:"value"`
+	}
+	err = s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: "reserver"}}).Decode(&doc)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	return doc.Value, true, nil
+}
+
 // CheckReserver records which reservation path the deployment uses
 // ("redis" or "mongo") on first start and returns ErrShardsMismatch when a
 // process is configured with the other: the MongoDB path counts seats in
@@ -226,6 +267,11 @@ func (m *MongoReserver) SeatRegistrations(ctx context.Context) error {
 func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err error) {
 	_, err = s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: "reserver"}, {Key: "value", Value: mode}})
 	if err == nil {
+		// A path starts (again): registrations made meanwhile by the other
+		// path have no seats yet.
+		if _, err := s.settings.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatedSetting}}); err != nil {
+			return true, fmt.Errorf("%w: %w", ErrDatabase, err)
+		}
 		return true, nil
 	}
 	if !mongo.IsDuplicateKeyError(err) {
