@@ -7,10 +7,13 @@
 //
 // Exactly once holds between mailers and across failed attempts (an
 // attempt is retried only after its failure was recorded). It cannot hold
-// across a mailer that dies after the SMTP server accepted a message and
-// before the outcome was recorded: after the claim's lease another mailer
-// sends it again. Every message carries a Message-ID derived from the
-// registration, so such a resend has the same ID.
+// in two cases: a mailer that dies after the SMTP server accepted a message
+// and before the outcome was recorded (after the claim's lease another
+// mailer sends it again), and a connection lost while waiting for the
+// server's answer to the message's final "." (the server may have taken
+// it; the attempt counts as failed and is retried, as MTAs do). Every
+// message carries a Message-ID derived from the registration, so such a
+// resend has the same ID.
 package mail
 
 import (

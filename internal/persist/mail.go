@@ -68,8 +68,8 @@ func (s *Store) DueMail(ctx context.Context, now time.Time, limit int) ([]Regist
 // failover cannot hand one attempt to two mailers.
 func (s *Store) ClaimMail(ctx context.Context, canonical string, round, attempt int, owner string, now time.Time, lease time.Duration) (ok bool, err error) {
 	claims := s.claims()
-	claimed := false
-	for gen := 0; gen < maxClaimGenerations && !claimed; gen++ {
+	claimed, gen := false, 0
+	for ; gen < maxClaimGenerations && !claimed; gen++ {
 		id := claimID(canonical, round, attempt, gen)
 		_, err := claims.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "owner", Value: owner}, {Key: "lease_until", Value: now.Add(lease).UTC()}})
 		if err == nil {
@@ -100,13 +100,18 @@ func (s *Store) ClaimMail(ctx context.Context, canonical string, round, attempt 
 	}
 	var reg Registration
 	err = s.regMajority.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&reg)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return false, nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return false, fmt.Errorf("%w: claim mail: %w", ErrDatabase, err)
 	}
-	return reg.Mail != nil && reg.Mail.State == MailPending && reg.Mail.Round == round && reg.Mail.Attempts == attempt, nil
+	if err == nil && reg.Mail != nil && reg.Mail.State == MailPending && reg.Mail.Round == round && reg.Mail.Attempts == attempt {
+		return true, nil
+	}
+	// The attempt was finished by someone else (we worked from a stale
+	// list): our claim is spent at once. Best effort, like mailOutcome's.
+	if _, err := claims.DeleteOne(ctx, bson.D{{Key: "_id", Value: claimID(canonical, round, attempt, gen)}}); err != nil {
+		s.log.WithError(err).Warn("could not delete a spent mail claim; it only takes space")
+	}
+	return false, nil
 }
 
 // ErrClaimsExhausted means an attempt's claims expired maxClaimGenerations

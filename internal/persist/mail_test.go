@@ -57,9 +57,13 @@ func TestMailClaims(t *testing.T) {
 	if err := st.MailSent(ctx, "x@example.com", 0, 0, now.Add(3*time.Minute)); !errors.Is(err, persist.ErrMailOutcomeLate) {
 		t.Fatalf("a's late outcome: %v, want ErrMailOutcomeLate", err)
 	}
-	// Sent: nobody claims it again, however late.
+	// Sent: nobody claims it again, however late, and a mailer working
+	// from a stale list leaves no claim behind.
 	if claim("d", now.Add(time.Hour)) {
 		t.Fatal("d claimed a sent mail")
+	}
+	if n, err := db.Collection(persist.MailClaimsCollection).CountDocuments(ctx, bson.D{}); err != nil || n != 0 {
+		t.Fatalf("%d claims left after a late claimer (%v), want 0", n, err)
 	}
 
 	// A registration whose claims keep expiring runs out of generations
