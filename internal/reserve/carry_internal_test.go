@@ -117,3 +117,60 @@ func TestMoveSurvivesItsRequest(t *testing.T) {
 		t.Fatalf("shard 0's stream holds %d (%v), want both signups", n, err)
 	}
 }
+
+// TestSweepLeaseScript: on a shard whose sold-out mark has expired, the
+// first call takes the sweep lease (answer 5: sweep), a resend of that very
+// call (same arguments: the pipeliner resends after a lost reply) is
+// answered 5 again, another caller within the lease gets 4 (full), even in
+// the same millisecond, and a requested mark replaces the lease.
+func TestSweepLeaseScript(t *testing.T) {
+	ctx := context.Background()
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	r := New(rdb, oneCode{Code: "c", MaxUses: 1}, Config{Namespace: testenv.KeyPrefix(t), Shards: 1})
+	if err := r.SeedIfNeeded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.HSet(ctx, r.keys.bucket(0, "c"), "tok", 0, "so", 1000).Err(); err != nil { // empty, mark expired long ago
+		t.Fatal(err)
+	}
+	call := func(who string, now, markTTL int64) int64 {
+		t.Helper()
+		a, err := email.Parse(who+"@example.com", email.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := []string{r.keys.sentinel(0), r.keys.bucket(0, "c"), r.keys.claim(0, a.Canonical), r.keys.stream(0)}
+		v, err := reserveScript.Run(ctx, rdb, keys, "c", a.Canonical, a.Normalized, now, 0, markTTL, r.kArg, "", 100).Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := decodeReply(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int64(rep.status)
+	}
+	so := func() string { return rdb.HGet(ctx, r.keys.bucket(0, "c"), "so").Val() }
+	if got := call("first", 5000, 0); got != stEmpty || so() != "5100" {
+		t.Fatalf("first after expiry: status %d, so %s; want 5 (sweep) and a lease to 5100", got, so())
+	}
+	if got := call("first", 5000, 0); got != stEmpty {
+		t.Fatalf("resend of the lease holder's call: %d, want 5", got)
+	}
+	if got := call("second", 5000, 0); got != stSoldOut {
+		t.Fatalf("another caller within the lease, same millisecond: %d, want 4", got)
+	}
+	if got := call("second", 5040, 0); got != stSoldOut {
+		t.Fatalf("another caller within the lease: %d, want 4", got)
+	}
+	if got := call("first", 5060, 2000); got != stSoldOut || so() != "7060" {
+		t.Fatalf("the sweeper's mark: status %d, so %s; want 4 and a mark to 7060", got, so())
+	}
+	if got := call("third", 5200, 0); got != stSoldOut {
+		t.Fatalf("after the lease, under the mark: %d, want 4", got)
+	}
+	if got := call("first", 5300, 0); got != stSoldOut {
+		t.Fatalf("the former lease holder under the mark: %d, want 4", got)
+	}
+}

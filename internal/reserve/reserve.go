@@ -377,11 +377,13 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 		ks = append(ks, r.keys.transfer(s, strconv.FormatUint(rand.Uint64(), 36)))
 	}
 	now := r.cfg.Now().UnixMilli()
-	// Only the first call of a signup rides the pipeline; the rare calls of
-	// a sweep go out on their own. Either kind may be sent twice by the
+	// Calls without carried tokens (a signup's first, and a sweep's final
+	// one that sets the sold-out mark) ride the pipeline; a deposit of
+	// carried tokens goes out on its own. Any call may be sent twice by the
 	// client after a lost reply, which reserve.lua makes harmless: the
-	// email's claim stops a second seat and the transfer mark a second
-	// deposit of carried tokens.
+	// email's claim stops a second seat, the transfer mark a second deposit
+	// of carried tokens, and a resend of the call that took a sweep lease
+	// is answered as the first run was.
 	pipelined := carry == 0
 	v, err := r.runReserve(ctx, pipelined, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch, max(r.cfg.SweepLease.Milliseconds(), 0))
 	if err != nil {

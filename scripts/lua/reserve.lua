@@ -4,7 +4,8 @@
 -- (Cluster) node and touches one hash slot.
 --
 -- KEYS[1] seeded sentinel   {ns:s}:seeded        string: shard count K
--- KEYS[2] token bucket      {ns:s}:b:<code>      hash: tok, so, dis, exp, max
+-- KEYS[2] token bucket      {ns:s}:b:<code>      hash: tok, so, dis, exp, max,
+--                                                 frz, ep, sl (sweep lease holder)
 -- KEYS[3] email claim       {ns:s}:e:<canon>     string: code
 -- KEYS[4] reservation log   {ns:s}:x             stream
 -- KEYS[5] transfer mark      {ns:s}:t:<id>        string (only with carried tokens)
@@ -40,7 +41,7 @@ if seeded ~= ARGV[7] then
   return {9, seeded}
 end
 
-local b = redis.call('HMGET', KEYS[2], 'tok', 'so', 'dis', 'exp', 'frz', 'ep')
+local b = redis.call('HMGET', KEYS[2], 'tok', 'so', 'dis', 'exp', 'frz', 'ep', 'sl')
 if not b[1] then
   -- Carried tokens are dropped here: a vanished bucket can only strand
   -- capacity, never create it.
@@ -95,11 +96,17 @@ if tok <= 0 then
   -- sweep lease, which it replaces.
   local ttl = tonumber(ARGV[6])
   if ttl > 0 then
-    redis.call('HSET', KEYS[2], 'so', now + ttl)
+    redis.call('HSET', KEYS[2], 'so', now + ttl, 'sl', '')
     return {4}
   end
   local so = tonumber(b[2]) or 0
+  local lease = tonumber(ARGV[9] or '0') or 0
   if so > now then
+    -- The lease holder (sl: its email) is answered 5 again: a resend of
+    -- its call after a lost reply must still sweep.
+    if lease > 0 and b[7] == ARGV[2] then
+      return {5}
+    end
     return {4}
   end
   -- A mark that has just expired (so > 0; every script that adds tokens
@@ -107,9 +114,8 @@ if tok <= 0 then
   -- callers behind it keep the mark's answer for the lease instead of all
   -- sweeping at once. Without a mark (the code is filling) everyone sweeps:
   -- nobody is turned away while seats may be left.
-  local lease = tonumber(ARGV[9] or '0') or 0
   if so > 0 and lease > 0 then
-    redis.call('HSET', KEYS[2], 'so', now + lease)
+    redis.call('HSET', KEYS[2], 'so', now + lease, 'sl', ARGV[2])
   end
   return {5}
 end
