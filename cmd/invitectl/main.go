@@ -131,11 +131,7 @@ func connectMongoOnly(cfg app.Config, log logrus.FieldLogger) (*env, error) {
 	defer cancel()
 	// Only read: recording the path is the service's first start, which
 	// also seats the registrations made before.
-	mode, ok, err := store.Reserver(ctx)
-	if err == nil && ok && mode != cfg.Reserver {
-		err = fmt.Errorf("%w: reserver was created as %q, configured %q", persist.ErrShardsMismatch, mode, cfg.Reserver)
-	}
-	if err != nil {
+	if err := store.ExpectReserver(ctx, cfg.Reserver); err != nil {
 		_ = mc.Disconnect(ctx)
 		return nil, err
 	}

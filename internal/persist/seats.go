@@ -245,17 +245,21 @@ func (m *MongoReserver) EnsureSeated(ctx context.Context) error {
 // Reserver returns the reservation path the deployment recorded, without
 // recording one (ok false: none yet).
 func (s *Store) Reserver(ctx context.Context) (mode string, ok bool, err error) {
-	var doc struct {
-		Value string `bson:"value"`
-	}
-	err = s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: "reserver"}}).Decode(&doc)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return "", false, nil
-	}
+	ok, err = s.setting(ctx, "reserver", &mode)
+	return mode, ok, err
+}
+
+// ExpectReserver returns ErrShardsMismatch when the deployment recorded
+// another reservation path than mode; it records nothing.
+func (s *Store) ExpectReserver(ctx context.Context, mode string) error {
+	recorded, ok, err := s.Reserver(ctx)
 	if err != nil {
-		return "", false, fmt.Errorf("%w: %w", ErrDatabase, err)
+		return err
 	}
-	return doc.Value, true, nil
+	if ok && recorded != mode {
+		return fmt.Errorf("%w: reserver was created as %q, configured %q", ErrShardsMismatch, recorded, mode)
+	}
+	return nil
 }
 
 // CheckReserver records which reservation path the deployment uses
@@ -277,16 +281,7 @@ func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err
 	if !mongo.IsDuplicateKeyError(err) {
 		return false, fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
-	var doc struct {
-		Value string `bson:"value"`
-	}
-	if err := s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: "reserver"}}).Decode(&doc); err != nil {
-		return false, fmt.Errorf("%w: %w", ErrDatabase, err)
-	}
-	if doc.Value != mode {
-		return false, fmt.Errorf("%w: reserver was created as %q, configured %q", ErrShardsMismatch, doc.Value, mode)
-	}
-	return false, nil
+	return false, s.ExpectReserver(ctx, mode)
 }
 
 // Status reports whether code takes signups, with the outcomes of

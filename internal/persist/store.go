@@ -157,17 +157,24 @@ func (s *Store) checkSetting(ctx context.Context, id string, value any) error {
 // Shards returns the shard count the deployment recorded; ok is false
 // before the first service start.
 func (s *Store) Shards(ctx context.Context) (shards int, ok bool, err error) {
-	var doc struct {
-		Value int `bson:"value"`
-	}
-	err = s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: "shards"}}).Decode(&doc)
+	ok, err = s.setting(ctx, "shards", &shards)
+	return shards, ok, err
+}
+
+// setting decodes the value recorded under id into value; ok is false when
+// nothing is recorded.
+func (s *Store) setting(ctx context.Context, id string, value any) (ok bool, err error) {
+	raw, err := s.settings.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Raw()
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return 0, false, nil
+		return false, nil
+	}
+	if err == nil {
+		err = raw.Lookup("value").Unmarshal(value)
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("%w: %w", ErrDatabase, err)
+		return false, fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
-	return doc.Value, true, nil
+	return true, nil
 }
 
 // CreateInvitation inserts inv. It returns ErrInvalid for a bad code or
