@@ -264,7 +264,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	e, err := connect(getenv, stderr)
-	if errors.Is(err, persist.ErrDatabase) || errors.Is(err, reserve.ErrUnavailable) {
+	if errors.Is(err, persist.ErrDatabase) || errors.Is(err, invite.ErrUnavailable) {
 		fmt.Fprintf(stderr, "invitectl: %v\n", err)
 		return exitFailure
 	}

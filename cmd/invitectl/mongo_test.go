@@ -13,8 +13,8 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
-	"github.com/invitegate/invitegate/internal/reserve"
 )
 
 // TestMongoOnlyDeployment: with INVITEGATE_RESERVER=mongo invitectl needs
@@ -74,14 +74,14 @@ func TestMongoOnlyDeployment(t *testing.T) {
 	}
 
 	step(exitOK, "disabled beta", "disable", "beta")
-	if err := signup("beta", "second@example.com"); !errors.Is(err, reserve.ErrDisabled) {
+	if err := signup("beta", "second@example.com"); !errors.Is(err, invite.ErrDisabled) {
 		t.Fatalf("signup on a disabled code: %v, want disabled", err)
 	}
 	step(exitOK, "enabled beta", "enable", "beta")
 	if err := signup("beta", "second@example.com"); err != nil {
 		t.Fatalf("signup after enable: %v", err)
 	}
-	if err := signup("beta", "third@example.com"); !errors.Is(err, reserve.ErrFull) {
+	if err := signup("beta", "third@example.com"); !errors.Is(err, invite.ErrFull) {
 		t.Fatalf("third signup on 2 seats: %v, want full", err)
 	}
 	step(exitOK, "max 2 -> 4", "set-max", "beta", "4")
@@ -90,7 +90,7 @@ func TestMongoOnlyDeployment(t *testing.T) {
 			t.Fatalf("signup after set-max up: %v", err)
 		}
 	}
-	if err := signup("beta", "fifth@example.com"); !errors.Is(err, reserve.ErrFull) {
+	if err := signup("beta", "fifth@example.com"); !errors.Is(err, invite.ErrFull) {
 		t.Fatalf("fifth signup on 4 seats: %v, want full", err)
 	}
 	step(exitRefused, "can only be raised", "set-max", "gamma", "1")

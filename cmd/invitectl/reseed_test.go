@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
@@ -57,14 +58,14 @@ func TestReseedUnderTraffic(t *testing.T) {
 						a, _ := email.Parse(fmt.Sprintf("h%d-%d@example.com", w, i), email.Options{})
 						for try := 0; ; try++ {
 							res, err := e.res.Reserve(ctx, "hot", a)
-							if errors.Is(err, reserve.ErrFrozen) && try < 1000 {
+							if errors.Is(err, invite.ErrFrozen) && try < 1000 {
 								frozen.Add(1)
 								time.Sleep(time.Millisecond)
 								continue
 							}
-							if err == nil && res.Outcome == reserve.Created {
+							if err == nil && res.Outcome == invite.Created {
 								created.Add(1)
-							} else if err != nil && !errors.Is(err, reserve.ErrFull) {
+							} else if err != nil && !errors.Is(err, invite.ErrFull) {
 								t.Errorf("reserve: %v", err)
 							}
 							break

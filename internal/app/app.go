@@ -30,6 +30,7 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	api "github.com/invitegate/invitegate/internal/http"
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/mail"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
@@ -447,7 +448,7 @@ func retry(ctx context.Context, log logrus.FieldLogger, what string, fn func(con
 		if err == nil {
 			return nil
 		}
-		if errors.Is(err, persist.ErrShardsMismatch) || errors.Is(err, reserve.ErrShardMismatch) {
+		if errors.Is(err, invite.ErrMisconfigured) {
 			return err
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {

@@ -32,7 +32,7 @@ type durable struct {
 	now     func() time.Time
 }
 
-func (d durable) Reserve(ctx context.Context, code string, a email.Address) (reserve.Result, error) {
+func (d durable) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	at := d.now()
 	res, err := d.res.Reserve(ctx, code, a)
 	if err != nil {
@@ -40,21 +40,21 @@ func (d durable) Reserve(ctx context.Context, code string, a email.Address) (res
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	if res.Outcome == reserve.Existing {
+	if res.Outcome == invite.Existing {
 		// A repeat: answered from Redis once MongoDB is known to hold it.
 		if ok, err := d.res.Durable(ctx, a.Canonical, code); err != nil || ok {
 			return res, err
 		}
 		reg, ok, err := d.st.Registration(ctx, a.Canonical)
 		if err != nil {
-			return reserve.Result{}, reserve.Unavailable(err)
+			return invite.Result{}, invite.Unavailable(err)
 		}
 		if ok && reg.Invitation == code {
 			d.markDurable(ctx, a.Canonical, code)
 			return res, nil
 		}
 		if ok {
-			return reserve.Result{}, reserve.ErrEmailTaken
+			return invite.Result{}, invite.ErrEmailTaken
 		}
 		// Redis has the claim and MongoDB not yet: an earlier attempt
 		// timed out before its write landed. Write it now.
@@ -63,12 +63,12 @@ func (d durable) Reserve(ctx context.Context, code string, a email.Address) (res
 		ID: res.ID, Shard: res.Shard, Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: at,
 	})
 	if err != nil {
-		return reserve.Result{}, reserve.Unavailable(err)
+		return invite.Result{}, invite.Unavailable(err)
 	}
 	if out.Outcome == persist.Conflict {
 		// MongoDB has the email on another code (Redis had lost the
 		// claim); the reconciler gives this reservation's seat back.
-		return reserve.Result{}, reserve.ErrEmailTaken
+		return invite.Result{}, invite.ErrEmailTaken
 	}
 	d.markDurable(ctx, a.Canonical, code)
 	return res, nil

@@ -18,7 +18,7 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	api "github.com/invitegate/invitegate/internal/http"
-	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/invite"
 )
 
 // blocking is a Reserver that holds every call until release is closed.
@@ -27,10 +27,10 @@ type blocking struct {
 	release chan struct{}
 }
 
-func (b blocking) Reserve(ctx context.Context, _ string, _ email.Address) (reserve.Result, error) {
+func (b blocking) Reserve(ctx context.Context, _ string, _ email.Address) (invite.Result, error) {
 	b.entered <- struct{}{}
 	<-b.release
-	return reserve.Result{Outcome: reserve.Created}, nil
+	return invite.Result{Outcome: invite.Created}, nil
 }
 
 // TestLoadShedding holds MaxInFlight signups inside the reserver and sends
@@ -210,9 +210,9 @@ func TestRateLimiterDownLetsSignupsThrough(t *testing.T) {
 func TestBlockedDomain(t *testing.T) {
 	blocked := map[string]bool{"mailinator.com": true, "xn--bcher-kva.example": true}
 	var reserved int
-	res := reserverFunc(func(context.Context, string, email.Address) (reserve.Result, error) {
+	res := reserverFunc(func(context.Context, string, email.Address) (invite.Result, error) {
 		reserved++
-		return reserve.Result{Outcome: reserve.Created}, nil
+		return invite.Result{Outcome: invite.Created}, nil
 	})
 	h := api.New(res, api.Config{BlockedDomain: func(d string) bool { return blocked[d] }})
 	for _, tt := range []struct {
@@ -238,20 +238,20 @@ func TestBlockedDomain(t *testing.T) {
 	}
 }
 
-type reserverFunc func(context.Context, string, email.Address) (reserve.Result, error)
+type reserverFunc func(context.Context, string, email.Address) (invite.Result, error)
 
-func (f reserverFunc) Reserve(ctx context.Context, code string, a email.Address) (reserve.Result, error) {
+func (f reserverFunc) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	return f(ctx, code, a)
 }
 
 // TestHideEmailTaken: with the switch, an email used on another code gets
 // the same answer as a repeat on this code, byte for byte.
 func TestHideEmailTaken(t *testing.T) {
-	taken := reserverFunc(func(context.Context, string, email.Address) (reserve.Result, error) {
-		return reserve.Result{}, reserve.ErrEmailTaken
+	taken := reserverFunc(func(context.Context, string, email.Address) (invite.Result, error) {
+		return invite.Result{}, invite.ErrEmailTaken
 	})
-	repeat := reserverFunc(func(context.Context, string, email.Address) (reserve.Result, error) {
-		return reserve.Result{Outcome: reserve.Existing}, nil
+	repeat := reserverFunc(func(context.Context, string, email.Address) (invite.Result, error) {
+		return invite.Result{Outcome: invite.Existing}, nil
 	})
 	body := `{"email":"a@example.com"}`
 	if w := do(t, api.New(taken, api.Config{}), req{path: "/invitations/open", body: body}); w.Code != 409 {

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	api "github.com/invitegate/invitegate/internal/http"
-	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/invite"
 )
 
 // handlerRequest runs one signup through the whole router with a
@@ -51,7 +51,7 @@ var handlerPaths = []struct {
 	status int
 }{
 	{"created", stub{}, http.StatusCreated},
-	{"full", stub{err: reserve.ErrFull}, http.StatusGone},
+	{"full", stub{err: invite.ErrFull}, http.StatusGone},
 }
 
 // handlerAllocBudget is the most allocations one signup may cost on the

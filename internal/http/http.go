@@ -23,7 +23,6 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
-	"github.com/invitegate/invitegate/internal/reserve"
 )
 
 func init() {
@@ -32,9 +31,9 @@ func init() {
 }
 
 // Reserver takes a seat of an invitation for an email; implemented by
-// *reserve.Reserver.
+// every invite.Reserver.
 type Reserver interface {
-	Reserve(ctx context.Context, code string, a email.Address) (reserve.Result, error)
+	Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error)
 }
 
 // Limiter decides whether one client may make one more signup attempt; it
@@ -239,7 +238,7 @@ func (a *API) register(c *gin.Context) {
 	start := time.Now()
 	code := c.Param("code")
 	if !invite.ValidCode(code) {
-		a.fail(c, route, start, reserve.ErrUnknownCode)
+		a.fail(c, route, start, invite.ErrUnknownCode)
 		return
 	}
 	if !isJSON(c.GetHeader("Content-Type")) {
@@ -269,7 +268,7 @@ func (a *API) register(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), a.cfg.Timeout)
 	defer cancel()
 	res, err := a.res.Reserve(ctx, code, addr)
-	hidden := a.cfg.HideEmailTaken && errors.Is(err, reserve.ErrEmailTaken)
+	hidden := a.cfg.HideEmailTaken && errors.Is(err, invite.ErrEmailTaken)
 	if err != nil && !hidden {
 		a.fail(c, route, start, err)
 		return
@@ -278,7 +277,7 @@ func (a *API) register(c *gin.Context) {
 	switch {
 	case hidden:
 		status, body.Status, outcome = http.StatusOK, "already_registered", "email_taken_hidden"
-	case res.Outcome == reserve.Existing:
+	case res.Outcome == invite.Existing:
 		status, body.Status, outcome = http.StatusOK, "already_registered", "existing"
 	}
 	a.m.observe(route, status, outcome, time.Since(start))
@@ -399,7 +398,7 @@ var failures = []struct {
 	err error
 	f   failure
 }{
-	{reserve.ErrUnknownCode, failure{404, "unknown-invitation", "unknown_code", "Unknown invitation", "There is no invitation with this code."}},
+	{invite.ErrUnknownCode, failure{404, "unknown-invitation", "unknown_code", "Unknown invitation", "There is no invitation with this code."}},
 	{errNotFound, failure{404, "not-found", "not_found", "Not found", "There is nothing at this address."}},
 	{errMethod, failure{405, "method-not-allowed", "method_not_allowed", "Method not allowed", "Use POST with a JSON body."}},
 	{email.ErrInvalid, failure{400, "invalid-email", "invalid_email", "Invalid email address", "Enter a plain email address such as name@example.com."}},
@@ -408,16 +407,16 @@ var failures = []struct {
 	{errMissingEmail, failure{400, "missing-email", "malformed", "Email is required", `The body must be a JSON object with one string member "email".`}},
 	{errTooLarge, failure{413, "body-too-large", "too_large", "Request body too large", "The body is larger than a signup needs."}},
 	{errMediaType, failure{415, "unsupported-media-type", "unsupported_media", "Unsupported media type", "Send Content-Type: application/json."}},
-	{reserve.ErrEmailTaken, failure{409, "email-already-used", "email_taken", "Email already used", "This email address has already used another invitation."}},
-	{reserve.ErrFull, failure{410, "invitation-full", "full", "Invitation is full", "This invitation has no places left."}},
-	{reserve.ErrDisabled, failure{410, "invitation-disabled", "disabled", "Invitation is disabled", "This invitation is no longer accepted."}},
-	{reserve.ErrExpired, failure{410, "invitation-expired", "expired", "Invitation has expired", "This invitation is no longer accepted."}},
+	{invite.ErrEmailTaken, failure{409, "email-already-used", "email_taken", "Email already used", "This email address has already used another invitation."}},
+	{invite.ErrFull, failure{410, "invitation-full", "full", "Invitation is full", "This invitation has no places left."}},
+	{invite.ErrDisabled, failure{410, "invitation-disabled", "disabled", "Invitation is disabled", "This invitation is no longer accepted."}},
+	{invite.ErrExpired, failure{410, "invitation-expired", "expired", "Invitation has expired", "This invitation is no longer accepted."}},
 	{errRateLimited, failure{429, "rate-limited", "rate_limited", "Too many attempts", "Too many signup attempts from your network. Try again after the time in Retry-After."}},
 	{errOverloaded, failure{503, "overloaded", "shed", "Service busy", "Too many signups at once. Try again in a moment."}},
-	{reserve.ErrShardMismatch, failure{503, "unavailable", "misconfigured", "Service unavailable", "Try again later."}},
-	{reserve.ErrUnavailable, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
+	{invite.ErrMisconfigured, failure{503, "unavailable", "misconfigured", "Service unavailable", "Try again later."}},
+	{invite.ErrUnavailable, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
 	{context.DeadlineExceeded, failure{503, "unavailable", "unavailable", "Service unavailable", "Try again in a moment."}},
-	{reserve.ErrFrozen, failure{503, "invitation-reseeding", "frozen", "Invitation briefly unavailable", "This invitation is being updated. Try again in a moment."}},
+	{invite.ErrFrozen, failure{503, "invitation-reseeding", "frozen", "Invitation briefly unavailable", "This invitation is being updated. Try again in a moment."}},
 }
 
 var internalFailure = failure{500, "internal", "internal", "Internal error", "Something went wrong on our side. Try again later."}

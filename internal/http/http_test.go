@@ -189,11 +189,11 @@ type stub struct {
 	panic bool
 }
 
-func (s stub) Reserve(context.Context, string, email.Address) (reserve.Result, error) {
+func (s stub) Reserve(context.Context, string, email.Address) (invite.Result, error) {
 	if s.panic {
 		panic("boom")
 	}
-	return reserve.Result{}, s.err
+	return invite.Result{}, s.err
 }
 
 func TestDependencyFailures(t *testing.T) {
@@ -203,7 +203,7 @@ func TestDependencyFailures(t *testing.T) {
 		status     int
 		retryAfter bool
 	}{
-		{"redis down", stub{err: errors.Join(reserve.ErrUnavailable, errors.New("dial tcp 10.0.0.1:6379: secret detail"))}, 503, true},
+		{"redis down", stub{err: errors.Join(invite.ErrUnavailable, errors.New("dial tcp 10.0.0.1:6379: secret detail"))}, 503, true},
 		{"deadline", stub{err: context.DeadlineExceeded}, 503, true},
 		{"unexpected", stub{err: errors.New("internal secret detail")}, 500, false},
 		{"panic", stub{panic: true}, 500, false},

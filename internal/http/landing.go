@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/invitegate/invitegate/internal/invite"
-	"github.com/invitegate/invitegate/internal/reserve"
 )
 
 // The landing page: plain HTML, CSS and JavaScript embedded in the binary,
@@ -42,7 +41,7 @@ func mustRead(name string) []byte {
 
 // StatusFunc reports whether a code takes signups (reserve.Reserver.Status
 // and persist.MongoReserver.Status).
-type StatusFunc func(ctx context.Context, code string) (reserve.Status, error)
+type StatusFunc func(ctx context.Context, code string) (invite.Status, error)
 
 // pageHeaders keep the page to its own scripts and styles and out of
 // frames; nothing inline is allowed.
@@ -55,10 +54,10 @@ var pageHeaders = map[string]string{
 
 // closedText is what the page says instead of the form for a code that
 // takes no signups.
-var closedText = map[reserve.Status]string{
-	reserve.StatusFull:     "Sorry, this invitation is full.",
-	reserve.StatusDisabled: "This invitation is no longer accepted.",
-	reserve.StatusExpired:  "This invitation has expired.",
+var closedText = map[invite.Status]string{
+	invite.StatusFull:     "Sorry, this invitation is full.",
+	invite.StatusDisabled: "This invitation is no longer accepted.",
+	invite.StatusExpired:  "This invitation has expired.",
 }
 
 type pageData struct {
@@ -81,7 +80,7 @@ type statusCache struct {
 }
 
 type cachedStatus struct {
-	st      reserve.Status
+	st      invite.Status
 	unknown bool // no such code
 	until   time.Time
 }
@@ -89,14 +88,14 @@ type cachedStatus struct {
 // maxCachedStatuses bounds the cache; it starts over when full.
 const maxCachedStatuses = 4096
 
-func (sc *statusCache) get(ctx context.Context, code string) (reserve.Status, error) {
+func (sc *statusCache) get(ctx context.Context, code string) (invite.Status, error) {
 	now := time.Now()
 	sc.mu.Lock()
 	e, ok := sc.m[code]
 	sc.mu.Unlock()
 	if ok && now.Before(e.until) {
 		if e.unknown {
-			return "", reserve.ErrUnknownCode
+			return "", invite.ErrUnknownCode
 		}
 		return e.st, nil
 	}
@@ -108,7 +107,7 @@ func (sc *statusCache) get(ctx context.Context, code string) (reserve.Status, er
 		st, err := sc.fn(lctx, code)
 		// Unknown codes are remembered too, so a flood of made-up codes
 		// costs one lookup per code per second, like the API's.
-		if unknown := errors.Is(err, reserve.ErrUnknownCode); err == nil || unknown {
+		if unknown := errors.Is(err, invite.ErrUnknownCode); err == nil || unknown {
 			sc.mu.Lock()
 			if sc.m == nil || len(sc.m) >= maxCachedStatuses {
 				sc.m = make(map[string]cachedStatus)
@@ -123,9 +122,9 @@ func (sc *statusCache) get(ctx context.Context, code string) (reserve.Status, er
 		if res.Err != nil {
 			return "", res.Err
 		}
-		return res.Val.(reserve.Status), nil
+		return res.Val.(invite.Status), nil
 	case <-ctx.Done():
-		return "", reserve.Unavailable(ctx.Err())
+		return "", invite.Unavailable(ctx.Err())
 	}
 }
 
@@ -173,7 +172,7 @@ func (a *API) page(c *gin.Context) {
 	data := pageData{Game: a.cfg.GameName, Code: code}
 	name, status, outcome := "landing.html", http.StatusOK, "page_"+string(st)
 	switch {
-	case errors.Is(err, reserve.ErrUnknownCode):
+	case errors.Is(err, invite.ErrUnknownCode):
 		name, status, outcome = "notfound.html", http.StatusNotFound, "page_unknown"
 		if !invite.ValidCode(code) {
 			data.Code = "" // not echoed: it cannot be anyone's code

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	api "github.com/invitegate/invitegate/internal/http"
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
 
@@ -286,13 +287,13 @@ func TestNoCORSByDefault(t *testing.T) {
 func TestStatusLookupSurvivesItsFirstCaller(t *testing.T) {
 	release := make(chan struct{})
 	var calls atomic.Int32
-	status := func(ctx context.Context, code string) (reserve.Status, error) {
+	status := func(ctx context.Context, code string) (invite.Status, error) {
 		calls.Add(1)
 		<-release
 		if err := ctx.Err(); err != nil {
-			return "", reserve.Unavailable(err)
+			return "", invite.Unavailable(err)
 		}
-		return reserve.StatusOpen, nil
+		return invite.StatusOpen, nil
 	}
 	h := api.New(stub{}, api.Config{LandingPage: true, GameName: "G", Status: status})
 

@@ -20,6 +20,7 @@ import (
 	validator "github.com/pb33f/libopenapi-validator"
 
 	api "github.com/invitegate/invitegate/internal/http"
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
 
@@ -68,7 +69,7 @@ func TestOpenAPI(t *testing.T) {
 	noPage := api.New(stub{}, api.Config{})
 	limited := api.New(stub{}, api.Config{Limiter: refuseAll{}})
 	statusFails := func(err error) http.Handler {
-		return api.New(stub{}, api.Config{LandingPage: true, Status: func(context.Context, string) (reserve.Status, error) { return "", err }})
+		return api.New(stub{}, api.Config{LandingPage: true, Status: func(context.Context, string) (invite.Status, error) { return "", err }})
 	}
 
 	type exchange struct {
@@ -107,10 +108,10 @@ func TestOpenAPI(t *testing.T) {
 		{name: "body too large", h: srv, path: "/invitations/open", body: `{"email":"` + strings.Repeat("a", 5000) + `@example.com"}`, status: 413, problem: "body-too-large"},
 		{name: "not JSON content type", h: srv, path: "/invitations/open", header: map[string]string{"Content-Type": "text/plain"}, body: `{"email":"h@example.com"}`, status: 415, problem: "unsupported-media-type"},
 		{name: "rate limited", h: limited, path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 429, problem: "rate-limited"},
-		{name: "Redis down", h: api.New(stub{err: reserve.Unavailable(errors.New("dial tcp: refused"))}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 503, problem: "unavailable"},
+		{name: "Redis down", h: api.New(stub{err: invite.Unavailable(errors.New("dial tcp: refused"))}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 503, problem: "unavailable"},
 		{name: "deployment misconfigured", h: api.New(stub{err: reserve.ErrShardMismatch}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 503, problem: "unavailable"},
 		{name: "request deadline", h: api.New(stub{err: context.DeadlineExceeded}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 503, problem: "unavailable"},
-		{name: "reseeding", h: api.New(stub{err: reserve.ErrFrozen}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 503, problem: "invitation-reseeding"},
+		{name: "reseeding", h: api.New(stub{err: invite.ErrFrozen}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 503, problem: "invitation-reseeding"},
 		{name: "unexpected error", h: api.New(stub{err: errors.New("boom")}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 500, problem: "internal"},
 		{name: "refused origin", h: cors, path: "/invitations/open", header: map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, body: `{"email":"i@example.com"}`, status: 403},
 
@@ -122,7 +123,7 @@ func TestOpenAPI(t *testing.T) {
 		{name: "page of a full code", h: srv, method: "GET", path: "/invitations/filled", header: browser, status: 200},
 		{name: "status unknown", h: srv, method: "GET", path: "/invitations/nope", status: 404, problem: "unknown-invitation"},
 		{name: "page unknown", h: srv, method: "GET", path: "/invitations/nope", header: browser, status: 404},
-		{name: "status unavailable", h: statusFails(reserve.Unavailable(errors.New("timeout"))), method: "GET", path: "/invitations/open", status: 503, problem: "unavailable"},
+		{name: "status unavailable", h: statusFails(invite.Unavailable(errors.New("timeout"))), method: "GET", path: "/invitations/open", status: 503, problem: "unavailable"},
 		{name: "status unexpected error", h: statusFails(errors.New("boom")), method: "GET", path: "/invitations/open", status: 500, problem: "internal"},
 		{name: "status, refused origin", h: cors, method: "GET", path: "/invitations/open", header: map[string]string{"Origin": "https://evil.example"}, status: 403},
 		{name: "link-preview crawler", h: srv, method: "GET", path: "/invitations/open", header: map[string]string{"Accept": "*/*", "User-Agent": "Twitterbot/1.0"}, status: 200},

@@ -1,6 +1,8 @@
-// Package invite holds invitegate's domain vocabulary shared by the Redis
-// reservation layer, the MongoDB store and the HTTP API: invitations,
-// reservations and the rules for invitation codes.
+// Package invite is invitegate's domain core, the vocabulary every adapter
+// speaks (the Redis reservation layer, the MongoDB store, the HTTP API):
+// invitations, reservations and the rules for codes; the outcomes, statuses
+// and sentinel errors of a signup; and the Reserver contract every
+// reservation path keeps. It imports no store.
 package invite
 
 import "time"

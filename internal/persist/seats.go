@@ -13,7 +13,6 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
-	"github.com/invitegate/invitegate/internal/reserve"
 )
 
 // SeatsCollection holds, with INVITEGATE_RESERVER=mongo, one document per
@@ -53,47 +52,47 @@ func (m *MongoReserver) EnsureSchema(ctx context.Context) error {
 }
 
 // Reserve takes one seat of code for a, with the outcomes and errors of
-// reserve.Reserver.Reserve; MongoDB failures wrap reserve.ErrUnavailable.
-func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Address) (reserve.Result, error) {
+// reserve.Reserver.Reserve; MongoDB failures wrap invite.ErrUnavailable.
+func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	if !invite.ValidCode(code) {
-		return reserve.Result{}, reserve.ErrUnknownCode
+		return invite.Result{}, invite.ErrUnknownCode
 	}
 	if res, err, done := m.known(ctx, code, a.Canonical); done {
 		return res, err
 	}
 	inv, err := m.usable(ctx, code)
 	if err != nil {
-		return reserve.Result{}, err
+		return invite.Result{}, err
 	}
 	k, err := m.takeSeat(ctx, inv, a.Canonical)
 	if err != nil {
-		return reserve.Result{}, err
+		return invite.Result{}, err
 	}
 	// Disabled, expired or shrunk since the read: give the seat back.
 	if now, err := m.usable(ctx, code); err != nil || k >= now.MaxUses {
 		if err == nil {
-			err = reserve.ErrFull
+			err = invite.ErrFull
 		}
-		return reserve.Result{}, errors.Join(err, m.releaseSeat(ctx, code, k))
+		return invite.Result{}, errors.Join(err, m.releaseSeat(ctx, code, k))
 	}
 	r := invite.Reservation{Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: m.st.now()}
 	out, err := m.st.Persist(ctx, []invite.Reservation{r})
 	if err != nil || out[0].Outcome == Failed {
 		// Unknown whether it landed: the seat stays taken.
-		return reserve.Result{}, reserve.Unavailable(errors.Join(ErrDatabase, err))
+		return invite.Result{}, invite.Unavailable(errors.Join(ErrDatabase, err))
 	}
 	switch out[0].Outcome {
 	case AlreadyWritten: // the same email won a concurrent request
-		return reserve.Result{Outcome: reserve.Existing}, m.releaseSeat(ctx, code, k)
+		return invite.Result{Outcome: invite.Existing}, m.releaseSeat(ctx, code, k)
 	case Conflict:
-		return reserve.Result{}, errors.Join(reserve.ErrEmailTaken, m.releaseSeat(ctx, code, k))
+		return invite.Result{}, errors.Join(invite.ErrEmailTaken, m.releaseSeat(ctx, code, k))
 	}
-	return reserve.Result{Outcome: reserve.Created}, nil
+	return invite.Result{Outcome: invite.Created}, nil
 }
 
 // known answers an email that is already registered; done is false when
 // it is not.
-func (m *MongoReserver) known(ctx context.Context, code, canonical string) (res reserve.Result, err error, done bool) {
+func (m *MongoReserver) known(ctx context.Context, code, canonical string) (res invite.Result, err error, done bool) {
 	var doc struct {
 		Invitation string `bson:"invitation"`
 	}
@@ -102,11 +101,11 @@ func (m *MongoReserver) known(ctx context.Context, code, canonical string) (res 
 	case errors.Is(err, mongo.ErrNoDocuments):
 		return res, nil, false
 	case err != nil:
-		return res, reserve.Unavailable(err), true
+		return res, invite.Unavailable(err), true
 	case doc.Invitation == code:
-		return reserve.Result{Outcome: reserve.Existing}, nil, true
+		return invite.Result{Outcome: invite.Existing}, nil, true
 	}
-	return res, reserve.ErrEmailTaken, true
+	return res, invite.ErrEmailTaken, true
 }
 
 // usable returns code's invitation, or the error that answers for it.
@@ -114,27 +113,27 @@ func (m *MongoReserver) usable(ctx context.Context, code string) (invite.Invitat
 	inv, ok, err := m.st.Invitation(ctx, code)
 	switch {
 	case err != nil:
-		return inv, reserve.Unavailable(err)
+		return inv, invite.Unavailable(err)
 	case !ok:
-		return inv, reserve.ErrUnknownCode
+		return inv, invite.ErrUnknownCode
 	case inv.Disabled:
-		return inv, reserve.ErrDisabled
+		return inv, invite.ErrDisabled
 	case inv.Expired(m.st.now()):
-		return inv, reserve.ErrExpired
+		return inv, invite.ErrExpired
 	}
 	return inv, nil
 }
 
 // takeSeat inserts the first free seat of inv: from the number of seats
 // taken upwards, then, if that runs past max_uses, any hole a released
-// seat left. It returns reserve.ErrFull when every seat is taken.
+// seat left. It returns invite.ErrFull when every seat is taken.
 func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, canonical string) (int, error) {
 	n, err := m.seats.CountDocuments(ctx, bson.D{{Key: "code", Value: inv.Code}})
 	if err != nil {
-		return 0, reserve.Unavailable(err)
+		return 0, invite.Unavailable(err)
 	}
 	if int(n) >= inv.MaxUses {
-		return 0, reserve.ErrFull
+		return 0, invite.ErrFull
 	}
 	try := func(k int) (bool, error) {
 		_, err := m.seats.InsertOne(ctx, bson.D{{Key: "_id", Value: seatID(inv.Code, k)}, {Key: "code", Value: inv.Code}, {Key: "k", Value: k}, {Key: "email", Value: canonical}})
@@ -142,7 +141,7 @@ func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, can
 			return false, nil
 		}
 		if err != nil {
-			return false, reserve.Unavailable(err)
+			return false, invite.Unavailable(err)
 		}
 		return true, nil
 	}
@@ -155,13 +154,13 @@ func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, can
 	// released seat left a hole below n.
 	cur, err := m.seats.Find(ctx, bson.D{{Key: "code", Value: inv.Code}}, options.Find().SetProjection(bson.D{{Key: "k", Value: 1}}))
 	if err != nil {
-		return 0, reserve.Unavailable(err)
+		return 0, invite.Unavailable(err)
 	}
 	var docs []struct {
 		K int `bson:"k"`
 	}
 	if err := cur.All(ctx, &docs); err != nil {
-		return 0, reserve.Unavailable(err)
+		return 0, invite.Unavailable(err)
 	}
 	taken := make(map[int]bool, len(docs))
 	for _, d := range docs {
@@ -175,13 +174,13 @@ func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, can
 			return k, err
 		}
 	}
-	return 0, reserve.ErrFull
+	return 0, invite.ErrFull
 }
 
 // releaseSeat deletes seat k of code.
 func (m *MongoReserver) releaseSeat(ctx context.Context, code string, k int) error {
 	if _, err := m.seats.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatID(code, k)}}); err != nil {
-		return reserve.Unavailable(fmt.Errorf("release a seat: %w", err))
+		return invite.Unavailable(fmt.Errorf("release a seat: %w", err))
 	}
 	return nil
 }
@@ -249,7 +248,7 @@ func (s *Store) Reserver(ctx context.Context) (mode string, ok bool, err error) 
 	return mode, ok, err
 }
 
-// ExpectReserver returns ErrShardsMismatch when the deployment recorded
+// ExpectReserver returns ErrSettingsMismatch when the deployment recorded
 // another reservation path than mode; it records nothing.
 func (s *Store) ExpectReserver(ctx context.Context, mode string) error {
 	recorded, ok, err := s.Reserver(ctx)
@@ -257,13 +256,13 @@ func (s *Store) ExpectReserver(ctx context.Context, mode string) error {
 		return err
 	}
 	if ok && recorded != mode {
-		return fmt.Errorf("%w: reserver was created as %q, configured %q", ErrShardsMismatch, recorded, mode)
+		return fmt.Errorf("%w: reserver was created as %q, configured %q", ErrSettingsMismatch, recorded, mode)
 	}
 	return nil
 }
 
 // CheckReserver records which reservation path the deployment uses
-// ("redis" or "mongo") on first start and returns ErrShardsMismatch when a
+// ("redis" or "mongo") on first start and returns ErrSettingsMismatch when a
 // process is configured with the other: the MongoDB path counts seats in
 // the seats collection, which the Redis path does not maintain. fresh is
 // true when this call recorded the path (the first start, or the first
@@ -286,25 +285,27 @@ func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err
 
 // Status reports whether code takes signups, with the outcomes of
 // reserve.Reserver.Status; full when every seat is taken.
-func (m *MongoReserver) Status(ctx context.Context, code string) (reserve.Status, error) {
+func (m *MongoReserver) Status(ctx context.Context, code string) (invite.Status, error) {
 	if !invite.ValidCode(code) {
-		return "", reserve.ErrUnknownCode
+		return "", invite.ErrUnknownCode
 	}
 	inv, err := m.usable(ctx, code)
 	switch {
-	case errors.Is(err, reserve.ErrDisabled):
-		return reserve.StatusDisabled, nil
-	case errors.Is(err, reserve.ErrExpired):
-		return reserve.StatusExpired, nil
+	case errors.Is(err, invite.ErrDisabled):
+		return invite.StatusDisabled, nil
+	case errors.Is(err, invite.ErrExpired):
+		return invite.StatusExpired, nil
 	case err != nil:
 		return "", err
 	}
 	n, err := m.seats.CountDocuments(ctx, bson.D{{Key: "code", Value: code}})
 	if err != nil {
-		return "", reserve.Unavailable(err)
+		return "", invite.Unavailable(err)
 	}
 	if int(n) >= inv.MaxUses {
-		return reserve.StatusFull, nil
+		return invite.StatusFull, nil
 	}
-	return reserve.StatusOpen, nil
+	return invite.StatusOpen, nil
 }
+
+var _ invite.Reserver = (*MongoReserver)(nil)

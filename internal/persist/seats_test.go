@@ -10,7 +10,6 @@ import (
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
-	"github.com/invitegate/invitegate/internal/reserve"
 )
 
 // TestMongoReserverStatus: the landing page's status on the MongoDB-only
@@ -31,17 +30,17 @@ func TestMongoReserverStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want := func(code string, s reserve.Status, wantErr error) {
+	want := func(code string, s invite.Status, wantErr error) {
 		t.Helper()
 		got, err := m.Status(ctx, code)
 		if got != s || !errors.Is(err, wantErr) {
 			t.Fatalf("Status(%q) = %q, %v; want %q, %v", code, got, err, s, wantErr)
 		}
 	}
-	want("st", reserve.StatusOpen, nil)
-	want("off", reserve.StatusDisabled, nil)
-	want("old", reserve.StatusExpired, nil)
-	want("nope", "", reserve.ErrUnknownCode)
+	want("st", invite.StatusOpen, nil)
+	want("off", invite.StatusDisabled, nil)
+	want("old", invite.StatusExpired, nil)
+	want("nope", "", invite.ErrUnknownCode)
 	for i := 0; i < 2; i++ {
 		a, err := email.Parse(fmt.Sprintf("m%d@example.com", i), email.Options{})
 		if err != nil {
@@ -51,5 +50,5 @@ func TestMongoReserverStatus(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	want("st", reserve.StatusFull, nil)
+	want("st", invite.StatusFull, nil)
 }

@@ -37,12 +37,13 @@ const (
 var (
 	ErrExists  = errors.New("persist: invitation already exists")
 	ErrInvalid = errors.New("persist: invalid invitation")
-	// ErrShardsMismatch: the deployment was created with another shard
-	// count or email rule than this process is configured with.
-	ErrShardsMismatch = errors.New("persist: deployment was created with other settings")
-	ErrDatabase       = errors.New("persist: database unavailable")
-	ErrNotFound       = errors.New("persist: no such invitation")
-	ErrChanged        = errors.New("persist: invitation changed concurrently")
+	// ErrSettingsMismatch: the deployment was created with another shard
+	// count, email rule or reservation path than this process is
+	// configured with.
+	ErrSettingsMismatch = fmt.Errorf("%w: the deployment was created with other settings", invite.ErrMisconfigured)
+	ErrDatabase         = errors.New("persist: database unavailable")
+	ErrNotFound         = errors.New("persist: no such invitation")
+	ErrChanged          = errors.New("persist: invitation changed concurrently")
 )
 
 // Store reads and writes invitegate's MongoDB collections.
@@ -111,7 +112,7 @@ func (s *Store) EnsureSchema(ctx context.Context) error {
 }
 
 // CheckShards records the deployment's shard count on first start and
-// returns ErrShardsMismatch when a later start uses another one: emails
+// returns ErrSettingsMismatch when a later start uses another one: emails
 // would hash to other shards and claims would no longer be unique.
 func (s *Store) CheckShards(ctx context.Context, shards int) error {
 	return s.checkSetting(ctx, "shards", int64(shards))
@@ -125,7 +126,7 @@ func (s *Store) CheckEmailRule(ctx context.Context, stripPlusAll bool) error {
 }
 
 // checkSetting stores value under id on first use and returns
-// ErrShardsMismatch (wrapped with the names) when a later value differs.
+// ErrSettingsMismatch (wrapped with the names) when a later value differs.
 func (s *Store) checkSetting(ctx context.Context, id string, value any) error {
 	_, err := s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "value", Value: value}})
 	if err == nil {
@@ -149,7 +150,7 @@ func (s *Store) checkSetting(ctx context.Context, id string, value any) error {
 		same = ok && b == v
 	}
 	if !same {
-		return fmt.Errorf("%w: %s was created as %s, configured %v", ErrShardsMismatch, id, stored.String(), value)
+		return fmt.Errorf("%w: %s was created as %s, configured %v", ErrSettingsMismatch, id, stored.String(), value)
 	}
 	return nil
 }

@@ -108,8 +108,8 @@ func TestCheckShards(t *testing.T) {
 	if err := st.CheckShards(ctx, 16); err != nil {
 		t.Fatalf("same count again: %v", err)
 	}
-	if err := st.CheckShards(ctx, 4); !errors.Is(err, persist.ErrShardsMismatch) {
-		t.Fatalf("other count: %v, want ErrShardsMismatch", err)
+	if err := st.CheckShards(ctx, 4); !errors.Is(err, persist.ErrSettingsMismatch) {
+		t.Fatalf("other count: %v, want ErrSettingsMismatch", err)
 	}
 	if err := st.CheckEmailRule(ctx, false); err != nil {
 		t.Fatal(err)
@@ -117,8 +117,8 @@ func TestCheckShards(t *testing.T) {
 	if err := st.CheckEmailRule(ctx, false); err != nil {
 		t.Fatalf("same rule again: %v", err)
 	}
-	if err := st.CheckEmailRule(ctx, true); !errors.Is(err, persist.ErrShardsMismatch) {
-		t.Fatalf("other email rule: %v, want ErrShardsMismatch", err)
+	if err := st.CheckEmailRule(ctx, true); !errors.Is(err, persist.ErrSettingsMismatch) {
+		t.Fatalf("other email rule: %v, want ErrSettingsMismatch", err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/scripts/lua"
 )
 
@@ -29,7 +30,7 @@ func (r *Reserver) Grow(ctx context.Context, code string, n, newMax int) error {
 	}
 	for s, add := range split(n, r.shards) {
 		if err := grantScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, add, newMax).Err(); err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 	}
 	return nil
@@ -47,7 +48,7 @@ func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax in
 		got, err := revokeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, need, newMax).Int()
 		if err != nil {
 			r.undoShrink(ctx, code, taken, oldMax)
-			return true, Unavailable(err)
+			return true, invite.Unavailable(err)
 		}
 		if got < 0 {
 			continue
@@ -83,7 +84,7 @@ func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) 
 	}
 	for s := 0; s < r.shards; s++ {
 		if err := stateScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, "dis", v).Err(); err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 	}
 	return nil
@@ -97,7 +98,7 @@ func (r *Reserver) LoadScripts(ctx context.Context) error {
 	for _, s := range []*redis.Script{reserveScript, stealScript, seedScript, giveBackScript, reopenScript,
 		unlockScript, grantScript, revokeScript, stateScript, freezeScript, rebuildScript} {
 		if err := s.Load(ctx, r.rdb).Err(); err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 	}
 	return nil

@@ -100,13 +100,13 @@ func TestMoveSurvivesItsRequest(t *testing.T) {
 			on0 = append(on0, a)
 		}
 	}
-	if res, err := r.Reserve(context.Background(), "c", on0[0]); err != nil || res.Outcome != Created {
+	if res, err := r.Reserve(context.Background(), "c", on0[0]); err != nil || res.Outcome != invite.Created {
 		t.Fatalf("first signup: %+v %v", res, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.afterSteal = cancel // the request ends right after the steal
 	res, err := r.Reserve(ctx, "c", on0[1])
-	if err != nil || res.Outcome != Created {
+	if err != nil || res.Outcome != invite.Created {
 		t.Fatalf("second signup, its request canceled mid-move: %+v %v, want created", res, err)
 	}
 	rem, _, err := r.Remaining(context.Background(), "c")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -17,23 +18,23 @@ const DurableMarkTTL = 24 * time.Hour
 // so that with INVITEGATE_ACK=mongo a repeated signup is answered from
 // Redis instead of reading MongoDB. Call it only after MongoDB confirmed
 // the registration. A Redis that loses the mark loses nothing but the
-// shortcut. It returns an error wrapping ErrUnavailable.
+// shortcut. It returns an error wrapping invite.ErrUnavailable.
 func (r *Reserver) MarkDurable(ctx context.Context, canonical, code string) error {
 	if err := r.cmd.Set(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical), code, DurableMarkTTL).Err(); err != nil {
-		return Unavailable(err)
+		return invite.Unavailable(err)
 	}
 	return nil
 }
 
 // Durable reports whether MarkDurable recorded canonical on code. It
-// returns an error wrapping ErrUnavailable.
+// returns an error wrapping invite.ErrUnavailable.
 func (r *Reserver) Durable(ctx context.Context, canonical, code string) (bool, error) {
 	v, err := r.cmd.Get(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical)).Result()
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}
 	if err != nil {
-		return false, Unavailable(err)
+		return false, invite.Unavailable(err)
 	}
 	return v == code, nil
 }

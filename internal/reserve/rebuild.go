@@ -18,7 +18,7 @@ var (
 
 // Reseeding one code under live traffic (invitectl reseed CODE):
 //
-//  1. Freeze: every shard's bucket refuses signups (ErrFrozen, a 503 with
+//  1. Freeze: every shard's bucket refuses signups (invite.ErrFrozen, a 503 with
 //     Retry-After) until a deadline, and gives no tokens to sweeps.
 //  2. Pending: every reservation of the code still in the streams is read;
 //     the caller writes them to MongoDB (idempotent inserts).
@@ -44,7 +44,7 @@ func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) (
 	owner = newToken()
 	for s := 0; s < r.shards; s++ {
 		if err := freezeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, ttl.Milliseconds(), owner).Err(); err != nil {
-			return "", Unavailable(err)
+			return "", invite.Unavailable(err)
 		}
 	}
 	return owner, nil
@@ -84,7 +84,7 @@ func (r *Reserver) eachPending(ctx context.Context, fn func(invite.Reservation))
 		for {
 			msgs, err := r.cmd.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
 			if err != nil {
-				return Unavailable(err)
+				return invite.Unavailable(err)
 			}
 			for _, e := range r.appendEntries(nil, s, msgs) {
 				fn(e)
@@ -119,7 +119,7 @@ func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted
 	for s := 0; s < r.shards; s++ {
 		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "zero").Int()
 		if err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 		if n == 0 {
 			return ErrFreezeLost
@@ -130,7 +130,7 @@ func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted
 	for s, tok := range split(inv.MaxUses-persisted, r.shards) {
 		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "open", tok, dis, exp, inv.MaxUses, epoch).Int()
 		if err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 		if n == 0 {
 			return ErrFreezeLost

@@ -32,23 +32,9 @@ import (
 	"github.com/invitegate/invitegate/scripts/lua"
 )
 
-// Errors returned by Reserve. Callers map them to answers; anything else is
-// an internal error.
-var (
-	ErrUnknownCode = errors.New("reserve: unknown invitation code")
-	ErrEmailTaken  = errors.New("reserve: email already registered with another invitation")
-	ErrFull        = errors.New("reserve: invitation is full")
-	ErrDisabled    = errors.New("reserve: invitation is disabled")
-	ErrExpired     = errors.New("reserve: invitation has expired")
-	// ErrUnavailable wraps failures to reach Redis or MongoDB in time; the
-	// request may be retried.
-	ErrUnavailable = errors.New("reserve: reservation store unavailable")
-	// ErrFrozen means a reseed of the code is running; retry in a moment.
-	ErrFrozen = errors.New("reserve: invitation is being reseeded")
-	// ErrShardMismatch means Redis was seeded for another shard count than
-	// this process runs with; it needs an operator.
-	ErrShardMismatch = errors.New("reserve: redis is seeded for a different shard count")
-)
+// ErrShardMismatch means Redis was seeded for another shard count than
+// this process runs with; it needs an operator.
+var ErrShardMismatch = fmt.Errorf("%w: redis is seeded for a different shard count", invite.ErrMisconfigured)
 
 // Scripts are loaded once and called by SHA, falling back to EVAL when a
 // node does not have them (a fresh or restarted node, a new release).
@@ -60,23 +46,6 @@ var (
 	reopenScript   = redis.NewScript(lua.Reopen)
 	unlockScript   = redis.NewScript(lua.Unlock)
 )
-
-// Outcome is what a successful Reserve did.
-type Outcome int
-
-const (
-	// Created is a new signup.
-	Created Outcome = iota + 1
-	// Existing means the email already holds this code; nothing changed.
-	Existing
-)
-
-// Result is a successful reservation.
-type Result struct {
-	Outcome Outcome
-	Shard   int
-	ID      string // reservation stream entry ID; empty for Existing
-}
 
 // Source is where the reservation layer reads the truth from when it seeds
 // Redis: MongoDB, through internal/persist.
@@ -242,12 +211,12 @@ type reply struct {
 	arg    string
 }
 
-// Reserve takes one seat of code for a. It returns Created or Existing, or
-// one of ErrUnknownCode, ErrEmailTaken, ErrFull, ErrDisabled, ErrExpired,
-// ErrShardMismatch, or an error wrapping ErrUnavailable.
-func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (Result, error) {
+// Reserve takes one seat of code for a. It returns invite.Created or invite.Existing, or
+// one of invite.ErrUnknownCode, invite.ErrEmailTaken, invite.ErrFull, invite.ErrDisabled, invite.ErrExpired,
+// ErrShardMismatch, or an error wrapping invite.ErrUnavailable.
+func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	if !invite.ValidCode(code) {
-		return Result{}, ErrUnknownCode
+		return invite.Result{}, invite.ErrUnknownCode
 	}
 	s := shardOf(a.Canonical, r.shards)
 	// Each retry follows seeding; more than a few means something keeps
@@ -255,25 +224,25 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (R
 	for attempt := 0; attempt < 5; attempt++ {
 		rep, err := r.call(ctx, s, code, a, 0, "", 0)
 		if err != nil {
-			return Result{}, err
+			return invite.Result{}, err
 		}
 		switch rep.status {
 		case stEmpty:
 			return r.sweep(ctx, s, code, a)
 		case stNoBucket:
 			if err := r.ensureCode(ctx, code); err != nil {
-				return Result{}, err
+				return invite.Result{}, err
 			}
 			continue
 		case stNoSeed:
 			if err := r.seedShared(ctx); err != nil {
-				return Result{}, err
+				return invite.Result{}, err
 			}
 			continue
 		}
 		return r.result(s, rep)
 	}
-	return Result{}, fmt.Errorf("%w: code %q still unseeded after retries", ErrUnavailable, code)
+	return invite.Result{}, fmt.Errorf("%w: code %q still unseeded after retries", invite.ErrUnavailable, code)
 }
 
 // sweep moves tokens from other shards to s, starting at a random shard so
@@ -283,18 +252,18 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (R
 // others on s are answered full meanwhile, so a sold-out code costs one
 // sweep per shard per SoldOutTTL, not one per request that arrives before
 // the mark is set again.
-func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Address) (Result, error) {
+func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Address) (invite.Result, error) {
 	r.metrics.Sweeps.Inc()
 	if r.shards > 1 {
 		start := rand.IntN(r.shards - 1)
 		for i := 0; i < r.shards-1; i++ {
 			if err := ctx.Err(); err != nil {
-				return Result{}, Unavailable(err) // no new move past the deadline
+				return invite.Result{}, invite.Unavailable(err) // no new move past the deadline
 			}
 			j := (s + 1 + (start+i)%(r.shards-1)) % r.shards
 			rep, moved, err := r.move(ctx, j, s, code, a)
 			if err != nil {
-				return Result{}, err
+				return invite.Result{}, err
 			}
 			if moved && rep.status != stEmpty {
 				return r.result(s, rep)
@@ -303,40 +272,40 @@ func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Addres
 	}
 	rep, err := r.call(ctx, s, code, a, 0, "", r.cfg.SoldOutTTL.Milliseconds())
 	if err != nil {
-		return Result{}, err
+		return invite.Result{}, err
 	}
 	return r.result(s, rep)
 }
 
-func (r *Reserver) result(s int, rep reply) (Result, error) {
+func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 	switch rep.status {
 	case stReserved:
-		return Result{Outcome: Created, Shard: s, ID: rep.arg}, nil
+		return invite.Result{Outcome: invite.Created, Shard: s, ID: rep.arg}, nil
 	case stExisting:
-		return Result{Outcome: Existing, Shard: s}, nil
+		return invite.Result{Outcome: invite.Existing, Shard: s}, nil
 	case stTaken:
-		return Result{}, ErrEmailTaken
+		return invite.Result{}, invite.ErrEmailTaken
 	case stSoldOut:
-		return Result{}, ErrFull
+		return invite.Result{}, invite.ErrFull
 	case stClosed:
 		if rep.arg == "expired" {
-			return Result{}, ErrExpired
+			return invite.Result{}, invite.ErrExpired
 		}
-		return Result{}, ErrDisabled
+		return invite.Result{}, invite.ErrDisabled
 	case stMismatch:
 		r.log.WithField("redis_shards", rep.arg).WithField("shards", r.shards).Error("redis was seeded for another shard count")
-		return Result{}, ErrShardMismatch
+		return invite.Result{}, ErrShardMismatch
 	case stNoBucket:
 		// The bucket vanished between two calls of one request: Redis lost data.
-		return Result{}, fmt.Errorf("%w: bucket disappeared", ErrUnavailable)
+		return invite.Result{}, fmt.Errorf("%w: bucket disappeared", invite.ErrUnavailable)
 	case stNoSeed:
-		return Result{}, fmt.Errorf("%w: shard not seeded", ErrUnavailable)
+		return invite.Result{}, fmt.Errorf("%w: shard not seeded", invite.ErrUnavailable)
 	case stEmpty:
-		return Result{}, ErrFull
+		return invite.Result{}, invite.ErrFull
 	case stFrozen:
-		return Result{}, ErrFrozen
+		return invite.Result{}, invite.ErrFrozen
 	}
-	return Result{}, fmt.Errorf("reserve: unexpected script status %d", rep.status)
+	return invite.Result{}, fmt.Errorf("reserve: unexpected script status %d", rep.status)
 }
 
 // move steals tokens from shard from and deposits them on shard to with
@@ -350,7 +319,7 @@ func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.
 	defer cancel()
 	v, err := stealScript.Run(mctx, r.rdb, []string{r.keys.bucket(from, code)}).Slice()
 	if err != nil {
-		return reply{}, false, Unavailable(err)
+		return reply{}, false, invite.Unavailable(err)
 	}
 	st, err := decodeReply(v)
 	if err != nil {
@@ -387,7 +356,7 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 	pipelined := carry == 0
 	v, err := r.runReserve(ctx, pipelined, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch, max(r.cfg.SweepLease.Milliseconds(), 0))
 	if err != nil {
-		return reply{}, Unavailable(err)
+		return reply{}, invite.Unavailable(err)
 	}
 	return decodeReply(v)
 }
@@ -448,15 +417,6 @@ func decodeReply(v []any) (reply, error) {
 	return rep, nil
 }
 
-// Unavailable wraps err as ErrUnavailable (once): the error every
-// reservation path returns when a store it needs does not answer.
-func Unavailable(err error) error {
-	if errors.Is(err, ErrUnavailable) {
-		return err
-	}
-	return fmt.Errorf("%w: %w", ErrUnavailable, err)
-}
-
 // knownCodes is a snapshot of the usable invitation codes in MongoDB.
 type knownCodes struct {
 	until time.Time // refresh after
@@ -466,7 +426,7 @@ type knownCodes struct {
 // ensureCode makes sure code's buckets exist. Whether code exists at all is
 // answered from a snapshot of MongoDB's codes refreshed at most every
 // UnknownTTL, so a flood of random codes costs MongoDB one query per
-// UnknownTTL per replica, not one per code. It returns ErrUnknownCode if
+// UnknownTTL per replica, not one per code. It returns invite.ErrUnknownCode if
 // MongoDB has no usable invitation by that name.
 func (r *Reserver) ensureCode(ctx context.Context, code string) error {
 	ok, err := r.isKnown(ctx, code)
@@ -474,7 +434,7 @@ func (r *Reserver) ensureCode(ctx context.Context, code string) error {
 		return err
 	}
 	if !ok {
-		return ErrUnknownCode
+		return invite.ErrUnknownCode
 	}
 	ch := r.seedOne.DoChan(code, func() (any, error) {
 		// Detached from one request's cancellation: other requests wait on
@@ -483,10 +443,10 @@ func (r *Reserver) ensureCode(ctx context.Context, code string) error {
 		defer cancel()
 		inv, ok, err := r.src.Invitation(sctx, code)
 		if err != nil {
-			return nil, Unavailable(err)
+			return nil, invite.Unavailable(err)
 		}
 		if !ok {
-			return nil, ErrUnknownCode
+			return nil, invite.ErrUnknownCode
 		}
 		return nil, r.SeedCode(sctx, inv)
 	})
@@ -494,7 +454,7 @@ func (r *Reserver) ensureCode(ctx context.Context, code string) error {
 	case res := <-ch:
 		return res.Err
 	case <-ctx.Done():
-		return Unavailable(ctx.Err())
+		return invite.Unavailable(ctx.Err())
 	}
 }
 
@@ -514,7 +474,7 @@ func (r *Reserver) isKnown(ctx context.Context, code string) (bool, error) {
 		defer cancel()
 		invs, err := r.src.Invitations(sctx)
 		if err != nil {
-			return nil, Unavailable(err)
+			return nil, invite.Unavailable(err)
 		}
 		codes := make(map[string]struct{}, len(invs))
 		for _, inv := range invs {
@@ -533,7 +493,7 @@ func (r *Reserver) isKnown(ctx context.Context, code string) (bool, error) {
 		_, ok := res.Val.(map[string]struct{})[code]
 		return ok, nil
 	case <-ctx.Done():
-		return false, Unavailable(ctx.Err())
+		return false, invite.Unavailable(ctx.Err())
 	}
 }
 
@@ -548,10 +508,12 @@ func (r *Reserver) seedShared(ctx context.Context) error {
 	select {
 	case res := <-ch:
 		if res.Err != nil && !errors.Is(res.Err, ErrShardMismatch) {
-			return Unavailable(res.Err)
+			return invite.Unavailable(res.Err)
 		}
 		return res.Err
 	case <-ctx.Done():
-		return Unavailable(ctx.Err())
+		return invite.Unavailable(ctx.Err())
 	}
 }
+
+var _ invite.Reserver = (*Reserver)(nil)

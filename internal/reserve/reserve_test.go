@@ -190,22 +190,22 @@ func TestOutcomes(t *testing.T) {
 
 				steps := []struct {
 					code, email string
-					want        reserve.Outcome
+					want        invite.Outcome
 					wantErr     error
 				}{
-					{"x", "a@example.com", reserve.Created, nil},
-					{"x", "A@Example.com", reserve.Existing, nil},
-					{"y", "a@example.com", 0, reserve.ErrEmailTaken},
-					{"x", "b@example.com", reserve.Created, nil},
-					{"x", "c@example.com", 0, reserve.ErrFull},
-					{"x", "a@example.com", reserve.Existing, nil}, // full, but registered here: 200
-					{"y", "d@example.com", reserve.Created, nil},
-					{"y", "a@example.com", 0, reserve.ErrEmailTaken}, // registered elsewhere beats full: 409
-					{"off", "e@example.com", 0, reserve.ErrDisabled},
-					{"old", "e@example.com", 0, reserve.ErrExpired},
-					{"nope", "e@example.com", 0, reserve.ErrUnknownCode},
-					{"bad/code", "e@example.com", 0, reserve.ErrUnknownCode},
-					{"x", "e.x.t+spam@googlemail.com", 0, reserve.ErrFull},
+					{"x", "a@example.com", invite.Created, nil},
+					{"x", "A@Example.com", invite.Existing, nil},
+					{"y", "a@example.com", 0, invite.ErrEmailTaken},
+					{"x", "b@example.com", invite.Created, nil},
+					{"x", "c@example.com", 0, invite.ErrFull},
+					{"x", "a@example.com", invite.Existing, nil}, // full, but registered here: 200
+					{"y", "d@example.com", invite.Created, nil},
+					{"y", "a@example.com", 0, invite.ErrEmailTaken}, // registered elsewhere beats full: 409
+					{"off", "e@example.com", 0, invite.ErrDisabled},
+					{"old", "e@example.com", 0, invite.ErrExpired},
+					{"nope", "e@example.com", 0, invite.ErrUnknownCode},
+					{"bad/code", "e@example.com", 0, invite.ErrUnknownCode},
+					{"x", "e.x.t+spam@googlemail.com", 0, invite.ErrFull},
 				}
 				for i, s := range steps {
 					res, err := r.Reserve(ctx, s.code, addr(t, s.email))
@@ -244,14 +244,14 @@ func spike(tb testing.TB, r *reserve.Reserver, code string, emails []string) (cr
 			defer wg.Done()
 			res, err := r.Reserve(context.Background(), code, addr(tb, em))
 			switch {
-			case err == nil && res.Outcome == reserve.Created:
+			case err == nil && res.Outcome == invite.Created:
 				c.Add(1)
 				mu.Lock()
 				wins[em] = true
 				mu.Unlock()
 			case err == nil:
 				e.Add(1)
-			case errors.Is(err, reserve.ErrFull), errors.Is(err, reserve.ErrEmailTaken):
+			case errors.Is(err, invite.ErrFull), errors.Is(err, invite.ErrEmailTaken):
 				f.Add(1)
 			default:
 				other.Add(1)
@@ -397,7 +397,7 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	}
 	before := testutil.ToFloat64(m.Sweeps)
 	for i := 0; i < 500; i++ {
-		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("l%d@example.com", i))); !errors.Is(err, reserve.ErrFull) {
+		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("l%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
 			t.Fatalf("err = %v, want ErrFull", err)
 		}
 	}
@@ -417,7 +417,7 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, a := range crowd {
 		wg.Go(func() {
-			if _, err := r.Reserve(ctx, "so", a); !errors.Is(err, reserve.ErrFull) {
+			if _, err := r.Reserve(ctx, "so", a); !errors.Is(err, invite.ErrFull) {
 				t.Errorf("err = %v, want ErrFull", err)
 			}
 		})
@@ -431,7 +431,7 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	nowNs.Add(int64(500 * time.Millisecond))
 	before = testutil.ToFloat64(m.Sweeps)
 	for i := 0; i < 200; i++ {
-		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("y%d@example.com", i))); !errors.Is(err, reserve.ErrFull) {
+		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("y%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
 			t.Fatalf("err = %v, want ErrFull", err)
 		}
 	}
@@ -488,10 +488,10 @@ func TestSeedConcurrentNeverDoubles(t *testing.T) {
 				if rem, _, _ := r.Remaining(ctx, "sd"); rem != 70 {
 					t.Fatalf("remaining after reseed = %d, want 70", rem)
 				}
-				if res, err := r.Reserve(ctx, "sd", addr(t, "p7@example.com")); err != nil || res.Outcome != reserve.Existing {
+				if res, err := r.Reserve(ctx, "sd", addr(t, "p7@example.com")); err != nil || res.Outcome != invite.Existing {
 					t.Fatalf("persisted email on its code: %v, %v; want Existing", res.Outcome, err)
 				}
-				if _, err := r.Reserve(ctx, "other", addr(t, "p7@example.com")); !errors.Is(err, reserve.ErrEmailTaken) {
+				if _, err := r.Reserve(ctx, "other", addr(t, "p7@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
 					t.Fatalf("persisted email on another code: %v; want ErrEmailTaken", err)
 				}
 			})
@@ -512,10 +512,10 @@ func TestUnknownCodeCache(t *testing.T) {
 	}
 	src.lookups.Store(0)
 	for i := 0; i < 50; i++ {
-		if _, err := r.Reserve(ctx, fmt.Sprintf("random%d", i), addr(t, "a@example.com")); !errors.Is(err, reserve.ErrUnknownCode) {
+		if _, err := r.Reserve(ctx, fmt.Sprintf("random%d", i), addr(t, "a@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
 			t.Fatalf("err = %v, want ErrUnknownCode", err)
 		}
-		if _, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); !errors.Is(err, reserve.ErrUnknownCode) {
+		if _, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
 			t.Fatalf("err = %v, want ErrUnknownCode", err)
 		}
 	}
@@ -526,7 +526,7 @@ func TestUnknownCodeCache(t *testing.T) {
 	src.invs["later"] = invite.Invitation{Code: "later", MaxUses: 1}
 	src.mu.Unlock()
 	now = now.Add(3 * time.Second)
-	if res, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); err != nil || res.Outcome != reserve.Created {
+	if res, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); err != nil || res.Outcome != invite.Created {
 		t.Fatalf("after TTL: %v, %v; want Created", res.Outcome, err)
 	}
 }
@@ -550,13 +550,13 @@ func TestReseedAfterWipe(t *testing.T) {
 			testenv.Wipe(t, c, ns)
 			// A new email gets the last seat; the next is refused; the old
 			// ones are recognized.
-			if res, err := r.Reserve(ctx, "w", addr(t, "c@example.com")); err != nil || res.Outcome != reserve.Created {
+			if res, err := r.Reserve(ctx, "w", addr(t, "c@example.com")); err != nil || res.Outcome != invite.Created {
 				t.Fatalf("c: %v, %v", res.Outcome, err)
 			}
-			if _, err := r.Reserve(ctx, "w", addr(t, "d@example.com")); !errors.Is(err, reserve.ErrFull) {
+			if _, err := r.Reserve(ctx, "w", addr(t, "d@example.com")); !errors.Is(err, invite.ErrFull) {
 				t.Fatalf("d: %v, want ErrFull", err)
 			}
-			if res, err := r.Reserve(ctx, "w", addr(t, "a@example.com")); err != nil || res.Outcome != reserve.Existing {
+			if res, err := r.Reserve(ctx, "w", addr(t, "a@example.com")); err != nil || res.Outcome != invite.Existing {
 				t.Fatalf("a: %v, %v; want Existing", res.Outcome, err)
 			}
 		})
@@ -584,7 +584,7 @@ func TestGiveBackOnce(t *testing.T) {
 	if rem, _, _ := r.Remaining(ctx, "g"); rem != 2 {
 		t.Fatalf("remaining = %d, want 2", rem)
 	}
-	if _, err := r.Reserve(ctx, "g", a); !errors.Is(err, reserve.ErrEmailTaken) {
+	if _, err := r.Reserve(ctx, "g", a); !errors.Is(err, invite.ErrEmailTaken) {
 		t.Fatalf("email now points at its MongoDB code: %v, want ErrEmailTaken", err)
 	}
 }
@@ -598,7 +598,7 @@ func TestRedisDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err := r.Reserve(ctx, "x", addr(t, "a@example.com"))
-	if !errors.Is(err, reserve.ErrUnavailable) {
+	if !errors.Is(err, invite.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
 }
@@ -645,7 +645,7 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Reserve(ctx, "rb", addr(t, "frozen@example.com")); !errors.Is(err, reserve.ErrFrozen) {
+	if _, err := r.Reserve(ctx, "rb", addr(t, "frozen@example.com")); !errors.Is(err, invite.ErrFrozen) {
 		t.Fatalf("signup while frozen: %v, want ErrFrozen", err)
 	}
 	ownerB, err := r.Freeze(ctx, "rb", time.Minute)
@@ -665,7 +665,7 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	if rem, _, _ := r.Remaining(ctx, "rb"); rem != 28 {
 		t.Fatalf("remaining after rebuild %d, want 28", rem)
 	}
-	if res, err := r.Reserve(ctx, "rb", addr(t, "after@example.com")); err != nil || res.Outcome != reserve.Created {
+	if res, err := r.Reserve(ctx, "rb", addr(t, "after@example.com")); err != nil || res.Outcome != invite.Created {
 		t.Fatalf("after rebuild: %v %v", res.Outcome, err)
 	}
 	// An expired freeze cannot be rebuilt either.
@@ -705,13 +705,13 @@ func TestPipelineReloadsFlushedScripts(t *testing.T) {
 			for i := 0; i < 3; i++ {
 				flush()
 				res, err := r.Reserve(ctx, "fl", addr(t, fmt.Sprintf("f%d@example.com", i)))
-				if err != nil || res.Outcome != reserve.Created {
+				if err != nil || res.Outcome != invite.Created {
 					t.Fatalf("after SCRIPT FLUSH: %+v, %v; want Created", res, err)
 				}
 			}
 			// And the pipeline carries the next calls again.
 			res, err := r.Reserve(ctx, "fl", addr(t, "f0@example.com"))
-			if err != nil || res.Outcome != reserve.Existing {
+			if err != nil || res.Outcome != invite.Existing {
 				t.Fatalf("repeat: %+v, %v; want Existing", res, err)
 			}
 		})
@@ -733,28 +733,28 @@ func TestStatus(t *testing.T) {
 					invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: now.Add(-time.Minute)},
 				)
 				r := b.reserver(t, src, k, func() time.Time { return now })
-				want := func(code string, st reserve.Status, wantErr error) {
+				want := func(code string, st invite.Status, wantErr error) {
 					t.Helper()
 					got, err := r.Status(ctx, code)
 					if got != st || !errors.Is(err, wantErr) {
 						t.Fatalf("Status(%q) = %q, %v; want %q, %v", code, got, err, st, wantErr)
 					}
 				}
-				want("st", reserve.StatusOpen, nil)
-				want("off", reserve.StatusDisabled, nil)
-				want("old", reserve.StatusExpired, nil)
-				want("nope", "", reserve.ErrUnknownCode)
-				want("../x", "", reserve.ErrUnknownCode)
+				want("st", invite.StatusOpen, nil)
+				want("off", invite.StatusDisabled, nil)
+				want("old", invite.StatusExpired, nil)
+				want("nope", "", invite.ErrUnknownCode)
+				want("../x", "", invite.ErrUnknownCode)
 				for i := 0; i < 3; i++ {
 					if _, err := r.Reserve(ctx, "st", addr(t, fmt.Sprintf("s%d@example.com", i))); err != nil {
 						t.Fatal(err)
 					}
 				}
-				want("st", reserve.StatusFull, nil)
+				want("st", invite.StatusFull, nil)
 				// A code created in MongoDB later is seeded by the lookup.
 				src.add(invite.Invitation{Code: "late", MaxUses: 2})
 				now = now.Add(time.Hour) // past the unknown-code snapshot
-				want("late", reserve.StatusOpen, nil)
+				want("late", invite.StatusOpen, nil)
 			})
 		}
 	}

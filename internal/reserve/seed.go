@@ -35,7 +35,7 @@ func (r *Reserver) Seeded(ctx context.Context) (bool, error) {
 			continue
 		}
 		if err != nil {
-			return false, Unavailable(err)
+			return false, invite.Unavailable(err)
 		}
 		if v != r.kArg {
 			return false, fmt.Errorf("%w: shard %d seeded for %s shards, this process runs %d", ErrShardMismatch, s, v, r.shards)
@@ -63,7 +63,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 	start := time.Now()
 	invs, err := r.src.Invitations(ctx)
 	if err != nil {
-		return Unavailable(fmt.Errorf("seed: list invitations: %w", err))
+		return invite.Unavailable(fmt.Errorf("seed: list invitations: %w", err))
 	}
 	counts, err := r.writeClaims(ctx, "", false)
 	if err != nil {
@@ -76,7 +76,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 	}
 	for s := 0; s < r.shards; s++ {
 		if err := r.cmd.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 	}
 	if _, err := r.Seeded(ctx); err != nil {
@@ -119,7 +119,7 @@ func (r *Reserver) writeClaims(ctx context.Context, code string, overwrite bool)
 		}
 		_, err := pipe.Exec(ctx)
 		if err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 		return nil
 	}
@@ -137,7 +137,7 @@ func (r *Reserver) writeClaims(ctx context.Context, code string, overwrite bool)
 		return nil
 	})
 	if err != nil {
-		return nil, Unavailable(fmt.Errorf("seed: read registrations: %w", err))
+		return nil, invite.Unavailable(fmt.Errorf("seed: read registrations: %w", err))
 	}
 	return counts, flush()
 }
@@ -153,7 +153,7 @@ func (r *Reserver) seedBucketsLocked(ctx context.Context, inv invite.Invitation,
 	defer unlock()
 	fresh, ok, err := r.src.Invitation(ctx, inv.Code)
 	if err != nil {
-		return Unavailable(err)
+		return invite.Unavailable(err)
 	}
 	if !ok {
 		return nil
@@ -174,7 +174,7 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 	for s := 0; s < r.shards; s++ {
 		n, err := r.cmd.Exists(ctx, r.keys.bucket(s, inv.Code)).Result()
 		if err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 		if n == 1 {
 			exists[s] = true
@@ -198,7 +198,7 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 		}
 		err := seedScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, amounts[s], dis, exp, inv.MaxUses, epoch).Err()
 		if err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 	}
 	return nil
@@ -221,7 +221,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 	for {
 		ok, err := r.cmd.SetNX(ctx, key, token, ttl).Result()
 		if err != nil {
-			return nil, Unavailable(err)
+			return nil, invite.Unavailable(err)
 		}
 		if ok {
 			return func() {
@@ -234,7 +234,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 		}
 		select {
 		case <-ctx.Done():
-			return nil, Unavailable(ctx.Err())
+			return nil, invite.Unavailable(ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -245,7 +245,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 func (r *Reserver) Reopen(ctx context.Context, code string) error {
 	for s := 0; s < r.shards; s++ {
 		if err := reopenScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}).Err(); err != nil {
-			return Unavailable(err)
+			return invite.Unavailable(err)
 		}
 	}
 	return nil
@@ -260,7 +260,7 @@ func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, o
 			continue
 		}
 		if err != nil {
-			return 0, false, Unavailable(err)
+			return 0, false, invite.Unavailable(err)
 		}
 		ok = true
 		remaining += v
@@ -281,25 +281,14 @@ func bucketState(inv invite.Invitation) (dis string, exp int64) {
 	return dis, exp
 }
 
-// Status is what a landing page can say about a code before anyone types.
-type Status string
-
-// The states of a known code.
-const (
-	StatusOpen     Status = "open"
-	StatusFull     Status = "full"
-	StatusDisabled Status = "disabled"
-	StatusExpired  Status = "expired"
-)
-
 // Status reports whether code takes signups, from Redis' live counters:
-// ErrUnknownCode for a code MongoDB does not have (answered from the same
+// invite.ErrUnknownCode for a code MongoDB does not have (answered from the same
 // snapshot as Reserve, so random codes do not reach MongoDB), full when
 // every shard's bucket is empty. It reads every shard in one pipelined
 // round trip and seeds a code whose buckets are missing.
-func (r *Reserver) Status(ctx context.Context, code string) (Status, error) {
+func (r *Reserver) Status(ctx context.Context, code string) (invite.Status, error) {
 	if !invite.ValidCode(code) {
-		return "", ErrUnknownCode
+		return "", invite.ErrUnknownCode
 	}
 	for attempt := 0; attempt < 2; attempt++ {
 		cmds := make([]*redis.SliceCmd, r.shards)
@@ -310,7 +299,7 @@ func (r *Reserver) Status(ctx context.Context, code string) (Status, error) {
 			return nil
 		})
 		if err != nil {
-			return "", Unavailable(err)
+			return "", invite.Unavailable(err)
 		}
 		tokens, seen := 0, false
 		var dis, exp any
@@ -331,15 +320,15 @@ func (r *Reserver) Status(ctx context.Context, code string) (Status, error) {
 			continue
 		}
 		if dis == "1" {
-			return StatusDisabled, nil
+			return invite.StatusDisabled, nil
 		}
 		if ms, _ := strconv.ParseInt(fmt.Sprint(exp), 10, 64); ms > 0 && r.cfg.Now().UnixMilli() >= ms {
-			return StatusExpired, nil
+			return invite.StatusExpired, nil
 		}
 		if tokens <= 0 {
-			return StatusFull, nil
+			return invite.StatusFull, nil
 		}
-		return StatusOpen, nil
+		return invite.StatusOpen, nil
 	}
-	return "", fmt.Errorf("%w: code %q still unseeded", ErrUnavailable, code)
+	return "", fmt.Errorf("%w: code %q still unseeded", invite.ErrUnavailable, code)
 }

@@ -38,7 +38,7 @@ func (r *Reserver) Read(ctx context.Context, shard int, consumer string, count i
 		return nil, r.createGroup(ctx, shard)
 	}
 	if err != nil {
-		return nil, Unavailable(err)
+		return nil, invite.Unavailable(err)
 	}
 	var out []invite.Reservation
 	for _, st := range res {
@@ -65,7 +65,7 @@ func (r *Reserver) Claim(ctx context.Context, shard int, consumer string, minIdl
 		return nil, r.createGroup(ctx, shard)
 	}
 	if err != nil {
-		return nil, Unavailable(err)
+		return nil, invite.Unavailable(err)
 	}
 	return r.appendEntries(nil, shard, msgs), nil
 }
@@ -73,7 +73,7 @@ func (r *Reserver) Claim(ctx context.Context, shard int, consumer string, minIdl
 func (r *Reserver) createGroup(ctx context.Context, shard int) error {
 	err := r.cmd.XGroupCreateMkStream(ctx, r.keys.stream(shard), Group, "0").Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
-		return Unavailable(err)
+		return invite.Unavailable(err)
 	}
 	return nil
 }
@@ -109,7 +109,7 @@ func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
 	pipe.XAck(ctx, key, Group, ids...)
 	pipe.XDel(ctx, key, ids...)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return Unavailable(err)
+		return invite.Unavailable(err)
 	}
 	return nil
 }
@@ -126,7 +126,7 @@ func (r *Reserver) GiveBack(ctx context.Context, res invite.Reservation, owner s
 	}
 	n, err := giveBackScript.Run(ctx, r.rdb, ks, res.Code, owner, giveBackMarkerTTL.Milliseconds()).Int()
 	if err != nil {
-		return false, Unavailable(err)
+		return false, invite.Unavailable(err)
 	}
 	if n == 1 {
 		r.metrics.GiveBacks.Inc()
@@ -143,14 +143,14 @@ func (r *Reserver) Backlog(ctx context.Context, shard int) (n int64, oldest time
 	key := r.keys.stream(shard)
 	n, err = r.cmd.XLen(ctx, key).Result()
 	if err != nil {
-		return 0, time.Time{}, Unavailable(err)
+		return 0, time.Time{}, invite.Unavailable(err)
 	}
 	if n == 0 {
 		return 0, time.Time{}, nil
 	}
 	msgs, err := r.cmd.XRangeN(ctx, key, "-", "+", 1).Result()
 	if err != nil {
-		return 0, time.Time{}, Unavailable(err)
+		return 0, time.Time{}, invite.Unavailable(err)
 	}
 	if len(msgs) == 0 {
 		return n, time.Time{}, nil

@@ -1,0 +1,80 @@
+package invite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/invitegate/invitegate/internal/email"
+)
+
+// Errors every reservation path returns. The HTTP API maps each to one
+// answer; anything else is an internal error.
+var (
+	ErrUnknownCode = errors.New("invite: unknown invitation code")
+	ErrEmailTaken  = errors.New("invite: email already registered with another invitation")
+	ErrFull        = errors.New("invite: invitation is full")
+	ErrDisabled    = errors.New("invite: invitation is disabled")
+	ErrExpired     = errors.New("invite: invitation has expired")
+	// ErrUnavailable wraps failures to reach Redis or MongoDB in time; the
+	// request may be retried.
+	ErrUnavailable = errors.New("invite: reservation store unavailable")
+	// ErrFrozen means a reseed of the code is running; retry in a moment.
+	ErrFrozen = errors.New("invite: invitation is being reseeded")
+	// ErrMisconfigured means the stores disagree with this process's
+	// settings (e.g. Redis seeded for another shard count); it needs an
+	// operator.
+	ErrMisconfigured = errors.New("invite: stores disagree with this process's settings")
+)
+
+// Unavailable wraps err as ErrUnavailable (once): the error every
+// reservation path returns when a store it needs does not answer.
+func Unavailable(err error) error {
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// Outcome is what a successful reservation did.
+type Outcome int
+
+const (
+	// Created is a new signup.
+	Created Outcome = iota + 1
+	// Existing means the email already holds this code; nothing changed.
+	Existing
+)
+
+// Result is a successful reservation. Shard and ID name the Redis
+// reservation stream entry; both are zero on paths without one and for
+// Existing.
+type Result struct {
+	Outcome Outcome
+	Shard   int
+	ID      string
+}
+
+// Status is what a landing page can say about a code before anyone types.
+type Status string
+
+// The states of a known code.
+const (
+	StatusOpen     Status = "open"
+	StatusFull     Status = "full"
+	StatusDisabled Status = "disabled"
+	StatusExpired  Status = "expired"
+)
+
+// Reserver is the contract every reservation path keeps (Redis, MongoDB
+// alone, and the durable acknowledgement around Redis).
+type Reserver interface {
+	// Reserve takes one seat of code for a. It returns Created or
+	// Existing, or one of ErrUnknownCode, ErrEmailTaken, ErrFull,
+	// ErrDisabled, ErrExpired, ErrFrozen, ErrMisconfigured, or an error
+	// wrapping ErrUnavailable.
+	Reserve(ctx context.Context, code string, a email.Address) (Result, error)
+	// Status reports whether code takes signups, or ErrUnknownCode, or an
+	// error wrapping ErrUnavailable.
+	Status(ctx context.Context, code string) (Status, error)
+}
