@@ -14,7 +14,7 @@ import (
 
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
-	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // readCSV parses an import file: code,max_uses[,expires_at] per line, an
@@ -77,24 +77,8 @@ func readCSV(path string) ([]invite.Invitation, error) {
 }
 
 func importAll(ctx context.Context, e *env, invs []invite.Invitation, skipExisting bool, stdout, stderr io.Writer) int {
-	skipped := 0
-	if skipExisting {
-		kept := invs[:0:0]
-		for _, inv := range invs {
-			_, ok, err := e.store.Invitation(ctx, inv.Code)
-			if err != nil {
-				fmt.Fprintf(stderr, "invitectl import: nothing imported: %v\n", err)
-				return exitFailure
-			}
-			if ok {
-				skipped++
-				continue
-			}
-			kept = append(kept, inv)
-		}
-		invs = kept
-	}
-	if err := e.store.CreateInvitations(ctx, invs); err != nil {
+	rep, err := e.inv.Import(ctx, invs, skipExisting)
+	if err != nil {
 		if errors.Is(err, persist.ErrPartial) {
 			fmt.Fprintf(stderr, "invitectl import: stopped part-way (%v); run it again with --skip-existing to finish\n", err)
 		} else {
@@ -105,155 +89,63 @@ func importAll(ctx context.Context, e *env, invs []invite.Invitation, skipExisti
 		}
 		return exitFailure
 	}
-	for _, inv := range invs {
-		if e.res == nil {
-			break // MongoDB alone: nothing to seed
-		}
-		if err := e.res.SeedCode(ctx, inv); err != nil {
-			fmt.Fprintf(stderr, "invitectl import: %s: seeding Redis failed (the service seeds it on first use): %v\n", inv.Code, err)
-		}
+	for _, err := range rep.NotSeeded {
+		fmt.Fprintf(stderr, "invitectl import: %v\n", err)
 	}
-	fmt.Fprintf(stdout, "imported %d invitations", len(invs))
-	if skipped > 0 {
-		fmt.Fprintf(stdout, ", skipped %d that exist", skipped)
+	fmt.Fprintf(stdout, "imported %d invitations", rep.Imported)
+	if rep.Skipped > 0 {
+		fmt.Fprintf(stdout, ", skipped %d that exist", rep.Skipped)
 	}
 	fmt.Fprintln(stdout)
 	return exitOK
 }
 
-// setMax changes a code's capacity in MongoDB and in the live Redis
-// buckets. Up: MongoDB first, then the new seats. Down: the seats are
-// taken out of Redis first (refused, changing nothing, when fewer are
-// free), then MongoDB; if MongoDB fails they go back.
+// setMax changes a code's capacity in MongoDB and in the live counters.
 func setMax(ctx context.Context, e *env, code string, n int, stdout, stderr io.Writer) int {
-	if e.res == nil {
-		return setMaxMongoOnly(ctx, e, code, n, stdout, stderr)
-	}
-	// Under the code's lock no seeder creates buckets from the old capacity
-	// and no reseed rebuilds them meanwhile.
-	unlock, err := e.res.Lock(ctx, code, 30*time.Second)
+	old, err := e.inv.SetMax(ctx, code, n)
 	if err != nil {
-		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
-		return exitFailure
+		return fail(stderr, "set-max", code, err)
 	}
-	defer unlock()
-	inv, ok, err := e.store.Invitation(ctx, code)
-	if err != nil {
-		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
-		return exitFailure
-	}
-	if !ok {
-		fmt.Fprintf(stderr, "invitectl set-max: no invitation %q\n", code)
-		return exitMissing
-	}
-	old := inv.MaxUses
-	switch {
-	case n == old:
+	if old == n {
 		fmt.Fprintf(stdout, "%s already has max %d\n", code, n)
 		return exitOK
-	case n > old:
-		if err := e.store.SetMaxUses(ctx, code, old, n); err != nil {
-			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
-			return exitFailure
-		}
-		if err := e.res.Grow(ctx, code, n-old, n); err != nil {
-			fmt.Fprintf(stderr, "invitectl set-max: MongoDB has max %d, but Redis was not updated (run `invitectl reseed`): %v\n", n, err)
-			return exitFailure
-		}
-	default:
-		persisted, err := e.store.Count(ctx, code)
-		if err != nil {
-			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
-			return exitFailure
-		}
-		if n < persisted {
-			fmt.Fprintf(stderr, "invitectl set-max: refused: %s already has %d registrations, more than %d; nothing changed\n", code, persisted, n)
-			return exitRefused
-		}
-		if _, err := e.res.Shrink(ctx, code, old-n, old, n); err != nil {
-			if errors.Is(err, reserve.ErrBelowTaken) {
-				fmt.Fprintf(stderr, "invitectl set-max: refused: fewer than %d of %s's seats are free; nothing changed\n", old-n, code)
-				return exitRefused
-			}
-			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
-			return exitFailure
-		}
-		if err := e.store.SetMaxUses(ctx, code, old, n); err != nil {
-			// The update may have landed although it reported an error
-			// (a timeout): put the seats back only if MongoDB still says old.
-			if now, ok, rerr := e.store.Invitation(ctx, code); rerr == nil && ok && now.MaxUses == old {
-				if gerr := e.res.Grow(ctx, code, old-n, old); gerr != nil {
-					fmt.Fprintf(stderr, "invitectl set-max: putting seats back failed (run `invitectl reseed %s`): %v\n", code, gerr)
-				}
-			} else {
-				fmt.Fprintf(stderr, "invitectl set-max: MongoDB's max_uses is uncertain; check with `invitectl list` and run `invitectl reseed %s`\n", code)
-			}
-			fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
-			return exitFailure
-		}
 	}
 	fmt.Fprintf(stdout, "%s: max %d -> %d\n", code, old, n)
 	return exitOK
 }
 
-// setMaxMongoOnly raises a code's max_uses with INVITEGATE_RESERVER=mongo,
-// where a seat is a document <code>#k for k below max_uses: more seats are
-// simply more k. Lowering is refused: seats at or above the new max may be
-// taken while free ones below it remain, so the count could pass the new
-// max.
-func setMaxMongoOnly(ctx context.Context, e *env, code string, n int, stdout, stderr io.Writer) int {
-	inv, ok, err := e.store.Invitation(ctx, code)
-	if err != nil {
-		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
-		return exitFailure
-	}
-	if !ok {
-		fmt.Fprintf(stderr, "invitectl set-max: no invitation %q\n", code)
-		return exitMissing
-	}
-	switch {
-	case n == inv.MaxUses:
-		fmt.Fprintf(stdout, "%s already has max %d\n", code, n)
-		return exitOK
-	case n < inv.MaxUses:
-		fmt.Fprintf(stderr, "invitectl set-max: refused: with INVITEGATE_RESERVER=mongo max_uses can only be raised; nothing changed\n")
-		return exitRefused
-	}
-	if err := e.store.SetMaxUses(ctx, code, inv.MaxUses, n); err != nil {
-		fmt.Fprintf(stderr, "invitectl set-max: %v\n", err)
-		return exitFailure
-	}
-	fmt.Fprintf(stdout, "%s: max %d -> %d\n", code, inv.MaxUses, n)
-	return exitOK
-}
-
 func setDisabled(ctx context.Context, e *env, code string, disabled bool, stdout, stderr io.Writer) int {
 	verb := map[bool]string{true: "disable", false: "enable"}[disabled]
-	if e.res != nil {
-		unlock, err := e.res.Lock(ctx, code, 30*time.Second)
-		if err != nil {
-			fmt.Fprintf(stderr, "invitectl %s: %v\n", verb, err)
-			return exitFailure
-		}
-		defer unlock()
-	}
-	if err := e.store.SetDisabled(ctx, code, disabled); err != nil {
-		if errors.Is(err, persist.ErrNotFound) {
-			fmt.Fprintf(stderr, "invitectl %s: no invitation %q\n", verb, code)
-			return exitMissing
-		}
-		fmt.Fprintf(stderr, "invitectl %s: %v\n", verb, err)
-		return exitFailure
-	}
-	// With MongoDB alone (e.res nil) every signup reads the invitation.
-	if e.res != nil {
-		if err := e.res.SetDisabled(ctx, code, disabled); err != nil {
-			fmt.Fprintf(stderr, "invitectl %s: MongoDB updated, Redis not (run `invitectl reseed`): %v\n", verb, err)
-			return exitFailure
-		}
+	if err := e.inv.SetDisabled(ctx, code, disabled); err != nil {
+		return fail(stderr, verb, code, err)
 	}
 	fmt.Fprintf(stdout, "%sd %s\n", verb, code)
 	return exitOK
+}
+
+// fail reports a failed command on code and returns its exit code.
+func fail(stderr io.Writer, cmd, code string, err error) int {
+	if errors.Is(err, persist.ErrNotFound) {
+		fmt.Fprintf(stderr, "invitectl %s: no invitation %q\n", cmd, code)
+	} else {
+		fmt.Fprintf(stderr, "invitectl %s: %v\n", cmd, err)
+	}
+	return exitCode(err)
+}
+
+// exitCode is the exit code of a failed command.
+func exitCode(err error) int {
+	switch {
+	case errors.Is(err, persist.ErrNotFound):
+		return exitMissing
+	case errors.Is(err, workflow.ErrRefused):
+		return exitRefused
+	case errors.Is(err, persist.ErrExists):
+		return exitExists
+	case errors.Is(err, workflow.ErrNoRedis):
+		return exitUsage
+	}
+	return exitFailure
 }
 
 // mailStatus prints how many further-instructions emails are pending,

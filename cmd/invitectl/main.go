@@ -1,6 +1,8 @@
-// Command invitectl administers invitegate's invitations: create them, list
-// their counters, and reseed Redis from MongoDB. It reads the same
-// INVITEGATE_* environment as the service (Redis, MongoDB, shards).
+// Command invitectl administers invitegate's invitations: create and
+// import them, list their counters, change their capacity or state, reseed
+// Redis from MongoDB, and report the further-instructions emails. It reads
+// the same INVITEGATE_* environment as the service. It parses, calls
+// internal/workflow, and prints; the workflows themselves live there.
 package main
 
 import (
@@ -24,6 +26,7 @@ import (
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 const usage = `invitectl: administer invitegate invitations.
@@ -76,6 +79,7 @@ func main() {
 type env struct {
 	cfg   app.Config
 	store *persist.Store
+	inv   *workflow.Invitations
 	// res is the Redis reservation layer; nil with INVITEGATE_RESERVER=mongo,
 	// where MongoDB alone holds the seats and no Redis is needed.
 	res   *reserve.Reserver
@@ -105,13 +109,13 @@ func connect(getenv func(string) string, stderr io.Writer) (*env, error) {
 	// refuse before touching anything.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = checkShards(ctx, store, res, cfg.Shards)
+	err = workflow.CheckShards(ctx, store, res, cfg.Shards)
 	if err != nil {
 		_ = rdb.Close()
 		_ = mc.Disconnect(ctx)
 		return nil, err
 	}
-	return &env{cfg: cfg, store: store, res: res, close: func() {
+	return &env{cfg: cfg, store: store, inv: workflow.NewInvitations(store, res, nil), res: res, close: func() {
 		_ = rdb.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -135,27 +139,11 @@ func connectMongoOnly(cfg app.Config, log logrus.FieldLogger) (*env, error) {
 		_ = mc.Disconnect(ctx)
 		return nil, err
 	}
-	return &env{cfg: cfg, store: store, close: func() {
+	return &env{cfg: cfg, store: store, inv: workflow.NewInvitations(store, nil, nil), close: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = mc.Disconnect(ctx)
 	}}, nil
-}
-
-// checkShards compares INVITEGATE_SHARDS with what the deployment recorded in
-// MongoDB and seeded into Redis.
-func checkShards(ctx context.Context, store *persist.Store, res *reserve.Reserver, shards int) error {
-	recorded, ok, err := store.Shards(ctx)
-	if err != nil {
-		return err
-	}
-	if ok && recorded != shards {
-		return fmt.Errorf("INVITEGATE_SHARDS=%d, but this deployment runs %d shards", shards, recorded)
-	}
-	if _, err := res.Seeded(ctx); err != nil {
-		return fmt.Errorf("INVITEGATE_SHARDS=%d: %w", shards, err)
-	}
-	return nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
@@ -290,10 +278,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "mail":
 		return mailStatus(ctx, e, inv.Code == "retry", *asJSON, stdout, stderr)
 	default:
-		if e.res == nil {
-			fmt.Fprintln(stderr, "invitectl reseed: rebuilds Redis from MongoDB; this deployment runs without Redis (INVITEGATE_RESERVER=mongo), where MongoDB's seats are the only counters")
-			return exitUsage
-		}
 		return reseed(ctx, e, inv.Code, *all, stdout, stderr)
 	}
 }
@@ -316,89 +300,27 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func create(ctx context.Context, e *env, inv invite.Invitation, stdout, stderr io.Writer) int {
-	if err := e.store.CreateInvitation(ctx, inv); err != nil {
-		if errors.Is(err, persist.ErrExists) {
-			fmt.Fprintf(stderr, "invitectl create: invitation %q already exists\n", inv.Code)
-			return exitExists
-		}
+	err := e.inv.Create(ctx, inv)
+	switch {
+	case errors.Is(err, persist.ErrExists):
+		fmt.Fprintf(stderr, "invitectl create: invitation %q already exists\n", inv.Code)
+		return exitExists
+	case errors.Is(err, workflow.ErrNotSeeded):
+		// Created; a replica seeds the code on its first request.
+		fmt.Fprintf(stderr, "invitectl create: created in MongoDB, but %v\n", err)
+	case err != nil:
 		fmt.Fprintf(stderr, "invitectl create: %v\n", err)
 		return exitFailure
-	}
-	// Seeding now makes the counters visible at once; a replica would also
-	// seed the code on its first request.
-	// (With MongoDB alone, e.res nil, there is nothing to seed.)
-	if e.res != nil {
-		if err := e.res.SeedCode(ctx, inv); err != nil {
-			fmt.Fprintf(stderr, "invitectl create: created in MongoDB, but seeding Redis failed (the service seeds it on first use): %v\n", err)
-		}
 	}
 	fmt.Fprintf(stdout, "created %s (max %d)\n", inv.Code, inv.MaxUses)
 	return exitOK
 }
 
-// row is one invitation in `list`.
-type row struct {
-	Code      string     `json:"code"`
-	MaxUses   int        `json:"max_uses"`
-	Persisted int        `json:"persisted"`
-	Reserved  int        `json:"reserved"`
-	Remaining int        `json:"remaining"`
-	Disabled  bool       `json:"disabled"`
-	Expired   bool       `json:"expired"`
-	ExpiresAt *time.Time `json:"expires_at,omitempty"`
-	Seeded    bool       `json:"seeded"`
-	// LagSeconds is the age of the code's oldest reservation not yet in
-	// MongoDB; 0 when everything is written.
-	LagSeconds float64 `json:"lag_seconds"`
-}
-
 func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) int {
-	invs, err := e.store.Invitations(ctx)
+	rows, err := e.inv.List(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "invitectl list: %v\n", err)
 		return exitFailure
-	}
-	counts, err := e.store.Counts(ctx)
-	if err != nil {
-		fmt.Fprintf(stderr, "invitectl list: %v\n", err)
-		return exitFailure
-	}
-	var oldest map[string]time.Time
-	if e.res != nil {
-		if oldest, err = e.res.OldestPending(ctx); err != nil {
-			fmt.Fprintf(stderr, "invitectl list: %v\n", err)
-			return exitFailure
-		}
-	}
-	now := time.Now()
-	rows := make([]row, 0, len(invs))
-	for _, inv := range invs {
-		// MongoDB alone (e.res nil): every seat taken is a registration,
-		// there is nothing to seed and no lag.
-		rem, seeded := max(inv.MaxUses-counts[inv.Code], 0), true
-		if e.res != nil {
-			if rem, seeded, err = e.res.Remaining(ctx, inv.Code); err != nil {
-				fmt.Fprintf(stderr, "invitectl list: %v\n", err)
-				return exitFailure
-			}
-		}
-		r := row{Code: inv.Code, MaxUses: inv.MaxUses, Persisted: counts[inv.Code], Disabled: inv.Disabled, Expired: inv.Expired(now), Seeded: seeded}
-		if !inv.ExpiresAt.IsZero() {
-			t := inv.ExpiresAt
-			r.ExpiresAt = &t
-		}
-		if t, ok := oldest[inv.Code]; ok {
-			r.LagSeconds = max(now.Sub(t).Seconds(), 0)
-		}
-		if seeded {
-			r.Remaining = rem
-			// Taken in Redis but not yet in MongoDB (or stranded by a
-			// crash mid-move, until the next reseed).
-			r.Reserved = max(inv.MaxUses-r.Persisted-rem, 0)
-		} else {
-			r.Remaining = max(inv.MaxUses-r.Persisted, 0)
-		}
-		rows = append(rows, r)
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)

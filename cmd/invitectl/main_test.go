@@ -11,6 +11,7 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/testenv"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // ctl runs invitectl against the test's own Redis namespace and database.
@@ -90,7 +91,7 @@ func TestCreateListReseed(t *testing.T) {
 	}
 
 	rows := listJSON(t, c)
-	want := map[string]row{
+	want := map[string]workflow.Counters{
 		"beta":  {Code: "beta", MaxUses: 5, Persisted: 1, Reserved: 1, Remaining: 3, Seeded: true},
 		"later": {Code: "later", MaxUses: 3, Remaining: 3, Seeded: true},
 		"off":   {Code: "off", MaxUses: 2, Remaining: 2, Disabled: true, Seeded: true},
@@ -140,13 +141,13 @@ func TestCreateListReseed(t *testing.T) {
 	}
 }
 
-func listJSON(t *testing.T, c ctl) []row {
+func listJSON(t *testing.T, c ctl) []workflow.Counters {
 	t.Helper()
 	code, out, errOut := c.run(t, "list", "--json")
 	if code != 0 {
 		t.Fatalf("list --json: %d %s", code, errOut)
 	}
-	var rows []row
+	var rows []workflow.Counters
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("list --json output %q: %v", out, err)
 	}

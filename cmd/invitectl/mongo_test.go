@@ -15,6 +15,7 @@ import (
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // TestMongoOnlyDeployment: with INVITEGATE_RESERVER=mongo invitectl needs
@@ -59,8 +60,8 @@ func TestMongoOnlyDeployment(t *testing.T) {
 	if err := signup("beta", "first@example.com"); err != nil {
 		t.Fatal(err)
 	}
-	byCode := func() map[string]row {
-		out := map[string]row{}
+	byCode := func() map[string]workflow.Counters {
+		out := map[string]workflow.Counters{}
 		for _, r := range listJSON(t, c) {
 			out[r.Code] = r
 		}

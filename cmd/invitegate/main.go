@@ -1,6 +1,8 @@
 // Command invitegate runs the signup service: `invitegate serve` for the
-// public API (with the reconciler), `invitegate reconcile` for the
-// reconciler alone. Configuration is documented in the README.
+// public API (with the reconciler, and the mailer when enabled),
+// `invitegate reconcile` for the reconciler alone, `invitegate mail` for
+// the further-instructions mailer alone. Configuration is documented in the
+// README; the process is wired in internal/app.
 package main
 
 import (

@@ -34,6 +34,7 @@ import (
 	"github.com/invitegate/invitegate/internal/mail"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // Mode selects what a Main runs.
@@ -430,7 +431,7 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 	}
 	if cfg.Ack == AckMongo && m.mongoRes == nil {
 		m.committer = persist.NewCommitter(m.Store, persist.CommitterConfig{Batches: mets.persist.AckBatch})
-		out.res = durable{res: m.Reserver, st: m.Store, commit: m.committer, timeout: cfg.AckTimeout, now: m.Now}
+		out.res = workflow.NewMongoAck(m.Reserver, m.Store, m.committer, cfg.AckTimeout, m.Now)
 		// The MongoDB wait comes on top of the Redis work.
 		out.Timeout += cfg.AckTimeout
 	}

@@ -1,0 +1,93 @@
+package workflow
+
+import (
+	"context"
+	"time"
+
+	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/reserve"
+)
+
+// MongoAck is the reservation path behind INVITEGATE_ACK=mongo: a signup
+// is answered only once MongoDB holds it, so losing Redis entirely (a
+// failover with asynchronous replication, a lost disk) loses nothing that
+// was acknowledged. Past the timeout the answer is 503; the reservation
+// stays in Redis and the reconciler writes it, so a retry answers 200.
+// Once MongoDB confirmed a registration, a mark next to the email's claim
+// lets repeats be answered by Redis alone.
+type MongoAck struct {
+	res     *reserve.Reserver
+	st      *persist.Store
+	commit  *persist.Committer
+	timeout time.Duration
+	now     func() time.Time
+}
+
+var _ invite.Reserver = (*MongoAck)(nil)
+
+// NewMongoAck returns the acknowledged-by-MongoDB path over res, writing
+// through commit (a group commit into st) and waiting at most timeout for
+// MongoDB. now defaults to time.Now.
+func NewMongoAck(res *reserve.Reserver, st *persist.Store, commit *persist.Committer, timeout time.Duration, now func() time.Time) *MongoAck {
+	if now == nil {
+		now = time.Now
+	}
+	return &MongoAck{res: res, st: st, commit: commit, timeout: timeout, now: now}
+}
+
+// Reserve takes a seat in Redis, then waits for MongoDB to hold it, with
+// the outcomes and errors of invite.Reserver.
+func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
+	at := d.now()
+	res, err := d.res.Reserve(ctx, code, a)
+	if err != nil {
+		return res, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	if res.Outcome == invite.Existing {
+		// A repeat: answered from Redis once MongoDB is known to hold it.
+		if ok, err := d.res.Durable(ctx, a.Canonical, code); err != nil || ok {
+			return res, err
+		}
+		reg, ok, err := d.st.Registration(ctx, a.Canonical)
+		if err != nil {
+			return invite.Result{}, invite.Unavailable(err)
+		}
+		if ok && reg.Invitation == code {
+			d.markDurable(ctx, a.Canonical, code)
+			return res, nil
+		}
+		if ok {
+			return invite.Result{}, invite.ErrEmailTaken
+		}
+		// Redis has the claim and MongoDB not yet: an earlier attempt
+		// timed out before its write landed. Write it now.
+	}
+	out, err := d.commit.Commit(ctx, invite.Reservation{
+		ID: res.ID, Shard: res.Shard, Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: at,
+	})
+	if err != nil {
+		return invite.Result{}, invite.Unavailable(err)
+	}
+	if out.Outcome == persist.Conflict {
+		// MongoDB has the email on another code (Redis had lost the
+		// claim); the reconciler gives this reservation's seat back.
+		return invite.Result{}, invite.ErrEmailTaken
+	}
+	d.markDurable(ctx, a.Canonical, code)
+	return res, nil
+}
+
+// Status is Redis' answer: the landing page's view needs no MongoDB.
+func (d *MongoAck) Status(ctx context.Context, code string) (invite.Status, error) {
+	return d.res.Status(ctx, code)
+}
+
+// markDurable is best effort: without the mark the next repeat reads
+// MongoDB once more.
+func (d *MongoAck) markDurable(ctx context.Context, canonical, code string) {
+	_ = d.res.MarkDurable(ctx, canonical, code)
+}

@@ -1,0 +1,254 @@
+package workflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/reserve"
+)
+
+// Create writes inv to MongoDB, then seeds its Redis counters so they show
+// at once. It returns persist.ErrExists, or an error wrapping ErrNotSeeded
+// when only the seeding failed (inv exists).
+func (w *Invitations) Create(ctx context.Context, inv invite.Invitation) error {
+	if err := w.store.CreateInvitation(ctx, inv); err != nil {
+		return err
+	}
+	return w.seed(ctx, inv)
+}
+
+func (w *Invitations) seed(ctx context.Context, inv invite.Invitation) error {
+	if w.res == nil {
+		return nil // MongoDB alone: nothing to seed
+	}
+	if err := w.res.SeedCode(ctx, inv); err != nil {
+		return fmt.Errorf("%s: %w: %w", inv.Code, ErrNotSeeded, err)
+	}
+	return nil
+}
+
+// ImportReport is what Import did.
+type ImportReport struct {
+	Imported, Skipped int
+	// NotSeeded holds one error wrapping ErrNotSeeded per imported code
+	// whose Redis counters were not created.
+	NotSeeded []error
+}
+
+// Import writes invs to MongoDB in one insert, then seeds each. With
+// skipExisting, codes that exist are left alone and counted; without, an
+// existing code fails the import (persist.ErrExists, nothing written). An
+// insert that stops part-way returns persist.ErrPartial.
+func (w *Invitations) Import(ctx context.Context, invs []invite.Invitation, skipExisting bool) (ImportReport, error) {
+	var rep ImportReport
+	if skipExisting {
+		kept := invs[:0:0]
+		for _, inv := range invs {
+			_, ok, err := w.store.Invitation(ctx, inv.Code)
+			if err != nil {
+				return rep, err
+			}
+			if ok {
+				rep.Skipped++
+				continue
+			}
+			kept = append(kept, inv)
+		}
+		invs = kept
+	}
+	if err := w.store.CreateInvitations(ctx, invs); err != nil {
+		return rep, err
+	}
+	rep.Imported = len(invs)
+	for _, inv := range invs {
+		if err := w.seed(ctx, inv); err != nil {
+			rep.NotSeeded = append(rep.NotSeeded, err)
+		}
+	}
+	return rep, nil
+}
+
+// SetMax changes code's capacity to n in MongoDB and in the live Redis
+// buckets, and returns the capacity it had. Up: MongoDB first, then the new
+// seats. Down: the seats are taken out of Redis first, then MongoDB; if
+// MongoDB fails they go back. It returns persist.ErrNotFound, or an error
+// wrapping ErrRefused (nothing changed) when fewer than the cut are free or
+// when MongoDB alone runs the seats (it can only raise them).
+func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, err error) {
+	if w.res == nil {
+		return w.setMaxMongoOnly(ctx, code, n)
+	}
+	// Under the code's lock no seeder creates buckets from the old capacity
+	// and no reseed rebuilds them meanwhile.
+	unlock, err := w.res.Lock(ctx, code, lockFor)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	inv, err := w.invitation(ctx, code)
+	if err != nil {
+		return 0, err
+	}
+	old = inv.MaxUses
+	switch {
+	case n == old:
+		return old, nil
+	case n > old:
+		if err := w.store.SetMaxUses(ctx, code, old, n); err != nil {
+			return old, err
+		}
+		if err := w.res.Grow(ctx, code, n-old, n); err != nil {
+			return old, fmt.Errorf("MongoDB has max %d, but Redis was not updated (run `invitectl reseed`): %w", n, err)
+		}
+		return old, nil
+	}
+	persisted, err := w.store.Count(ctx, code)
+	if err != nil {
+		return old, err
+	}
+	if n < persisted {
+		return old, fmt.Errorf("%w: %s already has %d registrations, more than %d; nothing changed", ErrRefused, code, persisted, n)
+	}
+	if _, err := w.res.Shrink(ctx, code, old-n, old, n); err != nil {
+		if errors.Is(err, reserve.ErrBelowTaken) {
+			return old, fmt.Errorf("%w: fewer than %d of %s's seats are free; nothing changed", ErrRefused, old-n, code)
+		}
+		return old, err
+	}
+	if err := w.store.SetMaxUses(ctx, code, old, n); err != nil {
+		// The update may have landed although it reported an error (a
+		// timeout): put the seats back only if MongoDB still says old.
+		if now, ok, rerr := w.store.Invitation(ctx, code); rerr == nil && ok && now.MaxUses == old {
+			if gerr := w.res.Grow(ctx, code, old-n, old); gerr != nil {
+				return old, fmt.Errorf("putting seats back failed (run `invitectl reseed %s`): %w; %w", code, gerr, err)
+			}
+			return old, err
+		}
+		return old, fmt.Errorf("MongoDB's max_uses is uncertain; check with `invitectl list` and run `invitectl reseed %s`: %w", code, err)
+	}
+	return old, nil
+}
+
+// setMaxMongoOnly raises a code's max_uses with INVITEGATE_RESERVER=mongo,
+// where a seat is a document <code>#k for k below max_uses: more seats are
+// simply more k. Lowering is refused: seats at or above the new max may be
+// taken while free ones below it remain, so the count could pass the new
+// max.
+//
+// NOTE: lowering it safely needs the seats above the new max moved below
+// it, which is not built yet.
+func (w *Invitations) setMaxMongoOnly(ctx context.Context, code string, n int) (int, error) {
+	inv, err := w.invitation(ctx, code)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case n == inv.MaxUses:
+		return n, nil
+	case n < inv.MaxUses:
+		return inv.MaxUses, fmt.Errorf("%w: with INVITEGATE_RESERVER=mongo max_uses can only be raised; nothing changed", ErrRefused)
+	}
+	return inv.MaxUses, w.store.SetMaxUses(ctx, code, inv.MaxUses, n)
+}
+
+// SetDisabled disables or enables code in MongoDB, then in Redis' buckets,
+// under the code's lock. It returns persist.ErrNotFound.
+func (w *Invitations) SetDisabled(ctx context.Context, code string, disabled bool) error {
+	if w.res == nil {
+		// MongoDB alone: every signup reads the invitation.
+		return w.store.SetDisabled(ctx, code, disabled)
+	}
+	unlock, err := w.res.Lock(ctx, code, lockFor)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := w.store.SetDisabled(ctx, code, disabled); err != nil {
+		return err
+	}
+	if err := w.res.SetDisabled(ctx, code, disabled); err != nil {
+		return fmt.Errorf("MongoDB updated, Redis not (run `invitectl reseed`): %w", err)
+	}
+	return nil
+}
+
+// invitation reads code, or returns persist.ErrNotFound.
+func (w *Invitations) invitation(ctx context.Context, code string) (invite.Invitation, error) {
+	inv, ok, err := w.store.Invitation(ctx, code)
+	if err != nil {
+		return inv, err
+	}
+	if !ok {
+		return inv, persist.ErrNotFound
+	}
+	return inv, nil
+}
+
+// Counters is one invitation's row in `invitectl list`.
+type Counters struct {
+	Code      string     `json:"code"`
+	MaxUses   int        `json:"max_uses"`
+	Persisted int        `json:"persisted"`
+	Reserved  int        `json:"reserved"`
+	Remaining int        `json:"remaining"`
+	Disabled  bool       `json:"disabled"`
+	Expired   bool       `json:"expired"`
+	ExpiresAt *time.Time `json:"expires_at,omitempty"`
+	Seeded    bool       `json:"seeded"`
+	// LagSeconds is the age of the code's oldest reservation not yet in
+	// MongoDB; 0 when everything is written.
+	LagSeconds float64 `json:"lag_seconds"`
+}
+
+// List returns every invitation's counters: registrations from MongoDB,
+// remaining seats and lag from Redis.
+func (w *Invitations) List(ctx context.Context) ([]Counters, error) {
+	invs, err := w.store.Invitations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	counts, err := w.store.Counts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var oldest map[string]time.Time
+	if w.res != nil {
+		if oldest, err = w.res.OldestPending(ctx); err != nil {
+			return nil, err
+		}
+	}
+	now := w.now()
+	rows := make([]Counters, 0, len(invs))
+	for _, inv := range invs {
+		// MongoDB alone (no Redis): every seat taken is a registration,
+		// there is nothing to seed and no lag.
+		rem, seeded := max(inv.MaxUses-counts[inv.Code], 0), true
+		if w.res != nil {
+			if rem, seeded, err = w.res.Remaining(ctx, inv.Code); err != nil {
+				return nil, err
+			}
+		}
+		r := Counters{Code: inv.Code, MaxUses: inv.MaxUses, Persisted: counts[inv.Code], Disabled: inv.Disabled, Expired: inv.Expired(now), Seeded: seeded}
+		if !inv.ExpiresAt.IsZero() {
+			t := inv.ExpiresAt
+			r.ExpiresAt = &t
+		}
+		if t, ok := oldest[inv.Code]; ok {
+			r.LagSeconds = max(now.Sub(t).Seconds(), 0)
+		}
+		if seeded {
+			r.Remaining = rem
+			// Taken in Redis but not yet in MongoDB (or stranded by a
+			// crash mid-move, until the next reseed).
+			r.Reserved = max(inv.MaxUses-r.Persisted-rem, 0)
+		} else {
+			r.Remaining = max(inv.MaxUses-r.Persisted, 0)
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
