@@ -258,8 +258,11 @@ func (m *Main) Open(ctx context.Context) error {
 		if err := m.Store.CheckEmailRule(ctx, cfg.StripPlusAll); err != nil {
 			return err
 		}
-		if _, err := m.Store.CheckReserver(ctx, cfg.Reserver); err != nil || cfg.Reserver != ReserverMongo {
+		if _, err := m.Store.CheckReserver(ctx, cfg.Reserver); err != nil {
 			return err
+		}
+		if cfg.Reserver != ReserverMongo {
+			return nil
 		}
 		m.mongoRes = persist.NewMongoReserver(m.Store)
 		if err := m.mongoRes.EnsureSchema(ctx); err != nil {
@@ -277,14 +280,14 @@ func (m *Main) Open(ctx context.Context) error {
 			return err
 		}
 	}
-	if m.Mode == Mail {
-		// The mailer needs MongoDB alone.
-	} else if m.mongoRes != nil {
-		if m.Mode == Reconcile {
-			return errors.New("INVITEGATE_RESERVER=mongo writes signups to MongoDB directly: there is nothing to reconcile")
+	// The mailer needs MongoDB alone; so does the MongoDB-only path.
+	switch {
+	case m.mongoRes != nil && m.Mode == Reconcile:
+		return errors.New("INVITEGATE_RESERVER=mongo writes signups to MongoDB directly: there is nothing to reconcile")
+	case m.mongoRes == nil && m.Mode != Mail:
+		if err := m.openRedis(ctx, mets); err != nil {
+			return err
 		}
-	} else if err := m.openRedis(ctx, mets); err != nil {
-		return err
 	}
 
 	if m.Mode == Serve {
