@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -83,58 +82,39 @@ func TestCarryAppliedOnce(t *testing.T) {
 // full. Before moves ran on a detached context, the deposit failed with the
 // canceled context and the stolen token was lost until a reseed.
 func TestMoveSurvivesItsRequest(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		// request returns the signup's context and the hook that runs
-		// between the steal and its deposit.
-		request func() (context.Context, func())
-	}{
-		{"request canceled mid-move", func() (context.Context, func()) {
-			ctx, cancel := context.WithCancel(context.Background())
-			return ctx, cancel
-		}},
-		// A deposit that waits for a pooled connection on a loaded node
-		// (here: longer than the fixed 2 s bound moves once had).
-		{"deposit delayed, no deadline", func() (context.Context, func()) {
-			return context.Background(), func() { time.Sleep(moveGrace + 200*time.Millisecond) }
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-			t.Cleanup(func() { rdb.Close() })
-			r := New(rdb, oneCode{Code: "c", MaxUses: 2}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
-			if err := r.SeedIfNeeded(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			// Two emails of shard 0: the first takes its one token, the
-			// second has to move shard 1's token.
-			var on0 []email.Address
-			for i := 0; len(on0) < 2; i++ {
-				a, err := email.Parse(fmt.Sprintf("mover%d@example.com", i), email.Options{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if shardOf(a.Canonical, 2) == 0 {
-					on0 = append(on0, a)
-				}
-			}
-			if res, err := r.Reserve(context.Background(), "c", on0[0]); err != nil || res.Outcome != invite.Created {
-				t.Fatalf("first signup: %+v %v", res, err)
-			}
-			ctx, hook := tc.request()
-			r.afterSteal = hook
-			res, err := r.Reserve(ctx, "c", on0[1])
-			if err != nil || res.Outcome != invite.Created {
-				t.Fatalf("second signup: %+v %v, want created", res, err)
-			}
-			rem, _, err := r.Remaining(context.Background(), "c")
-			if err != nil || rem != 0 {
-				t.Fatalf("remaining %d (%v), want 0: 2 seats, 2 signups", rem, err)
-			}
-			if n, err := rdb.XLen(context.Background(), r.keys.stream(0)).Result(); err != nil || n != 2 {
-				t.Fatalf("shard 0's stream holds %d (%v), want both signups", n, err)
-			}
-		})
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	r := New(rdb, oneCode{Code: "c", MaxUses: 2}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
+	if err := r.SeedIfNeeded(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Two emails of shard 0: the first takes its one token, the second
+	// has to move shard 1's token.
+	var on0 []email.Address
+	for i := 0; len(on0) < 2; i++ {
+		a, err := email.Parse(fmt.Sprintf("mover%d@example.com", i), email.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shardOf(a.Canonical, 2) == 0 {
+			on0 = append(on0, a)
+		}
+	}
+	if res, err := r.Reserve(context.Background(), "c", on0[0]); err != nil || res.Outcome != invite.Created {
+		t.Fatalf("first signup: %+v %v", res, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.afterSteal = cancel // the request ends right after the steal
+	res, err := r.Reserve(ctx, "c", on0[1])
+	if err != nil || res.Outcome != invite.Created {
+		t.Fatalf("second signup, its request canceled mid-move: %+v %v, want created", res, err)
+	}
+	rem, _, err := r.Remaining(context.Background(), "c")
+	if err != nil || rem != 0 {
+		t.Fatalf("remaining %d (%v), want 0: 2 seats, 2 signups", rem, err)
+	}
+	if n, err := rdb.XLen(context.Background(), r.keys.stream(0)).Result(); err != nil || n != 2 {
+		t.Fatalf("shard 0's stream holds %d (%v), want both signups", n, err)
 	}
 }
 

@@ -127,11 +127,10 @@ type Reserver struct {
 	afterSteal func() // tests: runs between a steal and its deposit
 }
 
-// moveGrace is how long a token move (steal + deposit) may outlive its
-// request's deadline. A move runs on a context detached from the request's:
-// a deadline or a client that hangs up between the two calls would
-// otherwise strand the moved tokens.
-const moveGrace = 2 * time.Second
+// moveTimeout bounds one token move (steal + deposit). A move runs on a
+// context detached from the request's: a deadline or a client that hangs
+// up between the two calls would otherwise strand the moved tokens.
+const moveTimeout = 2 * time.Second
 
 // Client is the part of go-redis the reservation layer uses; both
 // *redis.Client and *redis.ClusterClient satisfy it.
@@ -311,12 +310,12 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 
 // move steals tokens from shard from and deposits them on shard to with
 // this signup's reserve.lua call. Both calls run on a context detached from
-// ctx (see moveContext), so only a crash or a Redis error between them can
-// strand the tokens (under-admission until a reseed), never the request's
-// deadline or its client hanging up. moved is false when shard from had
-// nothing to give.
+// ctx (bounded by moveTimeout), so only a crash or a Redis error between
+// them can strand the tokens (under-admission until a reseed), never the
+// request's deadline or its client hanging up. moved is false when shard
+// from had nothing to give.
 func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.Address) (rep reply, moved bool, err error) {
-	mctx, cancel := moveContext(ctx)
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout)
 	defer cancel()
 	v, err := stealScript.Run(mctx, r.rdb, []string{r.keys.bucket(from, code)}).Slice()
 	if err != nil {
@@ -335,19 +334,6 @@ func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.
 	}
 	rep, err = r.call(mctx, to, code, a, st.status, st.arg, 0)
 	return rep, true, err
-}
-
-// moveContext detaches a move from ctx's cancellation. It ends moveGrace
-// after ctx's deadline; a ctx without one sets no bound of its own, so the
-// move is bounded by the client's pool and socket timeouts alone. (A fixed
-// bound from the move's start cut deposits that merely waited for a pooled
-// connection under load, stranding the stolen tokens.)
-func moveContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	detached := context.WithoutCancel(ctx)
-	if d, ok := ctx.Deadline(); ok {
-		return context.WithDeadline(detached, d.Add(moveGrace))
-	}
-	return context.WithCancel(detached)
 }
 
 // call runs reserve.lua on shard s; carry tokens of epoch carryEpoch come
