@@ -35,6 +35,14 @@ func reseed(ctx context.Context, e *env, code string, all bool, stdout, stderr i
 			fmt.Fprintln(stdout, "reseeded: every missing claim and bucket restored from MongoDB")
 		}
 	}
+	if errors.Is(err, workflow.ErrNoRedis) {
+		fmt.Fprintln(stderr, "invitectl reseed: rebuilds Redis from MongoDB; this deployment runs without Redis (INVITEGATE_RESERVER=mongo), where MongoDB's seats are the only counters")
+		return exitUsage
+	}
+	if all && err != nil {
+		fmt.Fprintf(stderr, "invitectl reseed %v\n", err)
+		return exitCode(err)
+	}
 	if err != nil && code != "" && !errors.Is(err, persist.ErrNotFound) {
 		fmt.Fprintf(stderr, "invitectl reseed %s: %v\n", code, err)
 		return exitCode(err)

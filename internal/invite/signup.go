@@ -46,9 +46,9 @@ const (
 	Existing
 )
 
-// Result is a successful reservation. Shard and ID name the Redis
-// reservation stream entry; both are zero on paths without one and for
-// Existing.
+// Result is a successful reservation. Shard is the Redis shard of the
+// email and ID the reservation stream entry (empty for Existing); both are
+// zero on the MongoDB-only path.
 type Result struct {
 	Outcome Outcome
 	Shard   int

@@ -26,7 +26,7 @@ func (w *Invitations) seed(ctx context.Context, inv invite.Invitation) error {
 		return nil // MongoDB alone: nothing to seed
 	}
 	if err := w.res.SeedCode(ctx, inv); err != nil {
-		return fmt.Errorf("%s: %w: %w", inv.Code, ErrNotSeeded, err)
+		return fmt.Errorf("%w: %w", ErrNotSeeded, err)
 	}
 	return nil
 }
@@ -66,7 +66,7 @@ func (w *Invitations) Import(ctx context.Context, invs []invite.Invitation, skip
 	rep.Imported = len(invs)
 	for _, inv := range invs {
 		if err := w.seed(ctx, inv); err != nil {
-			rep.NotSeeded = append(rep.NotSeeded, err)
+			rep.NotSeeded = append(rep.NotSeeded, fmt.Errorf("%s: %w", inv.Code, err))
 		}
 	}
 	return rep, nil

@@ -61,7 +61,7 @@ const FreezeFor = 30 * time.Second
 
 // CheckShards compares a process's INVITEGATE_SHARDS with what the
 // deployment recorded in MongoDB and seeded into Redis: a wrong count would
-// write to the wrong shards.
+// write to the wrong shards. res is nil on a deployment without Redis.
 func CheckShards(ctx context.Context, store *persist.Store, res *reserve.Reserver, shards int) error {
 	recorded, ok, err := store.Shards(ctx)
 	if err != nil {
@@ -69,6 +69,9 @@ func CheckShards(ctx context.Context, store *persist.Store, res *reserve.Reserve
 	}
 	if ok && recorded != shards {
 		return fmt.Errorf("INVITEGATE_SHARDS=%d, but this deployment runs %d shards", shards, recorded)
+	}
+	if res == nil {
+		return nil
 	}
 	if _, err := res.Seeded(ctx); err != nil {
 		return fmt.Errorf("INVITEGATE_SHARDS=%d: %w", shards, err)
