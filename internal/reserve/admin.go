@@ -4,17 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/redis/go-redis/v9"
-
-	"github.com/invitegate/invitegate/internal/invite"
-	"github.com/invitegate/invitegate/scripts/lua"
-)
-
-var (
-	grantScript  = redis.NewScript(lua.Grant)
-	revokeScript = redis.NewScript(lua.Revoke)
-	stateScript  = redis.NewScript(lua.State)
 )
 
 // ErrBelowTaken means a capacity cut would go below the seats already
@@ -29,8 +18,8 @@ func (r *Reserver) Grow(ctx context.Context, code string, n, newMax int) error {
 		return fmt.Errorf("reserve: grow by %d", n)
 	}
 	for s, add := range split(n, r.shards) {
-		if err := grantScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, add, newMax).Err(); err != nil {
-			return invite.Unavailable(err)
+		if _, err := evalGrant(ctx, r.rdb, r.keys.bucket(s, code), add, newMax); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -45,12 +34,12 @@ func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax in
 	taken := make([]int, r.shards)
 	need := n
 	for s := 0; s < r.shards && need > 0; s++ {
-		got, err := revokeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, need, newMax).Int()
+		got, ok, err := evalRevoke(ctx, r.rdb, r.keys.bucket(s, code), need, newMax)
 		if err != nil {
 			r.undoShrink(ctx, code, taken, oldMax)
-			return true, invite.Unavailable(err)
+			return true, err
 		}
-		if got < 0 {
+		if !ok {
 			continue
 		}
 		seeded = true
@@ -69,7 +58,7 @@ func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax in
 
 func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int, oldMax int) {
 	for s, n := range taken {
-		if err := grantScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, n, oldMax).Err(); err != nil {
+		if _, err := evalGrant(ctx, r.rdb, r.keys.bucket(s, code), n, oldMax); err != nil {
 			r.log.WithError(err).WithField("code", code).Error("could not put back seats after a refused cut; run `invitectl reseed`")
 		}
 	}
@@ -78,13 +67,9 @@ func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int, old
 // SetDisabled marks code disabled (or enabled) on every live bucket; every
 // replica sees it on its next request.
 func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) error {
-	v := "0"
-	if disabled {
-		v = "1"
-	}
 	for s := 0; s < r.shards; s++ {
-		if err := stateScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, "dis", v).Err(); err != nil {
-			return invite.Unavailable(err)
+		if _, err := evalSetDisabled(ctx, r.rdb, r.keys.bucket(s, code), disabled); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -95,11 +80,5 @@ func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) 
 // back to EVAL anyway; readiness waits for this so a replica enters
 // rotation warm.
 func (r *Reserver) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{reserveScript, stealScript, seedScript, giveBackScript, reopenScript,
-		unlockScript, grantScript, revokeScript, stateScript, freezeScript, rebuildScript} {
-		if err := s.Load(ctx, r.rdb).Err(); err != nil {
-			return invite.Unavailable(err)
-		}
-	}
-	return nil
+	return loadScripts(ctx, r.rdb)
 }

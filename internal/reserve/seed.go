@@ -190,15 +190,15 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 			Warn("some buckets of this code are missing; recreating them empty, run `invitectl reseed` to restore capacity")
 		clear(amounts)
 	}
-	dis, exp := bucketState(inv)
-	epoch := newToken()
+	f := bucketState(inv)
+	f.epoch = newToken()
 	for s := 0; s < r.shards; s++ {
 		if exists[s] {
 			continue
 		}
-		err := seedScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, amounts[s], dis, exp, inv.MaxUses, epoch).Err()
-		if err != nil {
-			return invite.Unavailable(err)
+		f.tokens = amounts[s]
+		if _, err := evalSeed(ctx, r.rdb, r.keys.bucket(s, inv.Code), f); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -227,7 +227,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 			return func() {
 				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 				defer cancel()
-				if err := unlockScript.Run(uctx, r.rdb, []string{key}, token).Err(); err != nil {
+				if _, err := evalUnlock(uctx, r.rdb, key, token); err != nil {
 					r.log.WithError(err).WithField("code", code).Warn("release seeding lock; it expires by itself")
 				}
 			}, nil
@@ -244,8 +244,8 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 // back are found by the next request instead of after SoldOutTTL.
 func (r *Reserver) Reopen(ctx context.Context, code string) error {
 	for s := 0; s < r.shards; s++ {
-		if err := reopenScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}).Err(); err != nil {
-			return invite.Unavailable(err)
+		if _, err := evalReopen(ctx, r.rdb, r.keys.bucket(s, code)); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -268,17 +268,14 @@ func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, o
 	return remaining, ok, nil
 }
 
-// bucketState is how a bucket records inv's state: disabled as "0"/"1",
-// expiry as unix ms (0: never).
-func bucketState(inv invite.Invitation) (dis string, exp int64) {
-	dis = "0"
-	if inv.Disabled {
-		dis = "1"
-	}
+// bucketState is inv's state as its buckets hold it (without tokens and
+// epoch).
+func bucketState(inv invite.Invitation) bucketFields {
+	f := bucketFields{disabled: inv.Disabled, maxUses: inv.MaxUses}
 	if !inv.ExpiresAt.IsZero() {
-		exp = inv.ExpiresAt.UnixMilli()
+		f.expires = inv.ExpiresAt.UnixMilli()
 	}
-	return dis, exp
+	return f
 }
 
 // Status reports whether code takes signups, from Redis' live counters:

@@ -119,22 +119,18 @@ func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
 // delivered again), the claim is pointed at owner, and the code's sold-out
 // marks are cleared. It reports whether a token was returned.
 func (r *Reserver) GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error) {
-	ks := []string{
-		r.keys.bucket(res.Shard, res.Code),
-		r.keys.claim(res.Shard, res.Canonical),
-		r.keys.givenBack(res.Shard, res.ID),
-	}
-	n, err := giveBackScript.Run(ctx, r.rdb, ks, res.Code, owner, giveBackMarkerTTL.Milliseconds()).Int()
+	returned, err := evalGiveBack(ctx, r.rdb, r.keys.bucket(res.Shard, res.Code), r.keys.claim(res.Shard, res.Canonical),
+		r.keys.givenBack(res.Shard, res.ID), res.Code, owner, giveBackMarkerTTL)
 	if err != nil {
-		return false, invite.Unavailable(err)
+		return false, err
 	}
-	if n == 1 {
+	if returned {
 		r.metrics.GiveBacks.Inc()
 		if err := r.Reopen(ctx, res.Code); err != nil {
 			return true, err
 		}
 	}
-	return n == 1, nil
+	return returned, nil
 }
 
 // Backlog returns how many reservations of shard wait for MongoDB and when
