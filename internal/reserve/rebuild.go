@@ -74,7 +74,7 @@ func (r *Reserver) eachPending(ctx context.Context, fn func(invite.Reservation))
 	for s := 0; s < r.shards; s++ {
 		start := "-"
 		for {
-			msgs, err := r.cmd.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
+			msgs, err := r.rdb.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
 			if err != nil {
 				return invite.Unavailable(err)
 			}

@@ -94,8 +94,7 @@ type Submitter interface {
 
 // Reserver runs reservations against Redis. It is safe for concurrent use.
 type Reserver struct {
-	rdb     redis.Scripter
-	cmd     redis.Cmdable
+	rdb     Client
 	src     Source
 	keys    keys
 	shards  int
@@ -121,12 +120,31 @@ type Reserver struct {
 // otherwise strand the moved tokens.
 const moveGrace = 2 * time.Second
 
-// Client is the part of go-redis the reservation layer uses; both
-// *redis.Client and *redis.ClusterClient satisfy it.
+// Client is the part of go-redis the reservation layer uses: the Lua
+// scripts (scripts.go) and a few plain commands for seeding, locks, the
+// admin tools and the streams. *redis.Client, *redis.ClusterClient and
+// redis.UniversalClient satisfy it.
 type Client interface {
 	redis.Scripter
-	redis.Cmdable
+	Get(ctx context.Context, key string) *redis.StringCmd
+	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	SetNX(ctx context.Context, key string, value any, expiration time.Duration) *redis.BoolCmd
+	Exists(ctx context.Context, keys ...string) *redis.IntCmd
+	HGet(ctx context.Context, key, field string) *redis.StringCmd
+	Pipeline() redis.Pipeliner
+	TxPipeline() redis.Pipeliner
+	XReadGroup(ctx context.Context, a *redis.XReadGroupArgs) *redis.XStreamSliceCmd
+	XAutoClaim(ctx context.Context, a *redis.XAutoClaimArgs) *redis.XAutoClaimCmd
+	XGroupCreateMkStream(ctx context.Context, stream, group, start string) *redis.StatusCmd
+	XRangeN(ctx context.Context, stream, start, stop string, count int64) *redis.XMessageSliceCmd
+	XLen(ctx context.Context, stream string) *redis.IntCmd
 }
+
+var (
+	_ Client = (*redis.Client)(nil)
+	_ Client = (*redis.ClusterClient)(nil)
+	_ Client = (redis.UniversalClient)(nil)
+)
 
 // New returns a Reserver over rdb seeding from src.
 func New(rdb Client, src Source, cfg Config) *Reserver {
@@ -164,7 +182,6 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 	}
 	return &Reserver{
 		rdb:     rdb,
-		cmd:     rdb,
 		src:     src,
 		keys:    newKeys(cfg.Namespace, cfg.Shards),
 		shards:  cfg.Shards,

@@ -29,7 +29,7 @@ const claimBatch = 500
 func (r *Reserver) Seeded(ctx context.Context) (bool, error) {
 	all := true
 	for s := 0; s < r.shards; s++ {
-		v, err := r.cmd.Get(ctx, r.keys.sentinel(s)).Result()
+		v, err := r.rdb.Get(ctx, r.keys.sentinel(s)).Result()
 		if errors.Is(err, redis.Nil) {
 			all = false
 			continue
@@ -75,7 +75,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 		}
 	}
 	for s := 0; s < r.shards; s++ {
-		if err := r.cmd.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
+		if err := r.rdb.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
 			return invite.Unavailable(err)
 		}
 	}
@@ -112,7 +112,7 @@ func (r *Reserver) SeedCode(ctx context.Context, inv invite.Invitation) error {
 // missing claims; overwrite (a reseed) makes MongoDB's answer win.
 func (r *Reserver) writeClaims(ctx context.Context, code string, overwrite bool) (map[string]int, error) {
 	counts := make(map[string]int)
-	pipe := r.cmd.Pipeline()
+	pipe := r.rdb.Pipeline()
 	flush := func() error {
 		if pipe.Len() == 0 {
 			return nil
@@ -172,7 +172,7 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 	exists := make([]bool, r.shards)
 	present := 0
 	for s := 0; s < r.shards; s++ {
-		n, err := r.cmd.Exists(ctx, r.keys.bucket(s, inv.Code)).Result()
+		n, err := r.rdb.Exists(ctx, r.keys.bucket(s, inv.Code)).Result()
 		if err != nil {
 			return invite.Unavailable(err)
 		}
@@ -219,7 +219,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 	token := newToken()
 	key := r.keys.lock(code)
 	for {
-		ok, err := r.cmd.SetNX(ctx, key, token, ttl).Result()
+		ok, err := r.rdb.SetNX(ctx, key, token, ttl).Result()
 		if err != nil {
 			return nil, invite.Unavailable(err)
 		}
@@ -255,7 +255,7 @@ func (r *Reserver) Reopen(ctx context.Context, code string) error {
 // false when no shard has a bucket for it.
 func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, ok bool, err error) {
 	for s := 0; s < r.shards; s++ {
-		v, err := r.cmd.HGet(ctx, r.keys.bucket(s, code), "tok").Int()
+		v, err := r.rdb.HGet(ctx, r.keys.bucket(s, code), "tok").Int()
 		if errors.Is(err, redis.Nil) {
 			continue
 		}
@@ -288,14 +288,12 @@ func (r *Reserver) Status(ctx context.Context, code string) (invite.Status, erro
 		return "", invite.ErrUnknownCode
 	}
 	for attempt := 0; attempt < 2; attempt++ {
+		p := r.rdb.Pipeline()
 		cmds := make([]*redis.SliceCmd, r.shards)
-		_, err := r.cmd.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for s := range cmds {
-				cmds[s] = p.HMGet(ctx, r.keys.bucket(s, code), "tok", "dis", "exp")
-			}
-			return nil
-		})
-		if err != nil {
+		for s := range cmds {
+			cmds[s] = p.HMGet(ctx, r.keys.bucket(s, code), "tok", "dis", "exp")
+		}
+		if _, err := p.Exec(ctx); err != nil {
 			return "", invite.Unavailable(err)
 		}
 		tokens, seen := 0, false

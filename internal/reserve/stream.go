@@ -24,7 +24,7 @@ const giveBackMarkerTTL = 7 * 24 * time.Hour
 // up to block when there are none. It creates the consumer group when Redis
 // has none (first start, or Redis lost its data).
 func (r *Reserver) Read(ctx context.Context, shard int, consumer string, count int, block time.Duration) ([]invite.Reservation, error) {
-	res, err := r.cmd.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group:    Group,
 		Consumer: consumer,
 		Streams:  []string{r.keys.stream(shard), ">"},
@@ -50,7 +50,7 @@ func (r *Reserver) Read(ctx context.Context, shard int, consumer string, count i
 // Claim takes over up to count reservations of shard that another consumer
 // read but did not acknowledge within minIdle (it died or hangs).
 func (r *Reserver) Claim(ctx context.Context, shard int, consumer string, minIdle time.Duration, count int) ([]invite.Reservation, error) {
-	msgs, _, err := r.cmd.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+	msgs, _, err := r.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 		Stream:   r.keys.stream(shard),
 		Group:    Group,
 		Consumer: consumer,
@@ -71,7 +71,7 @@ func (r *Reserver) Claim(ctx context.Context, shard int, consumer string, minIdl
 }
 
 func (r *Reserver) createGroup(ctx context.Context, shard int) error {
-	err := r.cmd.XGroupCreateMkStream(ctx, r.keys.stream(shard), Group, "0").Err()
+	err := r.rdb.XGroupCreateMkStream(ctx, r.keys.stream(shard), Group, "0").Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return invite.Unavailable(err)
 	}
@@ -105,7 +105,7 @@ func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
 		return nil
 	}
 	key := r.keys.stream(shard)
-	pipe := r.cmd.TxPipeline()
+	pipe := r.rdb.TxPipeline()
 	pipe.XAck(ctx, key, Group, ids...)
 	pipe.XDel(ctx, key, ids...)
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -137,14 +137,14 @@ func (r *Reserver) GiveBack(ctx context.Context, res invite.Reservation, owner s
 // the oldest of them was made (zero when none).
 func (r *Reserver) Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error) {
 	key := r.keys.stream(shard)
-	n, err = r.cmd.XLen(ctx, key).Result()
+	n, err = r.rdb.XLen(ctx, key).Result()
 	if err != nil {
 		return 0, time.Time{}, invite.Unavailable(err)
 	}
 	if n == 0 {
 		return 0, time.Time{}, nil
 	}
-	msgs, err := r.cmd.XRangeN(ctx, key, "-", "+", 1).Result()
+	msgs, err := r.rdb.XRangeN(ctx, key, "-", "+", 1).Result()
 	if err != nil {
 		return 0, time.Time{}, invite.Unavailable(err)
 	}
