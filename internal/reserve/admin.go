@@ -10,33 +10,35 @@ import (
 // taken; nothing was changed.
 var ErrBelowTaken = errors.New("reserve: new capacity is below the seats already taken")
 
-// Grow adds n seats to code's live buckets, split over the shards, records
-// newMax and clears sold-out marks, so a full code reopens at once. A code
-// with no buckets is left alone: seeding reads the new capacity from MongoDB.
+// Grow adds n seats to code's live buckets, split over the shards, and
+// clears sold-out marks, so a full code reopens at once. A code with no
+// buckets is left alone: seeding reads the new capacity from MongoDB.
+// Redis does not record the capacity, so newMax is unused.
 func (r *Reserver) Grow(ctx context.Context, code string, n, newMax int) error {
 	if n < 0 {
 		return fmt.Errorf("reserve: grow by %d", n)
 	}
 	for s, add := range split(n, r.shards) {
-		if _, err := evalGrant(ctx, r.rdb, r.keys.bucket(s, code), add, newMax); err != nil {
+		if _, err := evalGrant(ctx, r.rdb, r.keys.bucket(s, code), add); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// Shrink removes n unused seats from code's live buckets and records
-// newMax. If fewer than n seats are unused it puts back what it took and
-// returns ErrBelowTaken: a cut never takes a seat someone holds, even with
-// signups running. seeded is false when the code has no buckets (nothing
-// to take; MongoDB's count is then the only check).
+// Shrink removes n unused seats from code's live buckets. If fewer than n
+// seats are unused it puts back what it took and returns ErrBelowTaken: a
+// cut never takes a seat someone holds, even with signups running. seeded
+// is false when the code has no buckets (nothing to take; MongoDB's count
+// is then the only check). Redis does not record the capacity, so oldMax
+// and newMax are unused.
 func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax int) (seeded bool, err error) {
 	taken := make([]int, r.shards)
 	need := n
 	for s := 0; s < r.shards && need > 0; s++ {
-		got, ok, err := evalRevoke(ctx, r.rdb, r.keys.bucket(s, code), need, newMax)
+		got, ok, err := evalRevoke(ctx, r.rdb, r.keys.bucket(s, code), need)
 		if err != nil {
-			r.undoShrink(ctx, code, taken, oldMax)
+			r.undoShrink(ctx, code, taken)
 			return true, err
 		}
 		if !ok {
@@ -50,15 +52,15 @@ func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax in
 		return false, nil
 	}
 	if need > 0 {
-		r.undoShrink(ctx, code, taken, oldMax)
+		r.undoShrink(ctx, code, taken)
 		return true, ErrBelowTaken
 	}
 	return true, nil
 }
 
-func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int, oldMax int) {
+func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int) {
 	for s, n := range taken {
-		if _, err := evalGrant(ctx, r.rdb, r.keys.bucket(s, code), n, oldMax); err != nil {
+		if _, err := evalGrant(ctx, r.rdb, r.keys.bucket(s, code), n); err != nil {
 			r.log.WithError(err).WithField("code", code).Error("could not put back seats after a refused cut; run `invitectl reseed`")
 		}
 	}

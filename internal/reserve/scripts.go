@@ -174,7 +174,6 @@ type bucketFields struct {
 	tokens   int
 	disabled bool
 	expires  int64 // unix ms, 0: never
-	maxUses  int
 	epoch    string
 }
 
@@ -188,17 +187,17 @@ func (f bucketFields) dis() string {
 
 // evalSeed runs seed.lua: it creates bucket with f unless it exists.
 func evalSeed(ctx context.Context, c redis.Scripter, bucket string, f bucketFields) (created bool, err error) {
-	n, err := seedScript.Run(ctx, c, []string{bucket}, f.tokens, f.dis(), f.expires, f.maxUses, f.epoch).Int()
+	n, err := seedScript.Run(ctx, c, []string{bucket}, f.tokens, f.dis(), f.expires, f.epoch).Int()
 	if err != nil {
 		return false, invite.Unavailable(err)
 	}
 	return n == 1, nil
 }
 
-// evalGrant runs grant.lua: it adds tokens to an existing bucket, records
-// maxUses and clears the sold-out mark. ok is false when there is no bucket.
-func evalGrant(ctx context.Context, c redis.Scripter, bucket string, tokens, maxUses int) (ok bool, err error) {
-	n, err := grantScript.Run(ctx, c, []string{bucket}, tokens, maxUses).Int()
+// evalGrant runs grant.lua: it adds tokens to an existing bucket and clears
+// its sold-out mark. ok is false when there is no bucket.
+func evalGrant(ctx context.Context, c redis.Scripter, bucket string, tokens int) (ok bool, err error) {
+	n, err := grantScript.Run(ctx, c, []string{bucket}, tokens).Int()
 	if err != nil {
 		return false, invite.Unavailable(err)
 	}
@@ -206,9 +205,9 @@ func evalGrant(ctx context.Context, c redis.Scripter, bucket string, tokens, max
 }
 
 // evalRevoke runs revoke.lua: it removes up to tokens free tokens from an
-// existing bucket and records maxUses. ok is false when there is no bucket.
-func evalRevoke(ctx context.Context, c redis.Scripter, bucket string, tokens, maxUses int) (removed int, ok bool, err error) {
-	n, err := revokeScript.Run(ctx, c, []string{bucket}, tokens, maxUses).Int()
+// existing bucket. ok is false when there is no bucket.
+func evalRevoke(ctx context.Context, c redis.Scripter, bucket string, tokens int) (removed int, ok bool, err error) {
+	n, err := revokeScript.Run(ctx, c, []string{bucket}, tokens).Int()
 	if err != nil {
 		return 0, false, invite.Unavailable(err)
 	}
@@ -259,7 +258,7 @@ func evalRebuildZero(ctx context.Context, c redis.Scripter, bucket, owner string
 // evalRebuildOpen runs rebuild.lua's second step: bucket is replaced by f,
 // unfrozen. held is false when owner's freeze was lost (nothing changed).
 func evalRebuildOpen(ctx context.Context, c redis.Scripter, bucket, owner string, f bucketFields) (held bool, err error) {
-	n, err := rebuildScript.Run(ctx, c, []string{bucket}, owner, "open", f.tokens, f.dis(), f.expires, f.maxUses, f.epoch).Int()
+	n, err := rebuildScript.Run(ctx, c, []string{bucket}, owner, "open", f.tokens, f.dis(), f.expires, f.epoch).Int()
 	if err != nil {
 		return false, invite.Unavailable(err)
 	}

@@ -271,7 +271,7 @@ func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, o
 // bucketState is inv's state as its buckets hold it (without tokens and
 // epoch).
 func bucketState(inv invite.Invitation) bucketFields {
-	f := bucketFields{disabled: inv.Disabled, maxUses: inv.MaxUses}
+	f := bucketFields{disabled: inv.Disabled}
 	if !inv.ExpiresAt.IsZero() {
 		f.expires = inv.ExpiresAt.UnixMilli()
 	}

@@ -2,7 +2,7 @@
 -- code (invitectl set-max down).
 --
 -- KEYS[1] token bucket {ns:s}:b:<code>
--- ARGV[1] tokens wanted (>= 0)   ARGV[2] new max_uses of the code
+-- ARGV[1] tokens wanted (>= 0)
 -- Reply: tokens removed, or -1 when there is no bucket.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -13,5 +13,4 @@ local take = math.min(math.max(t, 0), tonumber(ARGV[1]))
 if take > 0 then
   redis.call('HINCRBY', KEYS[1], 'tok', -take)
 end
-redis.call('HSET', KEYS[1], 'max', ARGV[2])
 return take
