@@ -19,7 +19,7 @@ func (r *Reserver) Grow(ctx context.Context, code string, n, newMax int) error {
 		return fmt.Errorf("reserve: grow by %d", n)
 	}
 	for s, add := range split(n, r.shards) {
-		if _, err := evalGrant(ctx, r.rdb, r.keys.bucket(s, code), add); err != nil {
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{tokens: add}); err != nil {
 			return err
 		}
 	}
@@ -36,7 +36,7 @@ func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax in
 	taken := make([]int, r.shards)
 	need := n
 	for s := 0; s < r.shards && need > 0; s++ {
-		got, ok, err := evalRevoke(ctx, r.rdb, r.keys.bucket(s, code), need)
+		got, ok, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{tokens: -need})
 		if err != nil {
 			r.undoShrink(ctx, code, taken)
 			return true, err
@@ -60,7 +60,7 @@ func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax in
 
 func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int) {
 	for s, n := range taken {
-		if _, err := evalGrant(ctx, r.rdb, r.keys.bucket(s, code), n); err != nil {
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{tokens: n}); err != nil {
 			r.log.WithError(err).WithField("code", code).Error("could not put back seats after a refused cut; run `invitectl reseed`")
 		}
 	}
@@ -70,7 +70,7 @@ func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int) {
 // replica sees it on its next request.
 func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) error {
 	for s := 0; s < r.shards; s++ {
-		if _, err := evalSetDisabled(ctx, r.rdb, r.keys.bucket(s, code), disabled); err != nil {
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{disabled: &disabled}); err != nil {
 			return err
 		}
 	}

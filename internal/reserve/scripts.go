@@ -23,11 +23,8 @@ var (
 	stealScript    = script(lua.Steal)
 	seedScript     = script(lua.Seed)
 	giveBackScript = script(lua.GiveBack)
-	reopenScript   = script(lua.Reopen)
+	adjustScript   = script(lua.Adjust)
 	unlockScript   = script(lua.Unlock)
-	grantScript    = script(lua.Grant)
-	revokeScript   = script(lua.Revoke)
-	stateScript    = script(lua.State)
 	freezeScript   = script(lua.Freeze)
 	rebuildScript  = script(lua.Rebuild)
 )
@@ -194,20 +191,21 @@ func evalSeed(ctx context.Context, c redis.Scripter, bucket string, f bucketFiel
 	return n == 1, nil
 }
 
-// evalGrant runs grant.lua: it adds tokens to an existing bucket and clears
-// its sold-out mark. ok is false when there is no bucket.
-func evalGrant(ctx context.Context, c redis.Scripter, bucket string, tokens int) (ok bool, err error) {
-	n, err := grantScript.Run(ctx, c, []string{bucket}, tokens).Int()
-	if err != nil {
-		return false, invite.Unavailable(err)
-	}
-	return n == 1, nil
+// bucketChange is what adjust.lua changes on an existing bucket.
+type bucketChange struct {
+	tokens   int   // > 0 added; < 0 up to -tokens free tokens removed
+	disabled *bool // set when not nil
 }
 
-// evalRevoke runs revoke.lua: it removes up to tokens free tokens from an
-// existing bucket. ok is false when there is no bucket.
-func evalRevoke(ctx context.Context, c redis.Scripter, bucket string, tokens int) (removed int, ok bool, err error) {
-	n, err := revokeScript.Run(ctx, c, []string{bucket}, tokens).Int()
+// evalAdjust runs adjust.lua: it applies ch to bucket if it exists and,
+// unless ch removes tokens, clears its sold-out mark. moved is the tokens
+// added or removed; ok is false when there is no bucket (nothing changed).
+func evalAdjust(ctx context.Context, c redis.Scripter, bucket string, ch bucketChange) (moved int, ok bool, err error) {
+	dis := ""
+	if ch.disabled != nil {
+		dis = bucketFields{disabled: *ch.disabled}.dis()
+	}
+	n, err := adjustScript.Run(ctx, c, []string{bucket}, ch.tokens, dis).Int()
 	if err != nil {
 		return 0, false, invite.Unavailable(err)
 	}
@@ -215,25 +213,6 @@ func evalRevoke(ctx context.Context, c redis.Scripter, bucket string, tokens int
 		return 0, false, nil
 	}
 	return n, true, nil
-}
-
-// evalSetDisabled runs state.lua on the dis field: it sets an existing
-// bucket's disabled state and clears its sold-out mark.
-func evalSetDisabled(ctx context.Context, c redis.Scripter, bucket string, disabled bool) (ok bool, err error) {
-	n, err := stateScript.Run(ctx, c, []string{bucket}, "dis", bucketFields{disabled: disabled}.dis()).Int()
-	if err != nil {
-		return false, invite.Unavailable(err)
-	}
-	return n == 1, nil
-}
-
-// evalReopen runs reopen.lua: it clears an existing bucket's sold-out mark.
-func evalReopen(ctx context.Context, c redis.Scripter, bucket string) (ok bool, err error) {
-	n, err := reopenScript.Run(ctx, c, []string{bucket}).Int()
-	if err != nil {
-		return false, invite.Unavailable(err)
-	}
-	return n == 1, nil
 }
 
 // evalFreeze runs freeze.lua: bucket refuses signups for ttl by Redis'

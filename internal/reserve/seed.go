@@ -244,7 +244,7 @@ func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (un
 // back are found by the next request instead of after SoldOutTTL.
 func (r *Reserver) Reopen(ctx context.Context, code string) error {
 	for s := 0; s < r.shards; s++ {
-		if _, err := evalReopen(ctx, r.rdb, r.keys.bucket(s, code)); err != nil {
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{}); err != nil {
 			return err
 		}
 	}
