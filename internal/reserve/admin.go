@@ -77,10 +77,13 @@ func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) 
 	return nil
 }
 
-// LoadScripts loads every script into Redis (every master of a cluster), so
-// the first signups after a start or a Redis restart run by SHA. Calls fall
-// back to EVAL anyway; readiness waits for this so a replica enters
-// rotation warm.
-func (r *Reserver) LoadScripts(ctx context.Context) error {
-	return loadScripts(ctx, r.rdb)
+// Reopen clears every shard's sold-out mark for code, so tokens that came
+// back are found by the next request instead of after SoldOutTTL.
+func (r *Reserver) Reopen(ctx context.Context, code string) error {
+	for s := 0; s < r.shards; s++ {
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -38,16 +38,6 @@ func script(src string) *redis.Script {
 	return s
 }
 
-// loadScripts loads every script into Redis (every master of a cluster).
-func loadScripts(ctx context.Context, c redis.Scripter) error {
-	for _, s := range allScripts {
-		if err := s.Load(ctx, c).Err(); err != nil {
-			return invite.Unavailable(err)
-		}
-	}
-	return nil
-}
-
 // reserveStatus is the first element of reserve.lua's reply.
 type reserveStatus int
 
@@ -262,4 +252,17 @@ func evalUnlock(ctx context.Context, c redis.Scripter, lock, token string) (rele
 		return false, invite.Unavailable(err)
 	}
 	return n == 1, nil
+}
+
+// LoadScripts loads every script into Redis (every master of a cluster), so
+// the first signups after a start or a Redis restart run by SHA. Calls fall
+// back to EVAL anyway; readiness waits for this so a replica enters
+// rotation warm.
+func (r *Reserver) LoadScripts(ctx context.Context) error {
+	for _, s := range allScripts {
+		if err := s.Load(ctx, r.rdb).Err(); err != nil {
+			return invite.Unavailable(err)
+		}
+	}
+	return nil
 }

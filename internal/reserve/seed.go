@@ -2,11 +2,8 @@ package reserve
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -204,70 +201,6 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 	return nil
 }
 
-// newToken returns a random identifier (lock holders, epochs, freezes).
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// Lock takes code's lock, waiting for a holder to finish: seeding holds it
-// while it creates buckets, invitectl while it changes or reseeds the code.
-// It expires after ttl, so a crashed holder delays others, never blocks
-// them.
-func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (unlock func(), err error) {
-	token := newToken()
-	key := r.keys.lock(code)
-	for {
-		ok, err := r.rdb.SetNX(ctx, key, token, ttl).Result()
-		if err != nil {
-			return nil, invite.Unavailable(err)
-		}
-		if ok {
-			return func() {
-				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-				defer cancel()
-				if _, err := evalUnlock(uctx, r.rdb, key, token); err != nil {
-					r.log.WithError(err).WithField("code", code).Warn("release seeding lock; it expires by itself")
-				}
-			}, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, invite.Unavailable(ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// Reopen clears every shard's sold-out mark for code, so tokens that came
-// back are found by the next request instead of after SoldOutTTL.
-func (r *Reserver) Reopen(ctx context.Context, code string) error {
-	for s := 0; s < r.shards; s++ {
-		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// Remaining returns the tokens left for code summed over all shards; ok is
-// false when no shard has a bucket for it.
-func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, ok bool, err error) {
-	for s := 0; s < r.shards; s++ {
-		v, err := r.rdb.HGet(ctx, r.keys.bucket(s, code), "tok").Int()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return 0, false, invite.Unavailable(err)
-		}
-		ok = true
-		remaining += v
-	}
-	return remaining, ok, nil
-}
-
 // bucketState is inv's state as its buckets hold it (without tokens and
 // epoch).
 func bucketState(inv invite.Invitation) bucketFields {
@@ -276,54 +209,4 @@ func bucketState(inv invite.Invitation) bucketFields {
 		f.expires = inv.ExpiresAt.UnixMilli()
 	}
 	return f
-}
-
-// Status reports whether code takes signups, from Redis' live counters:
-// invite.ErrUnknownCode for a code MongoDB does not have (answered from the same
-// snapshot as Reserve, so random codes do not reach MongoDB), full when
-// every shard's bucket is empty. It reads every shard in one pipelined
-// round trip and seeds a code whose buckets are missing.
-func (r *Reserver) Status(ctx context.Context, code string) (invite.Status, error) {
-	if !invite.ValidCode(code) {
-		return "", invite.ErrUnknownCode
-	}
-	for attempt := 0; attempt < 2; attempt++ {
-		p := r.rdb.Pipeline()
-		cmds := make([]*redis.SliceCmd, r.shards)
-		for s := range cmds {
-			cmds[s] = p.HMGet(ctx, r.keys.bucket(s, code), "tok", "dis", "exp")
-		}
-		if _, err := p.Exec(ctx); err != nil {
-			return "", invite.Unavailable(err)
-		}
-		tokens, seen := 0, false
-		var dis, exp any
-		for _, c := range cmds {
-			v := c.Val()
-			if len(v) != 3 || v[0] == nil {
-				continue
-			}
-			seen = true
-			n, _ := strconv.Atoi(fmt.Sprint(v[0]))
-			tokens += n
-			dis, exp = v[1], v[2]
-		}
-		if !seen {
-			if err := r.ensureCode(ctx, code); err != nil {
-				return "", err
-			}
-			continue
-		}
-		if dis == "1" {
-			return invite.StatusDisabled, nil
-		}
-		if ms, _ := strconv.ParseInt(fmt.Sprint(exp), 10, 64); ms > 0 && r.cfg.Now().UnixMilli() >= ms {
-			return invite.StatusExpired, nil
-		}
-		if tokens <= 0 {
-			return invite.StatusFull, nil
-		}
-		return invite.StatusOpen, nil
-	}
-	return "", fmt.Errorf("%w: code %q still unseeded", invite.ErrUnavailable, code)
 }

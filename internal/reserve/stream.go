@@ -16,10 +16,6 @@ import (
 // Group is the consumer group every reconciler joins on every shard stream.
 const Group = "reconciler"
 
-// giveBackMarkerTTL keeps the "token already returned" marker long enough
-// for any redelivery of the same entry.
-const giveBackMarkerTTL = 7 * 24 * time.Hour
-
 // Read returns up to count new reservations of shard for consumer, waiting
 // up to block when there are none. It creates the consumer group when Redis
 // has none (first start, or Redis lost its data).
@@ -114,25 +110,6 @@ func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
 	return nil
 }
 
-// GiveBack undoes reservation res, which MongoDB refused because the email
-// belongs to owner: the token goes back to the bucket (once, even if res is
-// delivered again), the claim is pointed at owner, and the code's sold-out
-// marks are cleared. It reports whether a token was returned.
-func (r *Reserver) GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error) {
-	returned, err := evalGiveBack(ctx, r.rdb, r.keys.bucket(res.Shard, res.Code), r.keys.claim(res.Shard, res.Canonical),
-		r.keys.givenBack(res.Shard, res.ID), res.Code, owner, giveBackMarkerTTL)
-	if err != nil {
-		return false, err
-	}
-	if returned {
-		r.metrics.GiveBacks.Inc()
-		if err := r.Reopen(ctx, res.Code); err != nil {
-			return true, err
-		}
-	}
-	return returned, nil
-}
-
 // Backlog returns how many reservations of shard wait for MongoDB and when
 // the oldest of them was made (zero when none).
 func (r *Reserver) Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error) {
@@ -156,4 +133,52 @@ func (r *Reserver) Backlog(ctx context.Context, shard int) (n int64, oldest time
 		return n, time.Time{}, fmt.Errorf("reserve: stream id %q: %w", msgs[0].ID, err)
 	}
 	return n, time.UnixMilli(ms), nil
+}
+
+// Pending returns the reservations of code still in the streams (not yet
+// acknowledged as written to MongoDB).
+func (r *Reserver) Pending(ctx context.Context, code string) ([]invite.Reservation, error) {
+	var out []invite.Reservation
+	err := r.eachPending(ctx, func(e invite.Reservation) {
+		if e.Code == code {
+			out = append(out, e)
+		}
+	})
+	return out, err
+}
+
+// OldestPending returns, per code, when its oldest reservation not yet in
+// MongoDB was made. It reads the whole backlog: an admin tool's call.
+func (r *Reserver) OldestPending(ctx context.Context) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := r.eachPending(ctx, func(e invite.Reservation) {
+		if e.Code == "" {
+			return
+		}
+		if t, ok := out[e.Code]; !ok || e.ReservedAt.Before(t) {
+			out[e.Code] = e.ReservedAt
+		}
+	})
+	return out, err
+}
+
+// eachPending calls fn for every entry of every shard's stream.
+func (r *Reserver) eachPending(ctx context.Context, fn func(invite.Reservation)) error {
+	for s := 0; s < r.shards; s++ {
+		start := "-"
+		for {
+			msgs, err := r.rdb.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
+			if err != nil {
+				return invite.Unavailable(err)
+			}
+			for _, e := range r.appendEntries(nil, s, msgs) {
+				fn(e)
+			}
+			if len(msgs) < 1000 {
+				break
+			}
+			start = "(" + msgs[len(msgs)-1].ID
+		}
+	}
+	return nil
 }

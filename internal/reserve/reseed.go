@@ -42,54 +42,6 @@ func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) (
 	return owner, nil
 }
 
-// Pending returns the reservations of code still in the streams (not yet
-// acknowledged as written to MongoDB).
-func (r *Reserver) Pending(ctx context.Context, code string) ([]invite.Reservation, error) {
-	var out []invite.Reservation
-	err := r.eachPending(ctx, func(e invite.Reservation) {
-		if e.Code == code {
-			out = append(out, e)
-		}
-	})
-	return out, err
-}
-
-// OldestPending returns, per code, when its oldest reservation not yet in
-// MongoDB was made. It reads the whole backlog: an admin tool's call.
-func (r *Reserver) OldestPending(ctx context.Context) (map[string]time.Time, error) {
-	out := map[string]time.Time{}
-	err := r.eachPending(ctx, func(e invite.Reservation) {
-		if e.Code == "" {
-			return
-		}
-		if t, ok := out[e.Code]; !ok || e.ReservedAt.Before(t) {
-			out[e.Code] = e.ReservedAt
-		}
-	})
-	return out, err
-}
-
-// eachPending calls fn for every entry of every shard's stream.
-func (r *Reserver) eachPending(ctx context.Context, fn func(invite.Reservation)) error {
-	for s := 0; s < r.shards; s++ {
-		start := "-"
-		for {
-			msgs, err := r.rdb.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
-			if err != nil {
-				return invite.Unavailable(err)
-			}
-			for _, e := range r.appendEntries(nil, s, msgs) {
-				fn(e)
-			}
-			if len(msgs) < 1000 {
-				break
-			}
-			start = "(" + msgs[len(msgs)-1].ID
-		}
-	}
-	return nil
-}
-
 // RestoreClaims points the claim of every registration of code in the
 // source at code, overwriting what Redis holds (MongoDB is the truth), and
 // returns how many registrations the code has.
