@@ -4,53 +4,44 @@ import (
 	"context"
 	"errors"
 	"fmt"
-
-	"github.com/redis/go-redis/v9"
-
-	"github.com/invitegate/invitegate/internal/invite"
-	"github.com/invitegate/invitegate/scripts/lua"
-)
-
-var (
-	grantScript  = redis.NewScript(lua.Grant)
-	revokeScript = redis.NewScript(lua.Revoke)
-	stateScript  = redis.NewScript(lua.State)
 )
 
 // ErrBelowTaken means a capacity cut would go below the seats already
 // taken; nothing was changed.
 var ErrBelowTaken = errors.New("reserve: new capacity is below the seats already taken")
 
-// Grow adds n seats to code's live buckets, split over the shards, records
-// newMax and clears sold-out marks, so a full code reopens at once. A code
-// with no buckets is left alone: seeding reads the new capacity from MongoDB.
+// Grow adds n seats to code's live buckets, split over the shards, and
+// clears sold-out marks, so a full code reopens at once. A code with no
+// buckets is left alone: seeding reads the new capacity from MongoDB.
+// Redis does not record the capacity, so newMax is unused.
 func (r *Reserver) Grow(ctx context.Context, code string, n, newMax int) error {
 	if n < 0 {
 		return fmt.Errorf("reserve: grow by %d", n)
 	}
 	for s, add := range split(n, r.shards) {
-		if err := grantScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, add, newMax).Err(); err != nil {
-			return invite.Unavailable(err)
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{tokens: add}); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// Shrink removes n unused seats from code's live buckets and records
-// newMax. If fewer than n seats are unused it puts back what it took and
-// returns ErrBelowTaken: a cut never takes a seat someone holds, even with
-// signups running. seeded is false when the code has no buckets (nothing
-// to take; MongoDB's count is then the only check).
+// Shrink removes n unused seats from code's live buckets. If fewer than n
+// seats are unused it puts back what it took and returns ErrBelowTaken: a
+// cut never takes a seat someone holds, even with signups running. seeded
+// is false when the code has no buckets (nothing to take; MongoDB's count
+// is then the only check). Redis does not record the capacity, so oldMax
+// and newMax are unused.
 func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax int) (seeded bool, err error) {
 	taken := make([]int, r.shards)
 	need := n
 	for s := 0; s < r.shards && need > 0; s++ {
-		got, err := revokeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, need, newMax).Int()
+		got, ok, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{tokens: -need})
 		if err != nil {
-			r.undoShrink(ctx, code, taken, oldMax)
-			return true, invite.Unavailable(err)
+			r.undoShrink(ctx, code, taken)
+			return true, err
 		}
-		if got < 0 {
+		if !ok {
 			continue
 		}
 		seeded = true
@@ -61,15 +52,15 @@ func (r *Reserver) Shrink(ctx context.Context, code string, n, oldMax, newMax in
 		return false, nil
 	}
 	if need > 0 {
-		r.undoShrink(ctx, code, taken, oldMax)
+		r.undoShrink(ctx, code, taken)
 		return true, ErrBelowTaken
 	}
 	return true, nil
 }
 
-func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int, oldMax int) {
+func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int) {
 	for s, n := range taken {
-		if err := grantScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, n, oldMax).Err(); err != nil {
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{tokens: n}); err != nil {
 			r.log.WithError(err).WithField("code", code).Error("could not put back seats after a refused cut; run `invitectl reseed`")
 		}
 	}
@@ -78,27 +69,20 @@ func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int, old
 // SetDisabled marks code disabled (or enabled) on every live bucket; every
 // replica sees it on its next request.
 func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) error {
-	v := "0"
-	if disabled {
-		v = "1"
-	}
 	for s := 0; s < r.shards; s++ {
-		if err := stateScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, "dis", v).Err(); err != nil {
-			return invite.Unavailable(err)
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{disabled: &disabled}); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// LoadScripts loads every script into Redis (every master of a cluster), so
-// the first signups after a start or a Redis restart run by SHA. Calls fall
-// back to EVAL anyway; readiness waits for this so a replica enters
-// rotation warm.
-func (r *Reserver) LoadScripts(ctx context.Context) error {
-	for _, s := range []*redis.Script{reserveScript, stealScript, seedScript, giveBackScript, reopenScript,
-		unlockScript, grantScript, revokeScript, stateScript, freezeScript, rebuildScript} {
-		if err := s.Load(ctx, r.rdb).Err(); err != nil {
-			return invite.Unavailable(err)
+// Reopen clears every shard's sold-out mark for code, so tokens that came
+// back are found by the next request instead of after SoldOutTTL.
+func (r *Reserver) Reopen(ctx context.Context, code string) error {
+	for s := 0; s < r.shards; s++ {
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{}); err != nil {
+			return err
 		}
 	}
 	return nil

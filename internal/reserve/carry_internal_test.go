@@ -38,26 +38,22 @@ func TestCarryAppliedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// One token per shard. Move shard 1's to shard 0.
-	v, err := stealScript.Run(ctx, rdb, []string{r.keys.bucket(1, "c")}).Slice()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := decodeReply(v)
-	if err != nil || st.status != 1 {
-		t.Fatalf("steal: %+v %v", st, err)
+	taken, epoch, err := evalSteal(ctx, rdb, r.keys.bucket(1, "c"))
+	if err != nil || taken != 1 {
+		t.Fatalf("steal: %d %v", taken, err)
 	}
 	a, err := email.Parse("carrier@example.com", email.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := []string{r.keys.sentinel(0), r.keys.bucket(0, "c"), r.keys.claim(0, a.Canonical), r.keys.stream(0), r.keys.transfer(0, "t1")}
+	in := reserveCall{
+		sentinel: r.keys.sentinel(0), bucket: r.keys.bucket(0, "c"), claim: r.keys.claim(0, a.Canonical), stream: r.keys.stream(0),
+		transfer: r.keys.transfer(0, "t1"),
+		code:     "c", canonical: a.Canonical, email: a.Normalized, now: 1, carry: taken, carryEpoch: epoch, shards: r.kArg,
+	}
 	run := func() reply {
 		t.Helper()
-		v, err := reserveScript.Run(ctx, rdb, keys, "c", a.Canonical, a.Normalized, int64(1), st.status, int64(0), r.kArg, st.arg).Slice()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := decodeReply(v)
+		rep, err := evalReserve(ctx, rdb, nil, in)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -134,22 +130,20 @@ func TestSweepLeaseScript(t *testing.T) {
 	if err := rdb.HSet(ctx, r.keys.bucket(0, "c"), "tok", 0, "so", 1000).Err(); err != nil { // empty, mark expired long ago
 		t.Fatal(err)
 	}
-	call := func(who string, now, markTTL int64) int64 {
+	call := func(who string, now, markTTL int64) reserveStatus {
 		t.Helper()
 		a, err := email.Parse(who+"@example.com", email.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys := []string{r.keys.sentinel(0), r.keys.bucket(0, "c"), r.keys.claim(0, a.Canonical), r.keys.stream(0)}
-		v, err := reserveScript.Run(ctx, rdb, keys, "c", a.Canonical, a.Normalized, now, 0, markTTL, r.kArg, "", 100).Slice()
+		rep, err := evalReserve(ctx, rdb, nil, reserveCall{
+			sentinel: r.keys.sentinel(0), bucket: r.keys.bucket(0, "c"), claim: r.keys.claim(0, a.Canonical), stream: r.keys.stream(0),
+			code: "c", canonical: a.Canonical, email: a.Normalized, now: now, markTTL: markTTL, shards: r.kArg, sweepLease: 100,
+		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := decodeReply(v)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return int64(rep.status)
+		return rep.status
 	}
 	so := func() string { return rdb.HGet(ctx, r.keys.bucket(0, "c"), "so").Val() }
 	if got := call("first", 5000, 0); got != stEmpty || so() != "5100" {

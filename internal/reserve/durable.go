@@ -20,7 +20,7 @@ const DurableMarkTTL = 24 * time.Hour
 // the registration. A Redis that loses the mark loses nothing but the
 // shortcut. It returns an error wrapping invite.ErrUnavailable.
 func (r *Reserver) MarkDurable(ctx context.Context, canonical, code string) error {
-	if err := r.cmd.Set(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical), code, DurableMarkTTL).Err(); err != nil {
+	if err := r.rdb.Set(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical), code, DurableMarkTTL).Err(); err != nil {
 		return invite.Unavailable(err)
 	}
 	return nil
@@ -29,7 +29,7 @@ func (r *Reserver) MarkDurable(ctx context.Context, canonical, code string) erro
 // Durable reports whether MarkDurable recorded canonical on code. It
 // returns an error wrapping invite.ErrUnavailable.
 func (r *Reserver) Durable(ctx context.Context, canonical, code string) (bool, error) {
-	v, err := r.cmd.Get(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical)).Result()
+	v, err := r.rdb.Get(ctx, r.keys.durable(shardOf(canonical, r.shards), canonical)).Result()
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}

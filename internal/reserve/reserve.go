@@ -29,23 +29,11 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
-	"github.com/invitegate/invitegate/scripts/lua"
 )
 
 // ErrShardMismatch means Redis was seeded for another shard count than
 // this process runs with; it needs an operator.
 var ErrShardMismatch = fmt.Errorf("%w: redis is seeded for a different shard count", invite.ErrMisconfigured)
-
-// Scripts are loaded once and called by SHA, falling back to EVAL when a
-// node does not have them (a fresh or restarted node, a new release).
-var (
-	reserveScript  = redis.NewScript(lua.Reserve)
-	stealScript    = redis.NewScript(lua.Steal)
-	seedScript     = redis.NewScript(lua.Seed)
-	giveBackScript = redis.NewScript(lua.GiveBack)
-	reopenScript   = redis.NewScript(lua.Reopen)
-	unlockScript   = redis.NewScript(lua.Unlock)
-)
 
 // Source is where the reservation layer reads the truth from when it seeds
 // Redis: MongoDB, through internal/persist.
@@ -106,8 +94,7 @@ type Submitter interface {
 
 // Reserver runs reservations against Redis. It is safe for concurrent use.
 type Reserver struct {
-	rdb     redis.Scripter
-	cmd     redis.Cmdable
+	rdb     Client
 	src     Source
 	keys    keys
 	shards  int
@@ -132,12 +119,31 @@ type Reserver struct {
 // up between the two calls would otherwise strand the moved tokens.
 const moveTimeout = 2 * time.Second
 
-// Client is the part of go-redis the reservation layer uses; both
-// *redis.Client and *redis.ClusterClient satisfy it.
+// Client is the part of go-redis the reservation layer uses: the Lua
+// scripts (scripts.go) and a few plain commands for seeding, locks, the
+// admin tools and the streams. *redis.Client, *redis.ClusterClient and
+// redis.UniversalClient satisfy it.
 type Client interface {
 	redis.Scripter
-	redis.Cmdable
+	Get(ctx context.Context, key string) *redis.StringCmd
+	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
+	SetNX(ctx context.Context, key string, value any, expiration time.Duration) *redis.BoolCmd
+	Exists(ctx context.Context, keys ...string) *redis.IntCmd
+	HGet(ctx context.Context, key, field string) *redis.StringCmd
+	Pipeline() redis.Pipeliner
+	TxPipeline() redis.Pipeliner
+	XReadGroup(ctx context.Context, a *redis.XReadGroupArgs) *redis.XStreamSliceCmd
+	XAutoClaim(ctx context.Context, a *redis.XAutoClaimArgs) *redis.XAutoClaimCmd
+	XGroupCreateMkStream(ctx context.Context, stream, group, start string) *redis.StatusCmd
+	XRangeN(ctx context.Context, stream, start, stop string, count int64) *redis.XMessageSliceCmd
+	XLen(ctx context.Context, stream string) *redis.IntCmd
 }
+
+var (
+	_ Client = (*redis.Client)(nil)
+	_ Client = (*redis.ClusterClient)(nil)
+	_ Client = (redis.UniversalClient)(nil)
+)
 
 // New returns a Reserver over rdb seeding from src.
 func New(rdb Client, src Source, cfg Config) *Reserver {
@@ -175,7 +181,6 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 	}
 	return &Reserver{
 		rdb:     rdb,
-		cmd:     rdb,
 		src:     src,
 		keys:    newKeys(cfg.Namespace, cfg.Shards),
 		shards:  cfg.Shards,
@@ -191,25 +196,6 @@ func (r *Reserver) Shards() int { return r.shards }
 
 // ShardOf returns the shard of a canonical email.
 func (r *Reserver) ShardOf(canonical string) int { return shardOf(canonical, r.shards) }
-
-// script status codes, see reserve.lua.
-const (
-	stReserved = 1 + iota
-	stExisting
-	stTaken
-	stSoldOut
-	stEmpty
-	stClosed
-	stNoBucket
-	stNoSeed
-	stMismatch
-	stFrozen
-)
-
-type reply struct {
-	status int
-	arg    string
-}
 
 // Reserve takes one seat of code for a. It returns invite.Created or invite.Existing, or
 // one of invite.ErrUnknownCode, invite.ErrEmailTaken, invite.ErrFull, invite.ErrDisabled, invite.ErrExpired,
@@ -317,35 +303,32 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.Address) (rep reply, moved bool, err error) {
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout)
 	defer cancel()
-	v, err := stealScript.Run(mctx, r.rdb, []string{r.keys.bucket(from, code)}).Slice()
-	if err != nil {
-		return reply{}, false, invite.Unavailable(err)
-	}
-	st, err := decodeReply(v)
-	if err != nil {
+	taken, epoch, err := evalSteal(mctx, r.rdb, r.keys.bucket(from, code))
+	if err != nil || taken == 0 {
 		return reply{}, false, err
 	}
-	if st.status == 0 {
-		return reply{}, false, nil
-	}
-	r.metrics.TokensMoved.Add(float64(st.status))
+	r.metrics.TokensMoved.Add(float64(taken))
 	if r.afterSteal != nil {
 		r.afterSteal()
 	}
-	rep, err = r.call(mctx, to, code, a, st.status, st.arg, 0)
+	rep, err = r.call(mctx, to, code, a, taken, epoch, 0)
 	return rep, true, err
 }
 
 // call runs reserve.lua on shard s; carry tokens of epoch carryEpoch come
 // from other shards.
 func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address, carry int, carryEpoch string, markTTL int64) (reply, error) {
-	ks := []string{r.keys.sentinel(s), r.keys.bucket(s, code), r.keys.claim(s, a.Canonical), r.keys.stream(s)}
+	in := reserveCall{
+		sentinel: r.keys.sentinel(s), bucket: r.keys.bucket(s, code), claim: r.keys.claim(s, a.Canonical), stream: r.keys.stream(s),
+		code: code, canonical: a.Canonical, email: a.Normalized, now: r.cfg.Now().UnixMilli(),
+		carry: carry, carryEpoch: carryEpoch, markTTL: markTTL, shards: r.kArg,
+		sweepLease: max(r.cfg.SweepLease.Milliseconds(), 0),
+	}
 	if carry > 0 {
 		// Names this transfer, so that running the call twice adds the
 		// tokens once.
-		ks = append(ks, r.keys.transfer(s, strconv.FormatUint(rand.Uint64(), 36)))
+		in.transfer = r.keys.transfer(s, strconv.FormatUint(rand.Uint64(), 36))
 	}
-	now := r.cfg.Now().UnixMilli()
 	// Calls without carried tokens (a signup's first, and a sweep's final
 	// one that sets the sold-out mark) ride the pipeline; a deposit of
 	// carried tokens goes out on its own. Any call may be sent twice by the
@@ -353,68 +336,13 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 	// email's claim stops a second seat, the transfer mark a second deposit
 	// of carried tokens, and a resend of the call that took a sweep lease
 	// is answered as the first run was.
-	pipelined := carry == 0
-	v, err := r.runReserve(ctx, pipelined, ks, code, a.Canonical, a.Normalized, now, carry, markTTL, r.kArg, carryEpoch, max(r.cfg.SweepLease.Milliseconds(), 0))
-	if err != nil {
-		return reply{}, invite.Unavailable(err)
-	}
-	return decodeReply(v)
-}
-
-// runReserve runs reserve.lua, through the pipeline when there is one and
-// pipelined says the call may be sent twice.
-//
-// A pipelined call waits for its batch until ctx ends; the batch itself
-// runs on the pipeliner's context, bounded by the connection's timeouts,
-// so a caller that gave up may still have been admitted, exactly as when a
-// plain call times out after Redis ran it: the claim makes a retry answer
-// "already registered". The pipeliner resends a batch whose replies did not
-// come (a read timeout): a call without carried tokens run twice for one
-// email takes one token, because the second run finds the email's claim
-// (and answers "already registered"). Redis lacking the script (a restart,
-// a flush) is answered by a plain call, which loads it.
-func (r *Reserver) runReserve(ctx context.Context, pipelined bool, keys []string, args ...any) ([]any, error) {
 	n := r.waiting.Add(1)
 	defer r.waiting.Add(-1)
-	if r.cfg.Pipeline == nil || !pipelined || (r.cfg.PipelineAbove > 0 && n <= int64(r.cfg.PipelineAbove)) {
-		return reserveScript.Run(ctx, r.rdb, keys, args...).Slice()
+	var p Submitter
+	if carry == 0 && r.cfg.Pipeline != nil && (r.cfg.PipelineAbove <= 0 || n > int64(r.cfg.PipelineAbove)) {
+		p = r.cfg.Pipeline
 	}
-	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
-	cmdArgs = append(cmdArgs, "evalsha", reserveScript.Hash(), len(keys))
-	for _, k := range keys {
-		cmdArgs = append(cmdArgs, k)
-	}
-	cmdArgs = append(cmdArgs, args...)
-	cmd := redis.NewCmd(ctx, cmdArgs...)
-	err := r.cfg.Pipeline.Submit(ctx, cmd).WaitContext(ctx)
-	if redis.HasErrorPrefix(err, "NOSCRIPT") {
-		return reserveScript.Run(ctx, r.rdb, keys, args...).Slice()
-	}
-	if err != nil {
-		return nil, err
-	}
-	return cmd.Slice()
-}
-
-// decodeReply turns a script's {status, arg?} array into a reply.
-func decodeReply(v []any) (reply, error) {
-	if len(v) == 0 {
-		return reply{}, errors.New("reserve: empty script reply")
-	}
-	st, ok := v[0].(int64)
-	if !ok {
-		return reply{}, fmt.Errorf("reserve: script status has type %T", v[0])
-	}
-	rep := reply{status: int(st)}
-	if len(v) > 1 {
-		switch a := v[1].(type) {
-		case string:
-			rep.arg = a
-		case int64:
-			rep.arg = strconv.FormatInt(a, 10)
-		}
-	}
-	return rep, nil
+	return evalReserve(ctx, r.rdb, p, in)
 }
 
 // knownCodes is a snapshot of the usable invitation codes in MongoDB.

@@ -83,18 +83,18 @@ func (s *memSource) ForEachRegistration(_ context.Context, code string, fn func(
 // backend is a Redis deployment the tests run against.
 type backend struct {
 	name     string
-	client   func(testing.TB) reserve.Client
+	client   func(testing.TB) redis.UniversalClient
 	pipeline bool
 }
 
 func realBackends() []backend {
 	return []backend{
-		{name: "redis", client: func(tb testing.TB) reserve.Client {
+		{name: "redis", client: func(tb testing.TB) redis.UniversalClient {
 			c := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(tb), PoolSize: 64, PoolTimeout: 30 * time.Second})
 			tb.Cleanup(func() { c.Close() })
 			return c
 		}},
-		{name: "cluster", client: func(tb testing.TB) reserve.Client {
+		{name: "cluster", client: func(tb testing.TB) redis.UniversalClient {
 			c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.SharedRedisCluster(tb), PoolSize: 64, PoolTimeout: 30 * time.Second})
 			tb.Cleanup(func() { c.Close() })
 			return c
@@ -129,7 +129,7 @@ func (b backend) reserver(tb testing.TB, src reserve.Source, shards int, now fun
 	return r
 }
 
-func autoPipeline(tb testing.TB, c reserve.Client) *redis.AutoPipeliner {
+func autoPipeline(tb testing.TB, c redis.UniversalClient) *redis.AutoPipeliner {
 	tb.Helper()
 	var ap *redis.AutoPipeliner
 	var err error
@@ -148,7 +148,7 @@ func autoPipeline(tb testing.TB, c reserve.Client) *redis.AutoPipeliner {
 }
 
 func miniBackend() backend {
-	return backend{name: "miniredis", client: func(tb testing.TB) reserve.Client {
+	return backend{name: "miniredis", client: func(tb testing.TB) redis.UniversalClient {
 		m := miniredis.RunT(tb)
 		c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 		tb.Cleanup(func() { c.Close() })
@@ -165,7 +165,7 @@ func addr(tb testing.TB, s string) email.Address {
 	return a
 }
 
-func newReserver(tb testing.TB, c reserve.Client, src reserve.Source, shards int, now func() time.Time) *reserve.Reserver {
+func newReserver(tb testing.TB, c redis.UniversalClient, src reserve.Source, shards int, now func() time.Time) *reserve.Reserver {
 	tb.Helper()
 	r := reserve.New(c, src, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now})
 	if err := r.SeedIfNeeded(context.Background()); err != nil {

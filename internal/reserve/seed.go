@@ -2,11 +2,8 @@ package reserve
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -29,7 +26,7 @@ const claimBatch = 500
 func (r *Reserver) Seeded(ctx context.Context) (bool, error) {
 	all := true
 	for s := 0; s < r.shards; s++ {
-		v, err := r.cmd.Get(ctx, r.keys.sentinel(s)).Result()
+		v, err := r.rdb.Get(ctx, r.keys.sentinel(s)).Result()
 		if errors.Is(err, redis.Nil) {
 			all = false
 			continue
@@ -75,7 +72,7 @@ func (r *Reserver) SeedAll(ctx context.Context) error {
 		}
 	}
 	for s := 0; s < r.shards; s++ {
-		if err := r.cmd.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
+		if err := r.rdb.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
 			return invite.Unavailable(err)
 		}
 	}
@@ -112,7 +109,7 @@ func (r *Reserver) SeedCode(ctx context.Context, inv invite.Invitation) error {
 // missing claims; overwrite (a reseed) makes MongoDB's answer win.
 func (r *Reserver) writeClaims(ctx context.Context, code string, overwrite bool) (map[string]int, error) {
 	counts := make(map[string]int)
-	pipe := r.cmd.Pipeline()
+	pipe := r.rdb.Pipeline()
 	flush := func() error {
 		if pipe.Len() == 0 {
 			return nil
@@ -172,7 +169,7 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 	exists := make([]bool, r.shards)
 	present := 0
 	for s := 0; s < r.shards; s++ {
-		n, err := r.cmd.Exists(ctx, r.keys.bucket(s, inv.Code)).Result()
+		n, err := r.rdb.Exists(ctx, r.keys.bucket(s, inv.Code)).Result()
 		if err != nil {
 			return invite.Unavailable(err)
 		}
@@ -190,145 +187,26 @@ func (r *Reserver) seedBuckets(ctx context.Context, inv invite.Invitation, persi
 			Warn("some buckets of this code are missing; recreating them empty, run `invitectl reseed` to restore capacity")
 		clear(amounts)
 	}
-	dis, exp := bucketState(inv)
-	epoch := newToken()
+	f := bucketState(inv)
+	f.epoch = newToken()
 	for s := 0; s < r.shards; s++ {
 		if exists[s] {
 			continue
 		}
-		err := seedScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, amounts[s], dis, exp, inv.MaxUses, epoch).Err()
-		if err != nil {
-			return invite.Unavailable(err)
+		f.tokens = amounts[s]
+		if _, err := evalSeed(ctx, r.rdb, r.keys.bucket(s, inv.Code), f); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// newToken returns a random identifier (lock holders, epochs, freezes).
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// Lock takes code's lock, waiting for a holder to finish: seeding holds it
-// while it creates buckets, invitectl while it changes or reseeds the code.
-// It expires after ttl, so a crashed holder delays others, never blocks
-// them.
-func (r *Reserver) Lock(ctx context.Context, code string, ttl time.Duration) (unlock func(), err error) {
-	token := newToken()
-	key := r.keys.lock(code)
-	for {
-		ok, err := r.cmd.SetNX(ctx, key, token, ttl).Result()
-		if err != nil {
-			return nil, invite.Unavailable(err)
-		}
-		if ok {
-			return func() {
-				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-				defer cancel()
-				if err := unlockScript.Run(uctx, r.rdb, []string{key}, token).Err(); err != nil {
-					r.log.WithError(err).WithField("code", code).Warn("release seeding lock; it expires by itself")
-				}
-			}, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, invite.Unavailable(ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// Reopen clears every shard's sold-out mark for code, so tokens that came
-// back are found by the next request instead of after SoldOutTTL.
-func (r *Reserver) Reopen(ctx context.Context, code string) error {
-	for s := 0; s < r.shards; s++ {
-		if err := reopenScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}).Err(); err != nil {
-			return invite.Unavailable(err)
-		}
-	}
-	return nil
-}
-
-// Remaining returns the tokens left for code summed over all shards; ok is
-// false when no shard has a bucket for it.
-func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, ok bool, err error) {
-	for s := 0; s < r.shards; s++ {
-		v, err := r.cmd.HGet(ctx, r.keys.bucket(s, code), "tok").Int()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			return 0, false, invite.Unavailable(err)
-		}
-		ok = true
-		remaining += v
-	}
-	return remaining, ok, nil
-}
-
-// bucketState is how a bucket records inv's state: disabled as "0"/"1",
-// expiry as unix ms (0: never).
-func bucketState(inv invite.Invitation) (dis string, exp int64) {
-	dis = "0"
-	if inv.Disabled {
-		dis = "1"
-	}
+// bucketState is inv's state as its buckets hold it (without tokens and
+// epoch).
+func bucketState(inv invite.Invitation) bucketFields {
+	f := bucketFields{disabled: inv.Disabled}
 	if !inv.ExpiresAt.IsZero() {
-		exp = inv.ExpiresAt.UnixMilli()
+		f.expires = inv.ExpiresAt.UnixMilli()
 	}
-	return dis, exp
-}
-
-// Status reports whether code takes signups, from Redis' live counters:
-// invite.ErrUnknownCode for a code MongoDB does not have (answered from the same
-// snapshot as Reserve, so random codes do not reach MongoDB), full when
-// every shard's bucket is empty. It reads every shard in one pipelined
-// round trip and seeds a code whose buckets are missing.
-func (r *Reserver) Status(ctx context.Context, code string) (invite.Status, error) {
-	if !invite.ValidCode(code) {
-		return "", invite.ErrUnknownCode
-	}
-	for attempt := 0; attempt < 2; attempt++ {
-		cmds := make([]*redis.SliceCmd, r.shards)
-		_, err := r.cmd.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for s := range cmds {
-				cmds[s] = p.HMGet(ctx, r.keys.bucket(s, code), "tok", "dis", "exp")
-			}
-			return nil
-		})
-		if err != nil {
-			return "", invite.Unavailable(err)
-		}
-		tokens, seen := 0, false
-		var dis, exp any
-		for _, c := range cmds {
-			v := c.Val()
-			if len(v) != 3 || v[0] == nil {
-				continue
-			}
-			seen = true
-			n, _ := strconv.Atoi(fmt.Sprint(v[0]))
-			tokens += n
-			dis, exp = v[1], v[2]
-		}
-		if !seen {
-			if err := r.ensureCode(ctx, code); err != nil {
-				return "", err
-			}
-			continue
-		}
-		if dis == "1" {
-			return invite.StatusDisabled, nil
-		}
-		if ms, _ := strconv.ParseInt(fmt.Sprint(exp), 10, 64); ms > 0 && r.cfg.Now().UnixMilli() >= ms {
-			return invite.StatusExpired, nil
-		}
-		if tokens <= 0 {
-			return invite.StatusFull, nil
-		}
-		return invite.StatusOpen, nil
-	}
-	return "", fmt.Errorf("%w: code %q still unseeded", invite.ErrUnavailable, code)
+	return f
 }

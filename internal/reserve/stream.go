@@ -16,15 +16,11 @@ import (
 // Group is the consumer group every reconciler joins on every shard stream.
 const Group = "reconciler"
 
-// giveBackMarkerTTL keeps the "token already returned" marker long enough
-// for any redelivery of the same entry.
-const giveBackMarkerTTL = 7 * 24 * time.Hour
-
 // Read returns up to count new reservations of shard for consumer, waiting
 // up to block when there are none. It creates the consumer group when Redis
 // has none (first start, or Redis lost its data).
 func (r *Reserver) Read(ctx context.Context, shard int, consumer string, count int, block time.Duration) ([]invite.Reservation, error) {
-	res, err := r.cmd.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, err := r.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group:    Group,
 		Consumer: consumer,
 		Streams:  []string{r.keys.stream(shard), ">"},
@@ -50,7 +46,7 @@ func (r *Reserver) Read(ctx context.Context, shard int, consumer string, count i
 // Claim takes over up to count reservations of shard that another consumer
 // read but did not acknowledge within minIdle (it died or hangs).
 func (r *Reserver) Claim(ctx context.Context, shard int, consumer string, minIdle time.Duration, count int) ([]invite.Reservation, error) {
-	msgs, _, err := r.cmd.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+	msgs, _, err := r.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 		Stream:   r.keys.stream(shard),
 		Group:    Group,
 		Consumer: consumer,
@@ -71,7 +67,7 @@ func (r *Reserver) Claim(ctx context.Context, shard int, consumer string, minIdl
 }
 
 func (r *Reserver) createGroup(ctx context.Context, shard int) error {
-	err := r.cmd.XGroupCreateMkStream(ctx, r.keys.stream(shard), Group, "0").Err()
+	err := r.rdb.XGroupCreateMkStream(ctx, r.keys.stream(shard), Group, "0").Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return invite.Unavailable(err)
 	}
@@ -105,7 +101,7 @@ func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
 		return nil
 	}
 	key := r.keys.stream(shard)
-	pipe := r.cmd.TxPipeline()
+	pipe := r.rdb.TxPipeline()
 	pipe.XAck(ctx, key, Group, ids...)
 	pipe.XDel(ctx, key, ids...)
 	if _, err := pipe.Exec(ctx); err != nil {
@@ -114,41 +110,18 @@ func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
 	return nil
 }
 
-// GiveBack undoes reservation res, which MongoDB refused because the email
-// belongs to owner: the token goes back to the bucket (once, even if res is
-// delivered again), the claim is pointed at owner, and the code's sold-out
-// marks are cleared. It reports whether a token was returned.
-func (r *Reserver) GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error) {
-	ks := []string{
-		r.keys.bucket(res.Shard, res.Code),
-		r.keys.claim(res.Shard, res.Canonical),
-		r.keys.givenBack(res.Shard, res.ID),
-	}
-	n, err := giveBackScript.Run(ctx, r.rdb, ks, res.Code, owner, giveBackMarkerTTL.Milliseconds()).Int()
-	if err != nil {
-		return false, invite.Unavailable(err)
-	}
-	if n == 1 {
-		r.metrics.GiveBacks.Inc()
-		if err := r.Reopen(ctx, res.Code); err != nil {
-			return true, err
-		}
-	}
-	return n == 1, nil
-}
-
 // Backlog returns how many reservations of shard wait for MongoDB and when
 // the oldest of them was made (zero when none).
 func (r *Reserver) Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error) {
 	key := r.keys.stream(shard)
-	n, err = r.cmd.XLen(ctx, key).Result()
+	n, err = r.rdb.XLen(ctx, key).Result()
 	if err != nil {
 		return 0, time.Time{}, invite.Unavailable(err)
 	}
 	if n == 0 {
 		return 0, time.Time{}, nil
 	}
-	msgs, err := r.cmd.XRangeN(ctx, key, "-", "+", 1).Result()
+	msgs, err := r.rdb.XRangeN(ctx, key, "-", "+", 1).Result()
 	if err != nil {
 		return 0, time.Time{}, invite.Unavailable(err)
 	}
@@ -160,4 +133,52 @@ func (r *Reserver) Backlog(ctx context.Context, shard int) (n int64, oldest time
 		return n, time.Time{}, fmt.Errorf("reserve: stream id %q: %w", msgs[0].ID, err)
 	}
 	return n, time.UnixMilli(ms), nil
+}
+
+// Pending returns the reservations of code still in the streams (not yet
+// acknowledged as written to MongoDB).
+func (r *Reserver) Pending(ctx context.Context, code string) ([]invite.Reservation, error) {
+	var out []invite.Reservation
+	err := r.eachPending(ctx, func(e invite.Reservation) {
+		if e.Code == code {
+			out = append(out, e)
+		}
+	})
+	return out, err
+}
+
+// OldestPending returns, per code, when its oldest reservation not yet in
+// MongoDB was made. It reads the whole backlog: an admin tool's call.
+func (r *Reserver) OldestPending(ctx context.Context) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := r.eachPending(ctx, func(e invite.Reservation) {
+		if e.Code == "" {
+			return
+		}
+		if t, ok := out[e.Code]; !ok || e.ReservedAt.Before(t) {
+			out[e.Code] = e.ReservedAt
+		}
+	})
+	return out, err
+}
+
+// eachPending calls fn for every entry of every shard's stream.
+func (r *Reserver) eachPending(ctx context.Context, fn func(invite.Reservation)) error {
+	for s := 0; s < r.shards; s++ {
+		start := "-"
+		for {
+			msgs, err := r.rdb.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
+			if err != nil {
+				return invite.Unavailable(err)
+			}
+			for _, e := range r.appendEntries(nil, s, msgs) {
+				fn(e)
+			}
+			if len(msgs) < 1000 {
+				break
+			}
+			start = "(" + msgs[len(msgs)-1].ID
+		}
+	}
+	return nil
 }

@@ -10,7 +10,7 @@
 -- Reply: 1.
 
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'tok', 0, 'so', 0, 'dis', 0, 'exp', 0, 'max', 0)
+  redis.call('HSET', KEYS[1], 'tok', 0, 'so', 0, 'dis', 0, 'exp', 0)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

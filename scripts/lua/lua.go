@@ -25,30 +25,16 @@ var Seed string
 //go:embed giveback.lua
 var GiveBack string
 
-// Reopen clears a shard's sold-out mark (see reopen.lua).
-//
-//go:embed reopen.lua
-var Reopen string
-
 // Unlock releases a lock held by the caller (see unlock.lua).
 //
 //go:embed unlock.lua
 var Unlock string
 
-// Grant adds tokens to one shard's bucket (see grant.lua).
+// Adjust changes one shard's existing bucket: tokens, disabled, the
+// sold-out mark (see adjust.lua).
 //
-//go:embed grant.lua
-var Grant string
-
-// Revoke removes unused tokens from one shard's bucket (see revoke.lua).
-//
-//go:embed revoke.lua
-var Revoke string
-
-// State sets a field of one shard's bucket (see state.lua).
-//
-//go:embed state.lua
-var State string
+//go:embed adjust.lua
+var Adjust string
 
 // Freeze stops a code's signups on one shard during a reseed (see freeze.lua).
 //

@@ -5,7 +5,7 @@
 -- KEYS[1] token bucket {ns:s}:b:<code>
 -- ARGV[1] owner token   ARGV[2] step: "zero" or "open"
 -- with "open": ARGV[3] tokens  ARGV[4] disabled (0|1)  ARGV[5] expires
--- (unix ms, 0 never)  ARGV[6] max_uses  ARGV[7] epoch
+-- (unix ms, 0 never)  ARGV[6] epoch
 -- Reply: 1 done, 0 the freeze was lost (expired or taken by another reseed).
 --
 -- A reseed first zeroes every shard (still frozen), then opens each with
@@ -22,5 +22,5 @@ if ARGV[2] == 'zero' then
   return 1
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'tok', ARGV[3], 'so', 0, 'dis', ARGV[4], 'exp', ARGV[5], 'max', ARGV[6], 'ep', ARGV[7], 'frz', 0)
+redis.call('HSET', KEYS[1], 'tok', ARGV[3], 'so', 0, 'dis', ARGV[4], 'exp', ARGV[5], 'ep', ARGV[6], 'frz', 0)
 return 1

@@ -4,8 +4,8 @@
 -- (Cluster) node and touches one hash slot.
 --
 -- KEYS[1] seeded sentinel   {ns:s}:seeded        string: shard count K
--- KEYS[2] token bucket      {ns:s}:b:<code>      hash: tok, so, dis, exp, max,
---                                                 frz, ep, sl (sweep lease holder)
+-- KEYS[2] token bucket      {ns:s}:b:<code>      hash: tok, so, dis, exp, frz,
+--                                                 fo, ep, sl (sweep lease holder)
 -- KEYS[3] email claim       {ns:s}:e:<canon>     string: code
 -- KEYS[4] reservation log   {ns:s}:x             stream
 -- KEYS[5] transfer mark      {ns:s}:t:<id>        string (only with carried tokens)

@@ -2,12 +2,12 @@
 --
 -- KEYS[1] token bucket {ns:s}:b:<code>
 -- ARGV[1] tokens  ARGV[2] disabled (0|1)  ARGV[3] expires (unix ms, 0: never)
--- ARGV[4] max_uses of the code   ARGV[5] epoch of this seeding (tokens moved
--- before a wipe carry another epoch and are dropped, see reserve.lua)
+-- ARGV[4] epoch of this seeding (tokens moved before a wipe carry another
+-- epoch and are dropped, see reserve.lua)
 -- Reply: 1 created, 0 already there (left untouched).
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'so', 0, 'dis', ARGV[2], 'exp', ARGV[3], 'max', ARGV[4], 'ep', ARGV[5])
+redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'so', 0, 'dis', ARGV[2], 'exp', ARGV[3], 'ep', ARGV[4])
 return 1

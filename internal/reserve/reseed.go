@@ -5,15 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/invitegate/invitegate/internal/invite"
-	"github.com/invitegate/invitegate/scripts/lua"
-)
-
-var (
-	freezeScript  = redis.NewScript(lua.Freeze)
-	rebuildScript = redis.NewScript(lua.Rebuild)
 )
 
 // Reseeding one code under live traffic (invitectl reseed CODE):
@@ -43,59 +35,11 @@ var ErrFreezeLost = errors.New("reserve: the reseed's freeze expired or was take
 func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) (owner string, err error) {
 	owner = newToken()
 	for s := 0; s < r.shards; s++ {
-		if err := freezeScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, code)}, ttl.Milliseconds(), owner).Err(); err != nil {
-			return "", invite.Unavailable(err)
+		if err := evalFreeze(ctx, r.rdb, r.keys.bucket(s, code), ttl, owner); err != nil {
+			return "", err
 		}
 	}
 	return owner, nil
-}
-
-// Pending returns the reservations of code still in the streams (not yet
-// acknowledged as written to MongoDB).
-func (r *Reserver) Pending(ctx context.Context, code string) ([]invite.Reservation, error) {
-	var out []invite.Reservation
-	err := r.eachPending(ctx, func(e invite.Reservation) {
-		if e.Code == code {
-			out = append(out, e)
-		}
-	})
-	return out, err
-}
-
-// OldestPending returns, per code, when its oldest reservation not yet in
-// MongoDB was made. It reads the whole backlog: an admin tool's call.
-func (r *Reserver) OldestPending(ctx context.Context) (map[string]time.Time, error) {
-	out := map[string]time.Time{}
-	err := r.eachPending(ctx, func(e invite.Reservation) {
-		if e.Code == "" {
-			return
-		}
-		if t, ok := out[e.Code]; !ok || e.ReservedAt.Before(t) {
-			out[e.Code] = e.ReservedAt
-		}
-	})
-	return out, err
-}
-
-// eachPending calls fn for every entry of every shard's stream.
-func (r *Reserver) eachPending(ctx context.Context, fn func(invite.Reservation)) error {
-	for s := 0; s < r.shards; s++ {
-		start := "-"
-		for {
-			msgs, err := r.cmd.XRangeN(ctx, r.keys.stream(s), start, "+", 1000).Result()
-			if err != nil {
-				return invite.Unavailable(err)
-			}
-			for _, e := range r.appendEntries(nil, s, msgs) {
-				fn(e)
-			}
-			if len(msgs) < 1000 {
-				break
-			}
-			start = "(" + msgs[len(msgs)-1].ID
-		}
-	}
-	return nil
 }
 
 // RestoreClaims points the claim of every registration of code in the
@@ -117,22 +61,23 @@ func (r *Reserver) RestoreClaims(ctx context.Context, code string) (int, error) 
 // freeze, can only leave seats unused (ErrFreezeLost), never add any.
 func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted int, owner string) error {
 	for s := 0; s < r.shards; s++ {
-		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "zero").Int()
+		held, err := evalRebuildZero(ctx, r.rdb, r.keys.bucket(s, inv.Code), owner)
 		if err != nil {
-			return invite.Unavailable(err)
+			return err
 		}
-		if n == 0 {
+		if !held {
 			return ErrFreezeLost
 		}
 	}
-	epoch := newToken()
-	dis, exp := bucketState(inv)
+	f := bucketState(inv)
+	f.epoch = newToken()
 	for s, tok := range split(inv.MaxUses-persisted, r.shards) {
-		n, err := rebuildScript.Run(ctx, r.rdb, []string{r.keys.bucket(s, inv.Code)}, owner, "open", tok, dis, exp, inv.MaxUses, epoch).Int()
+		f.tokens = tok
+		held, err := evalRebuildOpen(ctx, r.rdb, r.keys.bucket(s, inv.Code), owner, f)
 		if err != nil {
-			return invite.Unavailable(err)
+			return err
 		}
-		if n == 0 {
+		if !held {
 			return ErrFreezeLost
 		}
 	}

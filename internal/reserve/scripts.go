@@ -1,0 +1,268 @@
+package reserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/scripts/lua"
+)
+
+// The Lua scripts, each called only through its typed wrapper below (the
+// contract of each is the header of its .lua file). They run by SHA with
+// an EVAL fallback, so a restarted Redis or a new release needs no loading
+// step. Every wrapper returns Redis' errors wrapped in invite.ErrUnavailable
+// and a reply it cannot decode as a plain error.
+var (
+	reserveScript  = script(lua.Reserve)
+	stealScript    = script(lua.Steal)
+	seedScript     = script(lua.Seed)
+	giveBackScript = script(lua.GiveBack)
+	adjustScript   = script(lua.Adjust)
+	unlockScript   = script(lua.Unlock)
+	freezeScript   = script(lua.Freeze)
+	rebuildScript  = script(lua.Rebuild)
+)
+
+// allScripts is every script made by script, for LoadScripts.
+var allScripts []*redis.Script
+
+func script(src string) *redis.Script {
+	s := redis.NewScript(src)
+	allScripts = append(allScripts, s)
+	return s
+}
+
+// reserveStatus is the first element of reserve.lua's reply.
+type reserveStatus int
+
+// reserve.lua's statuses, in its numbering.
+const (
+	stReserved reserveStatus = 1 + iota // arg: the stream entry's ID
+	stExisting                          // the email holds this code
+	stTaken                             // arg: the code the email holds
+	stSoldOut                           // no token here, the code is marked sold out
+	stEmpty                             // no token here: move tokens here (sweep)
+	stClosed                            // arg: "disabled" or "expired"
+	stNoBucket                          // no bucket for the code on this shard
+	stNoSeed                            // shard not seeded
+	stMismatch                          // arg: the shard count the shard was seeded for
+	stFrozen                            // arg: ms the reseed's freeze still holds
+)
+
+// reply is reserve.lua's reply.
+type reply struct {
+	status reserveStatus
+	arg    string
+}
+
+// reserveCall is one run of reserve.lua: its keys, then its arguments.
+type reserveCall struct {
+	sentinel, bucket, claim, stream string
+	transfer                        string // only with carried tokens
+
+	code, canonical, email string
+	now                    int64  // unix ms
+	carry                  int    // tokens carried in from another shard
+	carryEpoch             string // epoch of the bucket they came from
+	markTTL                int64  // ms; 0: answer stEmpty instead of marking sold out
+	shards                 string // the caller's K
+	sweepLease             int64  // ms; 0: none
+}
+
+// evalReserve runs reserve.lua, through p when p is not nil. A pipelined
+// call waits for its batch until ctx ends, but the batch runs on the
+// pipeliner's context, so a caller that gave up may still have been
+// admitted, as when a plain call times out after Redis ran it (the claim
+// makes a retry answer "already registered"). A Redis lacking the script
+// (a restart, a flush) is answered by a plain call, which loads it.
+func evalReserve(ctx context.Context, c redis.Scripter, p Submitter, in reserveCall) (reply, error) {
+	keys := []string{in.sentinel, in.bucket, in.claim, in.stream}
+	if in.transfer != "" {
+		keys = append(keys, in.transfer)
+	}
+	args := []any{in.code, in.canonical, in.email, in.now, in.carry, in.markTTL, in.shards, in.carryEpoch, in.sweepLease}
+	var v []any
+	var err error
+	if p == nil {
+		v, err = reserveScript.Run(ctx, c, keys, args...).Slice()
+	} else {
+		v, err = submitReserve(ctx, c, p, keys, args)
+	}
+	if err != nil {
+		return reply{}, invite.Unavailable(err)
+	}
+	return decodeReply(v)
+}
+
+func submitReserve(ctx context.Context, c redis.Scripter, p Submitter, keys []string, args []any) ([]any, error) {
+	cmdArgs := make([]any, 0, 3+len(keys)+len(args))
+	cmdArgs = append(cmdArgs, "evalsha", reserveScript.Hash(), len(keys))
+	for _, k := range keys {
+		cmdArgs = append(cmdArgs, k)
+	}
+	cmdArgs = append(cmdArgs, args...)
+	cmd := redis.NewCmd(ctx, cmdArgs...)
+	err := p.Submit(ctx, cmd).WaitContext(ctx)
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		return reserveScript.Run(ctx, c, keys, args...).Slice()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return cmd.Slice()
+}
+
+// decodeReply turns reserve.lua's {status, arg?} array into a reply.
+func decodeReply(v []any) (reply, error) {
+	st, arg, err := decodePair(v)
+	return reply{status: reserveStatus(st), arg: arg}, err
+}
+
+// decodePair decodes a script's {integer, arg?} array.
+func decodePair(v []any) (int64, string, error) {
+	if len(v) == 0 {
+		return 0, "", errors.New("reserve: empty script reply")
+	}
+	n, ok := v[0].(int64)
+	if !ok {
+		return 0, "", fmt.Errorf("reserve: script status has type %T", v[0])
+	}
+	var arg string
+	if len(v) > 1 {
+		switch a := v[1].(type) {
+		case string:
+			arg = a
+		case int64:
+			arg = strconv.FormatInt(a, 10)
+		}
+	}
+	return n, arg, nil
+}
+
+// evalSteal runs steal.lua: it takes up to half of bucket's tokens and
+// returns how many with the bucket's epoch.
+func evalSteal(ctx context.Context, c redis.Scripter, bucket string) (taken int, epoch string, err error) {
+	v, err := stealScript.Run(ctx, c, []string{bucket}).Slice()
+	if err != nil {
+		return 0, "", invite.Unavailable(err)
+	}
+	n, epoch, err := decodePair(v)
+	return int(n), epoch, err
+}
+
+// bucketFields is a new bucket's state (seed.lua, rebuild.lua's open step).
+type bucketFields struct {
+	tokens   int
+	disabled bool
+	expires  int64 // unix ms, 0: never
+	epoch    string
+}
+
+// dis is how a bucket holds disabled.
+func (f bucketFields) dis() string {
+	if f.disabled {
+		return "1"
+	}
+	return "0"
+}
+
+// evalSeed runs seed.lua: it creates bucket with f unless it exists.
+func evalSeed(ctx context.Context, c redis.Scripter, bucket string, f bucketFields) (created bool, err error) {
+	n, err := seedScript.Run(ctx, c, []string{bucket}, f.tokens, f.dis(), f.expires, f.epoch).Int()
+	if err != nil {
+		return false, invite.Unavailable(err)
+	}
+	return n == 1, nil
+}
+
+// bucketChange is what adjust.lua changes on an existing bucket.
+type bucketChange struct {
+	tokens   int   // > 0 added; < 0 up to -tokens free tokens removed
+	disabled *bool // set when not nil
+}
+
+// evalAdjust runs adjust.lua: it applies ch to bucket if it exists and,
+// unless ch removes tokens, clears its sold-out mark. moved is the tokens
+// added or removed; ok is false when there is no bucket (nothing changed).
+func evalAdjust(ctx context.Context, c redis.Scripter, bucket string, ch bucketChange) (moved int, ok bool, err error) {
+	dis := ""
+	if ch.disabled != nil {
+		dis = bucketFields{disabled: *ch.disabled}.dis()
+	}
+	n, err := adjustScript.Run(ctx, c, []string{bucket}, ch.tokens, dis).Int()
+	if err != nil {
+		return 0, false, invite.Unavailable(err)
+	}
+	if n < 0 {
+		return 0, false, nil
+	}
+	return n, true, nil
+}
+
+// evalFreeze runs freeze.lua: bucket refuses signups for ttl by Redis'
+// clock on behalf of the reseed owner.
+func evalFreeze(ctx context.Context, c redis.Scripter, bucket string, ttl time.Duration, owner string) error {
+	if err := freezeScript.Run(ctx, c, []string{bucket}, ttl.Milliseconds(), owner).Err(); err != nil {
+		return invite.Unavailable(err)
+	}
+	return nil
+}
+
+// evalRebuildZero runs rebuild.lua's first step: bucket's tokens go to 0.
+// held is false when owner's freeze was lost (nothing changed).
+func evalRebuildZero(ctx context.Context, c redis.Scripter, bucket, owner string) (held bool, err error) {
+	n, err := rebuildScript.Run(ctx, c, []string{bucket}, owner, "zero").Int()
+	if err != nil {
+		return false, invite.Unavailable(err)
+	}
+	return n == 1, nil
+}
+
+// evalRebuildOpen runs rebuild.lua's second step: bucket is replaced by f,
+// unfrozen. held is false when owner's freeze was lost (nothing changed).
+func evalRebuildOpen(ctx context.Context, c redis.Scripter, bucket, owner string, f bucketFields) (held bool, err error) {
+	n, err := rebuildScript.Run(ctx, c, []string{bucket}, owner, "open", f.tokens, f.dis(), f.expires, f.epoch).Int()
+	if err != nil {
+		return false, invite.Unavailable(err)
+	}
+	return n == 1, nil
+}
+
+// evalGiveBack runs giveback.lua: it returns the token of the reservation
+// whose done marker is marker, once (returned is false when it was done
+// before), and points claim at owner if it still names code.
+func evalGiveBack(ctx context.Context, c redis.Scripter, bucket, claim, marker, code, owner string, markerTTL time.Duration) (returned bool, err error) {
+	n, err := giveBackScript.Run(ctx, c, []string{bucket, claim, marker}, code, owner, markerTTL.Milliseconds()).Int()
+	if err != nil {
+		return false, invite.Unavailable(err)
+	}
+	return n == 1, nil
+}
+
+// evalUnlock runs unlock.lua: it deletes lock if token holds it.
+func evalUnlock(ctx context.Context, c redis.Scripter, lock, token string) (released bool, err error) {
+	n, err := unlockScript.Run(ctx, c, []string{lock}, token).Int()
+	if err != nil {
+		return false, invite.Unavailable(err)
+	}
+	return n == 1, nil
+}
+
+// LoadScripts loads every script into Redis (every master of a cluster), so
+// the first signups after a start or a Redis restart run by SHA. Calls fall
+// back to EVAL anyway; readiness waits for this so a replica enters
+// rotation warm.
+func (r *Reserver) LoadScripts(ctx context.Context) error {
+	for _, s := range allScripts {
+		if err := s.Load(ctx, r.rdb).Err(); err != nil {
+			return invite.Unavailable(err)
+		}
+	}
+	return nil
+}
