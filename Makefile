@@ -29,6 +29,10 @@ test: ## gofmt check, vet, every test with the race detector (needs redis-server
 	$(GO) test -count=1 -run 'AllocationBudget' ./internal/http
 	$(call fuzz,$(FUZZTIME))
 
+.PHONY: test-unit
+test-unit: ## the developer's loop, well under a minute: every test that needs no server (go test -short: miniredis and in-process fakes, fuzz seeds; no redis-server, FerretDB, nginx, chromium or child processes)
+	$(GO) test -short $(PKGS)
+
 .PHONY: bench
 bench: ## the viral-spike benchmark: floor, service (K=1, K=16), MongoDB-only baseline, fixed rates; one table (about 10 minutes; needs redis-server)
 	INVITEGATE_BENCH=full $(GO) test -count=1 -timeout 60m -run '^TestViralSpike$$' -v ./internal/bench

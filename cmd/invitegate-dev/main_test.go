@@ -20,6 +20,7 @@ import (
 // a stop function (SIGTERM's path: cancel, drain, exit 0).
 func start(t *testing.T, dataDir string) (string, func()) {
 	t.Helper()
+	testenv.SkipIfShort(t, "the dev server's embedded FerretDB")
 	api, admin := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	env := map[string]string{"INVITEGATE_DEV_DATA": dataDir, "INVITEGATE_LOG_LEVEL": "warn"}
 	ctx, cancel := context.WithCancel(context.Background())

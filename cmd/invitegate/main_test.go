@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/invitegate/invitegate/internal/testenv"
 )
 
 // TestProductionBinaryLinksNoDevServers: the production binary must not
@@ -13,6 +15,7 @@ import (
 // only tests, make run and make bench use (SMTP server, browser driver,
 // load generator).
 func TestProductionBinaryLinksNoDevServers(t *testing.T) {
+	testenv.SkipIfShort(t, "the go tool (go list -deps)")
 	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	out, err := exec.Command(goBin, "list", "-deps", ".").CombinedOutput()
 	if err != nil {

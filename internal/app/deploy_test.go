@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/invitegate/invitegate/internal/testenv"
 )
 
 var metricRef = regexp.MustCompile(`\binvitegate_[a-z0-9_]+`)
@@ -96,6 +98,7 @@ func TestDashboardQueriesExportedMetrics(t *testing.T) {
 // TestAlertRulesPassPromtool runs `promtool check rules` (Debian package
 // prometheus; .ci/run installs it).
 func TestAlertRulesPassPromtool(t *testing.T) {
+	testenv.SkipIfShort(t, "promtool")
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		t.Fatal("promtool not found on PATH: install it (apt-get install -y prometheus); CI checks the alert rules with it")

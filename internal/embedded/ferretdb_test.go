@@ -14,6 +14,10 @@ import (
 // One test on purpose: ferretdb.New writes package-level state, so
 // StartFerretDB calls must not overlap.
 func TestStartFerretDB(t *testing.T) {
+	if testing.Short() {
+		// testenv.SkipIfShort, which would import this package.
+		t.Skip("-short: needs the embedded FerretDB; make test runs it")
+	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dir := filepath.Join(t.TempDir(), "not", "yet", "there")
 

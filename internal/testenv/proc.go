@@ -30,6 +30,7 @@ var (
 // the binary's path. It fails the test if the build fails.
 func BuildInvitegate(tb testing.TB) string {
 	tb.Helper()
+	SkipIfShort(tb, "go build of cmd/invitegate")
 	buildOnce.Do(func() {
 		dir, err := processDir()
 		if err != nil {
@@ -68,6 +69,7 @@ type Process struct {
 // is stopped when the test ends.
 func NewProcess(tb testing.TB, bin, mode string, env ...string) *Process {
 	tb.Helper()
+	SkipIfShort(tb, "an invitegate process")
 	p := &Process{Bin: bin, Mode: mode, Env: env, Public: FreeAddr(tb), Admin: FreeAddr(tb), out: &Buffer{}}
 	tb.Cleanup(func() {
 		p.signal(syscall.SIGTERM)
@@ -294,6 +296,7 @@ type MongoProcess struct {
 // It is killed when the test ends.
 func StartMongoProcess(tb testing.TB) *MongoProcess {
 	tb.Helper()
+	SkipIfShort(tb, "FerretDB in a process of its own")
 	m := &MongoProcess{Addr: FreeAddr(tb), Dir: tb.TempDir()}
 	m.URI = "mongodb://" + m.Addr + "/"
 	m.Child = NewChild(tb, "ferretdb", mongoChildEnv+"="+m.Dir+"|"+m.Addr)
@@ -338,6 +341,8 @@ type Child struct {
 // starts it. It is killed when the test ends, and its output logged if the
 // test failed.
 func NewChild(tb testing.TB, name string, env ...string) *Child {
+	tb.Helper()
+	SkipIfShort(tb, "a helper process ("+name+")")
 	c := &Child{name: name, env: env, out: &Buffer{}}
 	tb.Cleanup(func() {
 		c.kill()

@@ -5,7 +5,10 @@
 // instead of wiping them.
 //
 // A missing redis-server fails the test with an install hint; it is never
-// skipped silently. Only _test files may import this package.
+// skipped silently. Under -short (make test-unit) every helper that starts
+// or connects to a real server or process skips the test instead, saying
+// what it needed, so the unit tier needs nothing installed and tests need
+// no -short check of their own. Only _test files may import this package.
 package testenv
 
 import (
@@ -77,6 +80,7 @@ type RedisServer struct {
 // fails the test if redis-server is missing or does not come up.
 func StartRedis(tb testing.TB, opt RedisOptions) *RedisServer {
 	tb.Helper()
+	SkipIfShort(tb, "a redis-server of its own")
 	r, err := startRedis(opt)
 	if err != nil {
 		tb.Fatalf("testenv: %v", err)
@@ -110,6 +114,17 @@ func (r *RedisServer) Restart(tb testing.TB) {
 	tb.Fatalf("testenv: restart redis-server on %s: %v", r.Addr, err)
 }
 
+// SkipIfShort skips the test under -short (make test-unit) because it
+// needs what, a real server or process the unit tier does not start. The
+// helpers below call it themselves; a test calls it only for what it starts
+// without them (nginx, chromium, promtool, the go tool).
+func SkipIfShort(tb testing.TB, what string) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skipf("-short: needs %s; make test runs it", what)
+	}
+}
+
 var (
 	sharedRedisOnce sync.Once
 	sharedRedis     *RedisServer
@@ -122,6 +137,7 @@ var (
 // not be started, on this call or an earlier one.
 func SharedRedis(tb testing.TB) string {
 	tb.Helper()
+	SkipIfShort(tb, "the shared redis-server")
 	sharedRedisOnce.Do(func() {
 		sharedRedis, sharedRedisErr = startRedis(RedisOptions{})
 	})
@@ -144,6 +160,7 @@ var (
 // could not be built, on this call or an earlier one.
 func SharedRedisCluster(tb testing.TB) []string {
 	tb.Helper()
+	SkipIfShort(tb, "the shared Redis Cluster")
 	sharedClusterOnce.Do(func() {
 		var nodes []*RedisServer
 		nodes, sharedClusterErr = startCluster()
@@ -165,6 +182,7 @@ func SharedRedisCluster(tb testing.TB) []string {
 // when the test ends.
 func StartRedisCluster(tb testing.TB) []string {
 	tb.Helper()
+	SkipIfShort(tb, "a Redis Cluster of its own")
 	nodes, err := startCluster()
 	for _, n := range nodes {
 		tb.Cleanup(func() { n.discard(tb) })
@@ -187,6 +205,7 @@ var (
 // could not be started, on this call or an earlier one.
 func Mongo(tb testing.TB) string {
 	tb.Helper()
+	SkipIfShort(tb, "the embedded FerretDB")
 	mongoOnce.Do(func() {
 		var root string
 		if root, mongoErr = processDir(); mongoErr != nil {

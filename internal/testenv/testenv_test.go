@@ -200,6 +200,7 @@ func TestNames(t *testing.T) {
 
 func TestStartFailures(t *testing.T) {
 	t.Run("busy port shows the log", func(t *testing.T) {
+		SkipIfShort(t, "redis-server")
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
