@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -105,15 +106,26 @@ func TestLoadShedding(t *testing.T) {
 // TestSlowBodyHoldsNoSlot: a client stalled in the middle of its body does
 // not take an in-flight slot; with MaxInFlight=1 others still get through.
 func TestSlowBodyHoldsNoSlot(t *testing.T) {
-	srv := httptest.NewServer(api.New(stub{}, api.Config{MaxInFlight: 1}))
+	h := api.New(stub{}, api.Config{MaxInFlight: 1})
+	reading := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Stalled") != "" {
+			r.Body = &readHook{ReadCloser: r.Body, first: func() { close(reading) }}
+		}
+		h.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprint(conn, "POST /invitations/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"email\":")
-	time.Sleep(50 * time.Millisecond) // the server is now reading the body
+	fmt.Fprint(conn, "POST /invitations/open HTTP/1.1\r\nHost: x\r\nX-Stalled: 1\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n{\"email\":")
+	select {
+	case <-reading: // the handler is reading the body it will not get
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server never read the stalled request's body")
+	}
 	for i := 0; i < 3; i++ {
 		resp, err := http.Post(srv.URL+"/invitations/open", "application/json", strings.NewReader(`{"email":"a@example.com"}`))
 		if err != nil {
@@ -124,6 +136,18 @@ func TestSlowBodyHoldsNoSlot(t *testing.T) {
 			t.Fatalf("with a stalled upload in progress: %d, want 201", resp.StatusCode)
 		}
 	}
+}
+
+// readHook calls first when its body is read for the first time.
+type readHook struct {
+	io.ReadCloser
+	once  sync.Once
+	first func()
+}
+
+func (r *readHook) Read(p []byte) (int, error) {
+	r.once.Do(r.first)
+	return r.ReadCloser.Read(p)
 }
 
 // countingLimiter allows each client `per` attempts and records the keys.
