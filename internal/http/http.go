@@ -86,6 +86,10 @@ type Config struct {
 	CORSOrigins []string
 	Logger      logrus.FieldLogger
 	Metrics     *Metrics
+	// Now is the clock (default time.Now): request latencies, the
+	// sampling of failure logs and the expiry of the landing page's
+	// status cache read it, so tests can freeze or step it.
+	Now func() time.Time
 }
 
 // API serves the public endpoints.
@@ -139,6 +143,9 @@ func New(res Reserver, cfg Config) http.Handler {
 	if cfg.ClientIPHeader == "" {
 		cfg.ClientIPHeader = "X-Forwarded-For"
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	a := &API{res: res, cfg: cfg, log: cfg.Logger.WithField("component", "http"), m: cfg.Metrics, debug: debugEnabled(cfg.Logger)}
 	if cfg.MaxInFlight > 0 {
 		a.inFlight = make(chan struct{}, cfg.MaxInFlight)
@@ -166,14 +173,14 @@ func New(res Reserver, cfg Config) http.Handler {
 	}
 	r.POST("/invitations/:code", a.limit, a.register)
 	if cfg.LandingPage && cfg.Status != nil {
-		a.statuses = &statusCache{fn: cfg.Status, timeout: cfg.Timeout}
+		a.statuses = &statusCache{fn: cfg.Status, timeout: cfg.Timeout, now: cfg.Now}
 		r.GET("/invitations/:code", a.page)
 		r.HEAD("/invitations/:code", a.page) // link checkers and some crawlers
 		r.GET("/assets/landing.css", asset("text/css; charset=utf-8", landingCSS))
 		r.GET("/assets/landing.js", asset("text/javascript; charset=utf-8", landingJS))
 	}
-	r.NoRoute(func(c *gin.Context) { a.fail(c, "", time.Now(), errNotFound) })
-	r.NoMethod(func(c *gin.Context) { a.fail(c, "", time.Now(), errMethod) })
+	r.NoRoute(func(c *gin.Context) { a.fail(c, "", a.cfg.Now(), errNotFound) })
+	r.NoMethod(func(c *gin.Context) { a.fail(c, "", a.cfg.Now(), errMethod) })
 	return r
 }
 
@@ -230,12 +237,12 @@ func (a *API) limit(c *gin.Context) {
 	}
 	if !ok {
 		c.Header("Retry-After", strconv.Itoa(int(max((wait+time.Second-1)/time.Second, 1))))
-		a.fail(c, route, time.Now(), errRateLimited)
+		a.fail(c, route, a.cfg.Now(), errRateLimited)
 	}
 }
 
 func (a *API) register(c *gin.Context) {
-	start := time.Now()
+	start := a.cfg.Now()
 	code := c.Param("code")
 	if !invite.ValidCode(code) {
 		a.fail(c, route, start, invite.ErrUnknownCode)
@@ -280,7 +287,7 @@ func (a *API) register(c *gin.Context) {
 	case res.Outcome == invite.Existing:
 		status, body.Status, outcome = http.StatusOK, "already_registered", "existing"
 	}
-	a.m.observe(route, status, outcome, time.Since(start))
+	a.m.observe(route, status, outcome, a.cfg.Now().Sub(start))
 	if a.debug {
 		a.log.WithFields(logrus.Fields{"code": code, "email": email.Mask(addr.Normalized), "status": status}).Debug("signup")
 	}
@@ -438,7 +445,7 @@ func (a *API) fail(c *gin.Context, route string, start time.Time, err error) {
 	} else if f.status >= 500 && !errors.Is(err, errOverloaded) {
 		// During an outage every request fails the same way: one line a
 		// second, with how many were not logged, instead of a flood.
-		if n, ok := a.failLog.allow(time.Now()); ok {
+		if n, ok := a.failLog.allow(a.cfg.Now()); ok {
 			a.log.WithError(err).WithField("path", c.Request.URL.Path).WithField("similar_since_last", n).Warn("request failed")
 		}
 	}
@@ -455,7 +462,7 @@ func (a *API) fail(c *gin.Context, route string, start time.Time, err error) {
 	if route == "" {
 		route = "other"
 	}
-	a.m.observe(route, f.status, f.outcome, time.Since(start))
+	a.m.observe(route, f.status, f.outcome, a.cfg.Now().Sub(start))
 	writeProblem(c, f)
 }
 

@@ -74,6 +74,7 @@ const statusTTL = time.Second
 type statusCache struct {
 	fn      StatusFunc
 	timeout time.Duration
+	now     func() time.Time
 	group   singleflight.Group
 	mu      sync.Mutex
 	m       map[string]cachedStatus
@@ -89,7 +90,7 @@ type cachedStatus struct {
 const maxCachedStatuses = 4096
 
 func (sc *statusCache) get(ctx context.Context, code string) (invite.Status, error) {
-	now := time.Now()
+	now := sc.now()
 	sc.mu.Lock()
 	e, ok := sc.m[code]
 	sc.mu.Unlock()
@@ -112,7 +113,7 @@ func (sc *statusCache) get(ctx context.Context, code string) (invite.Status, err
 			if sc.m == nil || len(sc.m) >= maxCachedStatuses {
 				sc.m = make(map[string]cachedStatus)
 			}
-			sc.m[code] = cachedStatus{st: st, unknown: unknown, until: time.Now().Add(statusTTL)}
+			sc.m[code] = cachedStatus{st: st, unknown: unknown, until: sc.now().Add(statusTTL)}
 			sc.mu.Unlock()
 		}
 		return st, err
@@ -153,7 +154,7 @@ func isPreviewBot(ua string) bool {
 
 // page serves GET /invitations/{code}.
 func (a *API) page(c *gin.Context) {
-	start := time.Now()
+	start := a.cfg.Now()
 	code := c.Param("code")
 	ctx, cancel := context.WithTimeout(c.Request.Context(), a.cfg.Timeout)
 	defer cancel()
@@ -166,7 +167,7 @@ func (a *API) page(c *gin.Context) {
 		c.Header("Cache-Control", "no-store")
 		c.Writer.Header().Add("Vary", "Accept")
 		c.JSON(http.StatusOK, gin.H{"invitation": code, "status": st})
-		a.m.observe("page", http.StatusOK, "status_"+string(st), time.Since(start))
+		a.m.observe("page", http.StatusOK, "status_"+string(st), a.cfg.Now().Sub(start))
 		return
 	}
 	data := pageData{Game: a.cfg.GameName, Code: code}
@@ -194,7 +195,7 @@ func (a *API) page(c *gin.Context) {
 	c.Header("Cache-Control", "no-cache")
 	c.Writer.Header().Add("Vary", "Accept") // next to CORS' Vary: Origin
 	c.Data(status, "text/html; charset=utf-8", buf.Bytes())
-	a.m.observe("page", status, outcome, time.Since(start))
+	a.m.observe("page", status, outcome, a.cfg.Now().Sub(start))
 }
 
 // asset serves an embedded file; browsers may keep it for five minutes.

@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -283,42 +285,95 @@ func TestNoCORSByDefault(t *testing.T) {
 
 // TestStatusLookupSurvivesItsFirstCaller: page loads of one code share one
 // status lookup; the first visitor leaving (its request canceled) must not
-// fail the lookup for the others.
+// fail the lookup for the others. In a synctest bubble, synctest.Wait
+// returns once every request is blocked: the first in the lookup, the
+// second waiting on it.
 func TestStatusLookupSurvivesItsFirstCaller(t *testing.T) {
-	release := make(chan struct{})
-	var calls atomic.Int32
-	status := func(ctx context.Context, code string) (invite.Status, error) {
-		calls.Add(1)
-		<-release
-		if err := ctx.Err(); err != nil {
-			return "", invite.Unavailable(err)
+	synctest.Test(t, func(t *testing.T) {
+		release := make(chan struct{})
+		var calls atomic.Int32
+		status := func(ctx context.Context, code string) (invite.Status, error) {
+			calls.Add(1)
+			<-release
+			if err := ctx.Err(); err != nil {
+				return "", invite.Unavailable(err)
+			}
+			return invite.StatusOpen, nil
 		}
-		return invite.StatusOpen, nil
-	}
-	h := api.New(stub{}, api.Config{LandingPage: true, GameName: "G", Status: status})
+		h := api.New(stub{}, api.Config{LandingPage: true, GameName: "G", Status: status})
 
-	firstCtx, leave := context.WithCancel(context.Background())
-	first := make(chan int)
-	go func() {
-		r := httptest.NewRequest(http.MethodGet, "/invitations/open", nil).WithContext(firstCtx)
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		first <- w.Code
-	}()
-	for calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
+		firstCtx, leave := context.WithCancel(context.Background())
+		first := make(chan int)
+		go func() {
+			r := httptest.NewRequest(http.MethodGet, "/invitations/open", nil).WithContext(firstCtx)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			first <- w.Code
+		}()
+		synctest.Wait()
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("%d lookups after the first visitor, want 1", n)
+		}
+		second := make(chan *httptest.ResponseRecorder)
+		go func() { second <- get(t, h, "/invitations/open", map[string]string{"Accept": "application/json"}) }()
+		synctest.Wait() // the second has joined the lookup in flight
+		leave()
+		<-first
+		close(release)
+		w := <-second
+		if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"status":"open"`) {
+			t.Fatalf("second visitor got %d %s, want 200 open", w.Code, w.Body)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Errorf("%d lookups, want 1 shared", n)
+		}
+	})
+}
+
+// TestStatusCacheExpires: with a stepped clock, a code's status (and an
+// unknown code) is looked up once per second per replica, and again as
+// soon as the second has passed.
+func TestStatusCacheExpires(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2027, 6, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	step := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	calls := map[string]int{}
+	st := invite.StatusOpen
+	status := func(_ context.Context, code string) (invite.Status, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls[code]++
+		if code != "open" {
+			return "", invite.ErrUnknownCode
+		}
+		return st, nil
 	}
-	second := make(chan *httptest.ResponseRecorder)
-	go func() { second <- get(t, h, "/invitations/open", map[string]string{"Accept": "application/json"}) }()
-	time.Sleep(20 * time.Millisecond) // the second joins the lookup in flight
-	leave()
-	<-first
-	close(release)
-	w := <-second
-	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"status":"open"`) {
-		t.Fatalf("second visitor got %d %s, want 200 open", w.Code, w.Body)
+	h := api.New(stub{}, api.Config{LandingPage: true, GameName: "G", Status: status, Now: clock})
+	lookups := func(code string) int { mu.Lock(); defer mu.Unlock(); return calls[code] }
+	want := func(path, body string) {
+		t.Helper()
+		w := get(t, h, path, map[string]string{"Accept": "application/json"})
+		if !strings.Contains(w.Body.String(), body) {
+			t.Fatalf("GET %s: %d %s, want %s", path, w.Code, w.Body, body)
+		}
 	}
-	if n := calls.Load(); n != 1 {
-		t.Errorf("%d lookups, want 1 shared", n)
+
+	want("/invitations/open", `"status":"open"`)
+	want("/invitations/nope", "unknown-invitation")
+	mu.Lock()
+	st = invite.StatusFull // the code fills; the cache does not know yet
+	mu.Unlock()
+	step(999 * time.Millisecond)
+	want("/invitations/open", `"status":"open"`)
+	want("/invitations/nope", "unknown-invitation")
+	if a, b := lookups("open"), lookups("nope"); a != 1 || b != 1 {
+		t.Fatalf("within the second: %d and %d lookups, want 1 each", a, b)
+	}
+	step(time.Millisecond)
+	want("/invitations/open", `"status":"full"`)
+	want("/invitations/nope", "unknown-invitation")
+	if a, b := lookups("open"), lookups("nope"); a != 2 || b != 2 {
+		t.Fatalf("after the second: %d and %d lookups, want 2 each", a, b)
 	}
 }
