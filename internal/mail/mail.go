@@ -28,6 +28,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
@@ -236,13 +237,16 @@ func (m *Mailer) attempt(ctx context.Context, reg persist.Registration, attempt 
 	}
 }
 
-// backoff is the wait after the n-th failed attempt (n ≥ 1).
+// backoff is the wait after the n-th failed attempt (n ≥ 1): RetryBase,
+// doubling, at most RetryMax, without jitter.
 func (m *Mailer) backoff(n int) time.Duration {
-	d := m.cfg.RetryBase
-	for i := 1; i < n && d < m.cfg.RetryMax; i++ {
-		d *= 2
+	b := &backoff.ExponentialBackOff{InitialInterval: m.cfg.RetryBase, Multiplier: 2, MaxInterval: m.cfg.RetryMax}
+	b.Reset()
+	var d time.Duration
+	for range max(n, 1) {
+		d = b.NextBackOff()
 	}
-	return min(d, m.cfg.RetryMax)
+	return min(d, m.cfg.RetryMax) // the first wait is not capped by the library
 }
 
 //go:embed templates
