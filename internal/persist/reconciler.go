@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	backoffv5 "github.com/cenkalti/backoff/v5"
 	"github.com/sirupsen/logrus"
 
 	"github.com/invitegate/invitegate/internal/invite"
@@ -279,19 +280,23 @@ func (rc *Reconciler) stats(ctx context.Context) {
 	}
 }
 
-// backoff waits 50ms, doubling to 5s, between failed attempts.
-type backoff struct{ d time.Duration }
+// backoff waits 50ms, doubling to 5s, between failed attempts (no
+// jitter); the zero value is ready.
+type backoff struct{ exp *backoffv5.ExponentialBackOff }
 
-func (b *backoff) reset() { b.d = 0 }
+func (b *backoff) reset() { b.exp = nil }
 
 func (b *backoff) wait(ctx context.Context) {
-	if b.d == 0 {
-		b.d = 50 * time.Millisecond
-	} else {
-		b.d = min(2*b.d, 5*time.Second)
-	}
 	select {
 	case <-ctx.Done():
-	case <-time.After(b.d):
+	case <-time.After(b.next()):
 	}
+}
+
+func (b *backoff) next() time.Duration {
+	if b.exp == nil {
+		b.exp = &backoffv5.ExponentialBackOff{InitialInterval: 50 * time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Second}
+		b.exp.Reset()
+	}
+	return b.exp.NextBackOff()
 }
