@@ -130,8 +130,8 @@ func (rc *Reconciler) work(ctx context.Context, shard int) {
 	for ctx.Err() == nil {
 		var batch []invite.Reservation
 		var err error
-		if time.Since(lastClaim) >= rc.cfg.ClaimIdle/2 {
-			lastClaim = time.Now()
+		if now := rc.cfg.Now(); now.Sub(lastClaim) >= rc.cfg.ClaimIdle/2 {
+			lastClaim = now
 			batch, err = rc.q.Claim(ctx, shard, rc.cfg.Consumer, rc.cfg.ClaimIdle, rc.cfg.Batch)
 			if len(batch) > 0 {
 				rc.m.Claimed.Add(float64(len(batch)))
