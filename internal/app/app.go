@@ -407,6 +407,7 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 		CORSOrigins:    cfg.CORSOrigins,
 		Logger:         m.Logger,
 		Metrics:        mets.http,
+		Now:            m.Now,
 	}}
 	if m.mongoRes != nil {
 		out.Status = m.mongoRes.Status
