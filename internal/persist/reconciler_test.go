@@ -211,11 +211,13 @@ func TestReconcilerSurvivesMongoOutage(t *testing.T) {
 	f.reserve(t, "m", mails("m", 20)...)
 	ctxBad, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
+	m := persist.NewMetrics(nil)
 	go func() {
-		persist.NewReconciler(f.res, bad, persist.ReconcilerConfig{Consumer: "bad", WriteTimeout: 300 * time.Millisecond}).Run(ctxBad)
+		persist.NewReconciler(f.res, bad, persist.ReconcilerConfig{Consumer: "bad", WriteTimeout: 300 * time.Millisecond, Metrics: m}).Run(ctxBad)
 		close(done)
 	}()
-	time.Sleep(time.Second)
+	// A write failed, and its retry after the backoff failed too.
+	waitFor(t, "two failed writes", func() bool { return testutil.ToFloat64(m.Errors.WithLabelValues("mongo")) >= 2 })
 	cancel()
 	<-done
 	if n := f.backlog(t); n != 20 {
