@@ -22,6 +22,11 @@ func TestMongoReserverInvariants(t *testing.T) {
 	e := newEnv(t, deployments[0])
 	e.cfg.Reserver = app.ReserverMongo
 	e.cfg.RedisAddrs = []string{testenv.FreeAddr(t)} // nothing there
+	// This test checks invariants, not latency. A signup here is 8 to 15
+	// sequential round trips to the embedded MongoDB-wire server, each
+	// 0.1-2 s on a loaded 2-core CI box under -race: 5 s (newEnv's
+	// deadline) ran out and answered 503. The HTTP client waits 30 s.
+	e.cfg.RequestTimeout = 25 * time.Second
 	e.create(t, "spike", 50)
 	for _, c := range []string{"c1", "c2", "c3"} {
 		e.create(t, c, 1000)

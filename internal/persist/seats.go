@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -77,9 +78,17 @@ func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Addres
 	}
 	r := invite.Reservation{Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: m.st.now()}
 	out, err := m.st.Persist(ctx, []invite.Reservation{r})
+	if err == nil && out[0].Outcome == Failed && out[0].Duplicate {
+		// This insert wrote nothing, but who did is not known yet.
+		if out[0], err = m.owner(ctx, r); err != nil {
+			// Definitely not written by this request: the seat goes back.
+			return invite.Result{}, invite.Unavailable(errors.Join(ErrDatabase, err, m.releaseSeat(ctx, code, k)))
+		}
+	}
 	if err != nil || out[0].Outcome == Failed {
-		// Unknown whether it landed: the seat stays taken.
-		return invite.Result{}, invite.Unavailable(errors.Join(ErrDatabase, err))
+		// Unknown whether it landed: the seat stays taken. ctx.Err() names
+		// a spent request deadline, which Persist does not report.
+		return invite.Result{}, invite.Unavailable(errors.Join(ErrDatabase, err, ctx.Err()))
 	}
 	switch out[0].Outcome {
 	case AlreadyWritten: // the same email won a concurrent request
@@ -177,8 +186,51 @@ func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, can
 	return 0, invite.ErrFull
 }
 
-// releaseSeat deletes seat k of code.
+// owner reads which code holds r's email after r's insert hit a duplicate
+// key, for Persist's outcomes AlreadyWritten and Conflict. The majority
+// read in Persist misses a concurrent request's registration until that
+// one is majority-committed (and the tests' MongoDB-wire server sometimes
+// misses a committed one), so it reads again, a few times, while ctx
+// lasts.
+func (m *MongoReserver) owner(ctx context.Context, r invite.Reservation) (Result, error) {
+	wait := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		reg, ok, err := m.st.Registration(ctx, r.Canonical)
+		switch {
+		case ok && reg.Invitation == r.Code:
+			return Result{Outcome: AlreadyWritten}, nil
+		case ok:
+			return Result{Outcome: Conflict, Owner: reg.Invitation}, nil
+		case err == nil:
+			err = errors.New("persist: the registration behind a duplicate key is not readable")
+		}
+		if attempt == ownerAttempts {
+			return Result{}, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Result{}, errors.Join(err, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, 250*time.Millisecond)
+	}
+}
+
+// ownerAttempts bounds owner's reads (about 0.8 s of waiting in all).
+const ownerAttempts = 8
+
+// releaseTimeout bounds releaseSeat, which does not stop at the request's
+// deadline: a seat not given back stays taken for good.
+const releaseTimeout = 5 * time.Second
+
+// releaseSeat deletes seat k of code. It runs past ctx's deadline or
+// cancellation (up to releaseTimeout): its caller knows the seat is not
+// needed, often when the request's time is nearly spent.
 func (m *MongoReserver) releaseSeat(ctx context.Context, code string, k int) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
 	if _, err := m.seats.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatID(code, k)}}); err != nil {
 		return invite.Unavailable(fmt.Errorf("release a seat: %w", err))
 	}

@@ -449,6 +449,10 @@ const (
 type Result struct {
 	Outcome Outcome
 	Owner   string // the code MongoDB holds, for Conflict
+	// Duplicate, with Failed: this insert hit a duplicate key, so it wrote
+	// nothing, but the majority read that names the owner did not return
+	// the document (not yet majority-committed, or the read failed).
+	Duplicate bool
 }
 
 // Persist writes reservations as registrations with one unordered bulk
@@ -491,7 +495,7 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 			continue
 		}
 		if we.Code == 11000 || we.Code == 11001 {
-			out[we.Index].Outcome = Failed
+			out[we.Index] = Result{Outcome: Failed, Duplicate: true}
 			dups = append(dups, rs[we.Index].Canonical)
 			dupIdx[rs[we.Index].Canonical] = append(dupIdx[rs[we.Index].Canonical], we.Index)
 			continue
