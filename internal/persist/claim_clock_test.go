@@ -40,6 +40,8 @@ func (q *idleQueue) Claim(context.Context, int, string, time.Duration, int) ([]i
 
 func (q *idleQueue) Ack(context.Context, int, ...string) error { return nil }
 
+func (q *idleQueue) Keep(context.Context, int, string, ...string) error { return nil }
+
 func (q *idleQueue) GiveBack(context.Context, invite.Reservation, string) (bool, error) {
 	return false, nil
 }

@@ -19,6 +19,9 @@ type Queue interface {
 	Read(ctx context.Context, shard int, consumer string, count int, block time.Duration) ([]invite.Reservation, error)
 	Claim(ctx context.Context, shard int, consumer string, minIdle time.Duration, count int) ([]invite.Reservation, error)
 	Ack(ctx context.Context, shard int, ids ...string) error
+	// Keep renews consumer's hold on reservations it read, so that no
+	// other consumer takes them over while it is still retrying them.
+	Keep(ctx context.Context, shard int, consumer string, ids ...string) error
 	GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error)
 	Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error)
 }
@@ -37,6 +40,10 @@ type ReconcilerConfig struct {
 	ClaimIdle time.Duration
 	// WriteTimeout bounds one bulk insert and its acknowledgement (default 10s).
 	WriteTimeout time.Duration
+	// Writers bounds the bulk inserts this process has in flight at once,
+	// whatever the number of shards (default 4): a MongoDB that falls
+	// behind gets a bounded queue, not one insert per shard.
+	Writers int
 	// DrainTimeout bounds the final drain after Run's context ends: the
 	// worker keeps writing what is already in its stream, without waiting
 	// for more, until the stream is empty or this passes (default 5s).
@@ -52,11 +59,17 @@ type ReconcilerConfig struct {
 // worker per shard reads its stream through the consumer group, writes a
 // batch, and acknowledges exactly what MongoDB acknowledged.
 type Reconciler struct {
-	q   Queue
-	st  *Store
-	cfg ReconcilerConfig
-	log logrus.FieldLogger
-	m   *Metrics
+	q      Queue
+	st     persister
+	cfg    ReconcilerConfig
+	log    logrus.FieldLogger
+	m      *Metrics
+	writes chan struct{} // a slot per bulk insert in flight
+}
+
+// persister is what the reconciler needs of a Store.
+type persister interface {
+	Persist(ctx context.Context, rs []invite.Reservation) ([]Result, error)
 }
 
 // NewReconciler returns a Reconciler draining q into st.
@@ -76,6 +89,9 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = 10 * time.Second
 	}
+	if cfg.Writers <= 0 {
+		cfg.Writers = 4
+	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Second
 	}
@@ -93,7 +109,8 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Reconciler{q: q, st: st, cfg: cfg, log: cfg.Logger.WithFields(logrus.Fields{"component": "reconciler", "consumer": cfg.Consumer}), m: cfg.Metrics}
+	return &Reconciler{q: q, st: st, cfg: cfg, log: cfg.Logger.WithFields(logrus.Fields{"component": "reconciler", "consumer": cfg.Consumer}), m: cfg.Metrics,
+		writes: make(chan struct{}, cfg.Writers)}
 }
 
 // Run drains every shard until ctx is canceled. On cancellation each
@@ -174,11 +191,43 @@ func (rc *Reconciler) drain(ctx context.Context, log logrus.FieldLogger, shard i
 
 // process writes batch until every reservation is settled or ctx is
 // canceled; on cancellation it makes one last attempt so the batch in hand
-// is not abandoned half-way.
+// is not abandoned half-way. While it holds the batch it renews its claim
+// every ClaimIdle/3: a slow MongoDB must not make another consumer take the
+// batch over and write it a second time alongside this one.
 func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) {
+	var mu sync.Mutex
+	held := batch
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(rc.cfg.ClaimIdle / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			mu.Lock()
+			ids := make([]string, len(held))
+			for i, r := range held {
+				ids[i] = r.ID
+			}
+			mu.Unlock()
+			if err := rc.q.Keep(context.WithoutCancel(ctx), shard, rc.cfg.Consumer, ids...); err != nil {
+				log.WithError(err).Debug("renew the claim on reservations being written")
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
 	bo := backoff{}
 	for len(batch) > 0 {
 		batch = rc.attempt(ctx, log, shard, batch)
+		mu.Lock()
+		held = batch
+		mu.Unlock()
 		if len(batch) == 0 || ctx.Err() != nil {
 			return
 		}
@@ -189,6 +238,8 @@ func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard
 // attempt persists batch once and acknowledges what is settled; it returns
 // what must be retried.
 func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) []invite.Reservation {
+	rc.writes <- struct{}{}
+	defer func() { <-rc.writes }()
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rc.cfg.WriteTimeout)
 	defer cancel()

@@ -166,6 +166,48 @@ func TestReconcilerTakesOver(t *testing.T) {
 	}
 }
 
+// TestReconcilerKeepsWhatItRetries: a worker retrying a batch on a MongoDB
+// that does not answer keeps its claim on it, so another consumer does not
+// take the batch over and write it alongside; once the worker is gone, the
+// other one takes it over and writes it.
+func TestReconcilerKeepsWhatItRetries(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1, invite.Invitation{Code: "k", MaxUses: 20})
+	f.reserve(t, "k", mails("k", 20)...)
+	badClient, err := mongo.Connect(options.Client().ApplyURI("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100&connectTimeoutMS=100"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { badClient.Disconnect(context.Background()) })
+	bad := persist.NewStore(badClient.Database("x"), nil, nil)
+	const idle = 600 * time.Millisecond
+	ctxBad, cancelBad := context.WithCancel(ctx)
+	badDone := make(chan struct{})
+	mBad := persist.NewMetrics(nil)
+	go func() {
+		persist.NewReconciler(f.res, bad, persist.ReconcilerConfig{Consumer: "slow", ClaimIdle: idle, WriteTimeout: 200 * time.Millisecond, DrainTimeout: time.Millisecond, Metrics: mBad}).Run(ctxBad)
+		close(badDone)
+	}()
+	waitFor(t, "the slow consumer's failed writes", func() bool { return testutil.ToFloat64(mBad.Errors.WithLabelValues("mongo")) >= 2 })
+
+	m := persist.NewMetrics(nil)
+	f.start(t, persist.ReconcilerConfig{Consumer: "other", ClaimIdle: idle, Block: 50 * time.Millisecond, Metrics: m})
+	// Several of the other's claim rounds, each a chance to take over.
+	waitFor(t, "more failed writes", func() bool { return testutil.ToFloat64(mBad.Errors.WithLabelValues("mongo")) >= 6 })
+	if cl := testutil.ToFloat64(m.Claimed); cl != 0 {
+		t.Fatalf("the other consumer took over %v reservations still being retried", cl)
+	}
+	cancelBad()
+	<-badDone
+	waitFor(t, "empty stream", func() bool { return f.backlog(t) == 0 })
+	if cl := testutil.ToFloat64(m.Claimed); cl != 20 {
+		t.Fatalf("claimed = %v after the slow consumer left, want 20", cl)
+	}
+	if c, _ := f.st.Counts(ctx); c["k"] != 20 {
+		t.Fatalf("registrations = %d, want 20", c["k"])
+	}
+}
+
 // TestReconcilerConflictGivesBack: MongoDB holds the email on another code
 // (Redis lost that claim); the reservation is refused, its token returns
 // and the claim points at MongoDB's code.

@@ -134,6 +134,7 @@ type Client interface {
 	TxPipeline() redis.Pipeliner
 	XReadGroup(ctx context.Context, a *redis.XReadGroupArgs) *redis.XStreamSliceCmd
 	XAutoClaim(ctx context.Context, a *redis.XAutoClaimArgs) *redis.XAutoClaimCmd
+	XClaimJustID(ctx context.Context, a *redis.XClaimArgs) *redis.StringSliceCmd
 	XGroupCreateMkStream(ctx context.Context, stream, group, start string) *redis.StatusCmd
 	XRangeN(ctx context.Context, stream, start, stop string, count int64) *redis.XMessageSliceCmd
 	XLen(ctx context.Context, stream string) *redis.IntCmd

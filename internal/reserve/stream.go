@@ -94,6 +94,23 @@ func (r *Reserver) appendEntries(out []invite.Reservation, shard int, msgs []red
 	return out
 }
 
+// Keep renews consumer's claim on reservations of shard it read and has
+// not acknowledged (XCLAIM with no minimum idle time), so that another
+// consumer's takeover after its idle limit does not start on them. IDs
+// that were acknowledged meanwhile are skipped by Redis.
+func (r *Reserver) Keep(ctx context.Context, shard int, consumer string, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := r.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: r.keys.stream(shard), Group: Group, Consumer: consumer, Messages: ids,
+	}).Err()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return invite.Unavailable(err)
+	}
+	return nil
+}
+
 // Ack acknowledges reservations of shard that MongoDB holds and deletes them
 // from the stream, so the stream only ever holds unpersisted reservations.
 func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
