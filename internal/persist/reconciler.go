@@ -40,6 +40,11 @@ type ReconcilerConfig struct {
 	ClaimIdle time.Duration
 	// WriteTimeout bounds one bulk insert and its acknowledgement (default 10s).
 	WriteTimeout time.Duration
+	// HoldFor is how long a worker keeps renewing its claim on a batch it
+	// cannot write (default 2 × ClaimIdle); after that another consumer may
+	// take the batch over, so a replica cut off from MongoDB holds nothing
+	// for good.
+	HoldFor time.Duration
 	// Writers bounds the bulk inserts this process has in flight at once,
 	// whatever the number of shards (default 4): a MongoDB that falls
 	// behind gets a bounded queue, not one insert per shard.
@@ -91,6 +96,9 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 	}
 	if cfg.Writers <= 0 {
 		cfg.Writers = 4
+	}
+	if cfg.HoldFor <= 0 {
+		cfg.HoldFor = 2 * cfg.ClaimIdle
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Second
@@ -192,11 +200,12 @@ func (rc *Reconciler) drain(ctx context.Context, log logrus.FieldLogger, shard i
 // process writes batch until every reservation is settled or ctx is
 // canceled; on cancellation it makes one last attempt so the batch in hand
 // is not abandoned half-way. While it holds the batch it renews its claim
-// every ClaimIdle/3: a slow MongoDB must not make another consumer take the
-// batch over and write it a second time alongside this one.
+// every ClaimIdle/3, for up to HoldFor since the batch last made progress:
+// a slow MongoDB must not make another consumer take the batch over and
+// write it alongside, but a worker that cannot write at all must let go.
 func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) {
 	var mu sync.Mutex
-	held := batch
+	held, progress := batch, rc.cfg.Now()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -215,19 +224,28 @@ func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard
 			for i, r := range held {
 				ids[i] = r.ID
 			}
+			holding := rc.cfg.Now().Sub(progress) < rc.cfg.HoldFor
 			mu.Unlock()
+			if !holding {
+				continue
+			}
 			if err := rc.q.Keep(context.WithoutCancel(ctx), shard, rc.cfg.Consumer, ids...); err != nil {
-				log.WithError(err).Debug("renew the claim on reservations being written")
+				rc.m.Errors.WithLabelValues("redis").Inc()
+				log.WithError(err).Warn("renew the claim on reservations being written")
 			}
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
 	bo := backoff{}
 	for len(batch) > 0 {
-		batch = rc.attempt(ctx, log, shard, batch)
+		left := rc.attempt(ctx, log, shard, batch)
 		mu.Lock()
-		held = batch
+		if len(left) < len(batch) {
+			progress = rc.cfg.Now()
+		}
+		held = left
 		mu.Unlock()
+		batch = left
 		if len(batch) == 0 || ctx.Err() != nil {
 			return
 		}
@@ -238,7 +256,18 @@ func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard
 // attempt persists batch once and acknowledges what is settled; it returns
 // what must be retried.
 func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) []invite.Reservation {
-	rc.writes <- struct{}{}
+	// A write slot; after cancellation only a free one, so shutdown is not
+	// held behind other workers' writes (what is left stays pending and is
+	// taken over).
+	select {
+	case rc.writes <- struct{}{}:
+	default:
+		select {
+		case rc.writes <- struct{}{}:
+		case <-ctx.Done():
+			return batch
+		}
+	}
 	defer func() { <-rc.writes }()
 	start := time.Now()
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rc.cfg.WriteTimeout)

@@ -166,45 +166,71 @@ func TestReconcilerTakesOver(t *testing.T) {
 	}
 }
 
-// TestReconcilerKeepsWhatItRetries: a worker retrying a batch on a MongoDB
-// that does not answer keeps its claim on it, so another consumer does not
-// take the batch over and write it alongside; once the worker is gone, the
-// other one takes it over and writes it.
-func TestReconcilerKeepsWhatItRetries(t *testing.T) {
-	ctx := context.Background()
-	f := newFixture(t, 1, invite.Invitation{Code: "k", MaxUses: 20})
-	f.reserve(t, "k", mails("k", 20)...)
+// slowConsumer starts a reconciler on f's streams whose MongoDB does not
+// answer, holding for holdFor the batch it cannot write; stop ends it.
+func slowConsumer(t *testing.T, f fixture, idle, holdFor time.Duration) (m *persist.Metrics, stop func()) {
+	t.Helper()
 	badClient, err := mongo.Connect(options.Client().ApplyURI("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100&connectTimeoutMS=100"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { badClient.Disconnect(context.Background()) })
 	bad := persist.NewStore(badClient.Database("x"), nil, nil)
-	const idle = 600 * time.Millisecond
-	ctxBad, cancelBad := context.WithCancel(ctx)
-	badDone := make(chan struct{})
-	mBad := persist.NewMetrics(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	m = persist.NewMetrics(nil)
 	go func() {
-		persist.NewReconciler(f.res, bad, persist.ReconcilerConfig{Consumer: "slow", ClaimIdle: idle, WriteTimeout: 200 * time.Millisecond, DrainTimeout: time.Millisecond, Metrics: mBad}).Run(ctxBad)
-		close(badDone)
+		persist.NewReconciler(f.res, bad, persist.ReconcilerConfig{Consumer: "slow", ClaimIdle: idle, HoldFor: holdFor,
+			WriteTimeout: 200 * time.Millisecond, DrainTimeout: time.Millisecond, Metrics: m}).Run(ctx)
+		close(done)
 	}()
-	waitFor(t, "the slow consumer's failed writes", func() bool { return testutil.ToFloat64(mBad.Errors.WithLabelValues("mongo")) >= 2 })
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	waitFor(t, "the slow consumer's failed writes", func() bool { return testutil.ToFloat64(m.Errors.WithLabelValues("mongo")) >= 2 })
+	return m, stop
+}
 
+// TestReconcilerKeepsWhatItRetries: a worker retrying a batch on a MongoDB
+// that does not answer keeps its claim on it (within HoldFor), so another
+// consumer does not take the batch over and write it alongside; once the
+// worker is gone, the other one takes it over and writes it.
+func TestReconcilerKeepsWhatItRetries(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1, invite.Invitation{Code: "k", MaxUses: 20})
+	f.reserve(t, "k", mails("k", 20)...)
+	const idle = 600 * time.Millisecond
+	_, stopSlow := slowConsumer(t, f, idle, time.Hour)
 	m := persist.NewMetrics(nil)
 	f.start(t, persist.ReconcilerConfig{Consumer: "other", ClaimIdle: idle, Block: 50 * time.Millisecond, Metrics: m})
-	// Several of the other's claim rounds, each a chance to take over.
-	waitFor(t, "more failed writes", func() bool { return testutil.ToFloat64(mBad.Errors.WithLabelValues("mongo")) >= 6 })
+	// Several of the other's claim rounds (every idle/2) past the point
+	// where the entries would have been idle long enough to take.
+	time.Sleep(3 * idle)
 	if cl := testutil.ToFloat64(m.Claimed); cl != 0 {
 		t.Fatalf("the other consumer took over %v reservations still being retried", cl)
 	}
-	cancelBad()
-	<-badDone
+	stopSlow()
 	waitFor(t, "empty stream", func() bool { return f.backlog(t) == 0 })
 	if cl := testutil.ToFloat64(m.Claimed); cl != 20 {
 		t.Fatalf("claimed = %v after the slow consumer left, want 20", cl)
 	}
 	if c, _ := f.st.Counts(ctx); c["k"] != 20 {
 		t.Fatalf("registrations = %d, want 20", c["k"])
+	}
+}
+
+// TestReconcilerLetsGoOfWhatItCannotWrite: a live worker cut off from
+// MongoDB stops renewing its claim after HoldFor, so another consumer
+// takes the batch over and writes it while the first is still running.
+func TestReconcilerLetsGoOfWhatItCannotWrite(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, 1, invite.Invitation{Code: "g", MaxUses: 20})
+	f.reserve(t, "g", mails("g", 20)...)
+	const idle = 300 * time.Millisecond
+	slowConsumer(t, f, idle, idle)
+	f.start(t, persist.ReconcilerConfig{Consumer: "other", ClaimIdle: idle, Block: 50 * time.Millisecond})
+	waitFor(t, "empty stream", func() bool { return f.backlog(t) == 0 })
+	if c, _ := f.st.Counts(ctx); c["g"] != 20 {
+		t.Fatalf("registrations = %d, want 20", c["g"])
 	}
 }
 
