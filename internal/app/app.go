@@ -29,6 +29,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/readpref"
 	"golang.org/x/net/netutil"
 
+	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/email"
 	api "github.com/invitegate/invitegate/internal/http"
 	"github.com/invitegate/invitegate/internal/invite"
@@ -53,7 +54,7 @@ const (
 // Main is one invitegate process. Open connects and listens (tests bind
 // ":0" and read the addresses), Run serves until its context ends.
 type Main struct {
-	Config Config
+	Config config.Config
 	Mode   Mode
 	Logger *logrus.Logger
 	Now    func() time.Time
@@ -86,7 +87,7 @@ type Main struct {
 // INVITEGATE_REDIS_CLUSTER, a single-node client otherwise. Every command
 // has a deadline, so a dead Redis turns into errors, not hung requests: the
 // earlier of the request's own (INVITEGATE_REQUEST_TIMEOUT) and 2s.
-func NewRedis(cfg Config, poolSize int) redis.UniversalClient {
+func NewRedis(cfg config.Config, poolSize int) redis.UniversalClient {
 	if cfg.RedisCluster {
 		return redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs:        cfg.RedisAddrs,
@@ -150,7 +151,7 @@ func (m *Main) openMailer(mets metrics) error {
 		m.Logger.Warn("INVITEGATE_SMTP_ADDR is empty: no further-instructions email is sent; they wait as pending")
 		return nil
 	}
-	send, err := mail.NewSMTP(cfg.smtp())
+	send, err := mail.NewSMTP(cfg.SMTP())
 	if err != nil {
 		return err
 	}
@@ -200,7 +201,7 @@ func autoPipeline(rdb redis.UniversalClient, maxQueued int) (*redis.AutoPipeline
 }
 
 // NewMongo returns a MongoDB client for cfg; it connects lazily.
-func NewMongo(cfg Config) (*mongo.Client, error) {
+func NewMongo(cfg config.Config) (*mongo.Client, error) {
 	c, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
 		SetServerSelectionTimeout(3 * time.Second).
 		SetConnectTimeout(3 * time.Second).
@@ -212,7 +213,7 @@ func NewMongo(cfg Config) (*mongo.Client, error) {
 }
 
 // NewLogger returns the process logger for cfg.
-func NewLogger(cfg Config) *logrus.Logger {
+func NewLogger(cfg config.Config) *logrus.Logger {
 	l := logrus.New()
 	l.SetOutput(os.Stderr)
 	lvl, _ := logrus.ParseLevel(cfg.LogLevel)
@@ -262,7 +263,7 @@ func (m *Main) Open(ctx context.Context) error {
 		if _, err := m.Store.CheckReserver(ctx, cfg.Reserver); err != nil {
 			return err
 		}
-		if cfg.Reserver != ReserverMongo {
+		if cfg.Reserver != config.ReserverMongo {
 			return nil
 		}
 		m.mongoRes = persist.NewMongoReserver(m.Store)
@@ -414,12 +415,12 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 	} else {
 		out.Status = m.Reserver.Status
 	}
-	proxies, err := cfg.trustedProxies()
+	proxies, err := cfg.TrustedPrefixes()
 	if err != nil {
 		return out, err
 	}
 	out.TrustedProxies = proxies
-	limit, err := cfg.rateLimit()
+	limit, err := cfg.Limit()
 	if err != nil {
 		return out, err
 	}
@@ -434,7 +435,7 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 		out.BlockedDomain = func(d string) bool { return blocked[d] }
 		m.Logger.WithField("domains", len(blocked)).Info("refusing blocked email domains")
 	}
-	if cfg.Ack == AckMongo && m.mongoRes == nil {
+	if cfg.Ack == config.AckMongo && m.mongoRes == nil {
 		m.committer = persist.NewCommitter(m.Store, persist.CommitterConfig{Batches: mets.persist.AckBatch})
 		out.res = workflow.NewMongoAck(m.Reserver, m.Store, m.committer, cfg.AckTimeout, m.Now)
 		// The MongoDB wait comes on top of the Redis work.
