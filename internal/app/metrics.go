@@ -2,7 +2,6 @@ package app
 
 import (
 	"runtime/debug"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -24,7 +23,8 @@ type metrics struct {
 }
 
 // registerMetrics creates and registers every collector with reg. It is
-// the one list of what /metrics exports; MetricNames reads it too.
+// the one list of what /metrics exports; the tests' metricNames reads it
+// too.
 func registerMetrics(reg prometheus.Registerer) metrics {
 	m := metrics{
 		http:    api.NewMetrics(reg),
@@ -44,40 +44,6 @@ func registerMetrics(reg prometheus.Registerer) metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
-
-// MetricNames returns the name of every metric family /metrics exports
-// (histograms by their base name).
-func MetricNames() []string {
-	rec := &recorder{}
-	registerMetrics(rec)
-	return rec.names
-}
-
-// recorder is a Registerer that only notes metric names.
-type recorder struct{ names []string }
-
-func (r *recorder) Register(c prometheus.Collector) error {
-	ch := make(chan *prometheus.Desc, 64)
-	go func() { c.Describe(ch); close(ch) }()
-	for d := range ch {
-		// Desc has no name accessor; its String() is stable:
-		// Desc{fqName: "name", help: ...}.
-		s := d.String()
-		if i := strings.Index(s, `fqName: "`); i >= 0 {
-			rest := s[i+len(`fqName: "`):]
-			r.names = append(r.names, rest[:strings.IndexByte(rest, '"')])
-		}
-	}
-	return nil
-}
-
-func (r *recorder) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		_ = r.Register(c)
-	}
-}
-
-func (r *recorder) Unregister(prometheus.Collector) bool { return false }
 
 // buildInfo is invitegate_build_info{version, revision, goversion} = 1.
 func buildInfo() prometheus.Collector {
