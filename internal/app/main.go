@@ -1,6 +1,9 @@
-// Package app wires invitegate's processes from a Config: Redis and MongoDB
-// clients, the reservation layer, the reconciler, the public API and the
-// admin listener, with startup seeding and graceful shutdown.
+// Package app is invitegate's composition root: from a config.Config it
+// builds the Redis and MongoDB clients, the reservation path, the
+// reconciler, the mailer, the public API and the admin listener (probes,
+// /metrics, pprof), and owns a process's life: the invitegate command line,
+// startup (schema checks, seeding, retries while dependencies come up) and
+// graceful shutdown. The settings themselves live in internal/config.
 package app
 
 import (

@@ -2,8 +2,7 @@
 // INVITEGATE_* environment variable, flag, default and help (one table),
 // strict parsing and validation, the reservation and acknowledgement modes,
 // the values derived from settings (SMTP, rate limit, trusted proxies), and
-// the masked form that processes log at start. Nothing else reads the
-// environment.
+// the masked form that processes log at start.
 package config
 
 import (
