@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
@@ -77,7 +78,7 @@ func main() {
 
 // env is a connected invitectl.
 type env struct {
-	cfg   app.Config
+	cfg   config.Config
 	store *persist.Store
 	inv   *workflow.Invitations
 	// res is the Redis reservation layer; nil with INVITEGATE_RESERVER=mongo,
@@ -87,14 +88,14 @@ type env struct {
 }
 
 func connect(getenv func(string) string, stderr io.Writer) (*env, error) {
-	cfg, err := app.LoadConfig("invitectl", nil, getenv, stderr)
+	cfg, err := config.Load("invitectl", nil, getenv, stderr)
 	if err != nil {
 		return nil, err
 	}
 	log := logrus.New()
 	log.SetOutput(stderr)
 	log.SetLevel(logrus.WarnLevel)
-	if cfg.Reserver == app.ReserverMongo {
+	if cfg.Reserver == config.ReserverMongo {
 		return connectMongoOnly(cfg, log)
 	}
 	rdb := app.NewRedis(cfg, 4)
@@ -125,7 +126,7 @@ func connect(getenv func(string) string, stderr io.Writer) (*env, error) {
 
 // connectMongoOnly connects a deployment that runs INVITEGATE_RESERVER=mongo:
 // MongoDB alone, after checking that the deployment does run that path.
-func connectMongoOnly(cfg app.Config, log logrus.FieldLogger) (*env, error) {
+func connectMongoOnly(cfg config.Config, log logrus.FieldLogger) (*env, error) {
 	mc, err := app.NewMongo(cfg)
 	if err != nil {
 		return nil, err

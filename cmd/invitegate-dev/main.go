@@ -22,6 +22,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 
 	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/embedded"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
@@ -99,7 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return defaults[k]
 	}
 
-	cfg, err := app.LoadConfig("invitegate-dev", args[1:], env, io.Discard)
+	cfg, err := config.Load("invitegate-dev", args[1:], env, io.Discard)
 	if err == nil {
 		err = seedDemo(ctx, cfg)
 	}
@@ -134,7 +135,7 @@ Administer it from another terminal while it runs:
 }
 
 // seedDemo creates the demo invitations unless they exist.
-func seedDemo(ctx context.Context, cfg app.Config) error {
+func seedDemo(ctx context.Context, cfg config.Config) error {
 	mc, err := app.NewMongo(cfg)
 	if err != nil {
 		return err

@@ -6,7 +6,7 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 
-	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/persist"
 )
 
@@ -17,7 +17,7 @@ import (
 func TestAckMongoAnswersOnlyWhatMongoHolds(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, deployments[1]) // K=16
-	e.cfg.Ack = app.AckMongo
+	e.cfg.Ack = config.AckMongo
 	e.cfg.Reconciler = false
 	e.create(t, "durable", 10)
 	m, _ := e.start(t)

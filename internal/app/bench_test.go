@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/testenv"
 )
 
@@ -20,7 +20,7 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkSignup -benchtime 5000x ./internal/app
 func BenchmarkSignup(b *testing.B) {
-	for _, ack := range []string{app.AckRedis, app.AckMongo} {
+	for _, ack := range []string{config.AckRedis, config.AckMongo} {
 		for _, kind := range []string{"new", "repeat"} {
 			b.Run("ack="+ack+"/"+kind, func(b *testing.B) {
 				benchSignups(b, ack, kind == "repeat")

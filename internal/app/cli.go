@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/invitegate/invitegate/internal/config"
 )
 
 const usage = `invitegate: invitation-gated signups.
@@ -51,7 +53,7 @@ func Command(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "invitegate: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	cfg, err := LoadConfig("invitegate "+args[0], args[1:], getenv, stderr)
+	cfg, err := config.Load("invitegate "+args[0], args[1:], getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}

@@ -20,7 +20,7 @@ var metricRef = regexp.MustCompile(`\binvitegate_[a-z0-9_]+`)
 // histogram adds.
 func exported() map[string]bool {
 	out := map[string]bool{}
-	for _, n := range MetricNames() {
+	for _, n := range metricNames() {
 		out[n] = true
 		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
 			out[n+suffix] = true
@@ -113,7 +113,7 @@ func TestAlertRulesPassPromtool(t *testing.T) {
 }
 
 func TestExportedMetricNames(t *testing.T) {
-	names := MetricNames()
+	names := metricNames()
 	if len(names) < 10 {
 		t.Fatalf("only %d metrics registered: %v", len(names), names)
 	}

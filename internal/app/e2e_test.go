@@ -21,6 +21,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/testenv"
@@ -42,7 +43,7 @@ var deployments = []deployment{
 
 // env is a test deployment: its config and direct access to its stores.
 type env struct {
-	cfg   app.Config
+	cfg   config.Config
 	log   *logrus.Logger // nil: discarded
 	db    *mongo.Database
 	store *persist.Store
@@ -52,7 +53,7 @@ type env struct {
 func newEnv(tb testing.TB, d deployment) *env {
 	tb.Helper()
 	// The documented defaults, then what a test deployment changes.
-	cfg, err := app.LoadConfig("test", nil, func(string) string { return "" }, io.Discard)
+	cfg, err := config.Load("test", nil, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		tb.Fatal(err)
 	}

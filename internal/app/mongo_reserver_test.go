@@ -7,7 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/testenv"
@@ -20,7 +20,7 @@ import (
 func TestMongoReserverInvariants(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, deployments[0])
-	e.cfg.Reserver = app.ReserverMongo
+	e.cfg.Reserver = config.ReserverMongo
 	e.cfg.RedisAddrs = []string{testenv.FreeAddr(t)} // nothing there
 	// This test checks invariants, not latency. A signup here is 8 to 15
 	// sequential round trips to the embedded MongoDB-wire server, each
@@ -93,7 +93,7 @@ func TestMongoReserverInvariants(t *testing.T) {
 func TestMongoPathSeatsEarlierRegistrations(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, deployments[0])
-	e.cfg.Reserver = app.ReserverMongo
+	e.cfg.Reserver = config.ReserverMongo
 	e.cfg.RedisAddrs = []string{testenv.FreeAddr(t)} // nothing there
 	e.create(t, "beta", 2)
 	var rs []invite.Reservation
@@ -104,7 +104,7 @@ func TestMongoPathSeatsEarlierRegistrations(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The path is recorded, no seat was taken.
-	if fresh, err := e.store.CheckReserver(ctx, app.ReserverMongo); err != nil || !fresh {
+	if fresh, err := e.store.CheckReserver(ctx, config.ReserverMongo); err != nil || !fresh {
 		t.Fatalf("record the path: fresh=%v %v", fresh, err)
 	}
 	m, _ := e.start(t)

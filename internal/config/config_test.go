@@ -1,10 +1,9 @@
-package app
+package config
 
 import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +11,8 @@ import (
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 
-func TestLoadConfigDefaults(t *testing.T) {
-	c, err := LoadConfig("t", nil, env(nil), io.Discard)
+func TestLoadDefaults(t *testing.T) {
+	c, err := Load("t", nil, env(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,14 +22,14 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 }
 
-func TestLoadConfigEnvThenFlags(t *testing.T) {
+func TestLoadEnvThenFlags(t *testing.T) {
 	e := env(map[string]string{
 		"INVITEGATE_HTTP_ADDR":     "127.0.0.1:1234",
 		"INVITEGATE_REDIS_ADDRS":   "a:1, b:2 ,c:3",
 		"INVITEGATE_REDIS_CLUSTER": "true",
 		"INVITEGATE_SHARDS":        "16",
 	})
-	c, err := LoadConfig("t", []string{"--shards", "32", "--http-addr=:80"}, e, io.Discard)
+	c, err := Load("t", []string{"--shards", "32", "--http-addr=:80"}, e, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +38,7 @@ func TestLoadConfigEnvThenFlags(t *testing.T) {
 	}
 }
 
-func TestLoadConfigRejectsBadValues(t *testing.T) {
+func TestLoadRejectsBadValues(t *testing.T) {
 	tests := []struct {
 		env  map[string]string
 		args []string
@@ -72,7 +71,7 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 		{nil, []string{"extra"}, "unexpected"},
 	}
 	for _, tt := range tests {
-		_, err := LoadConfig("t", tt.args, env(tt.env), io.Discard)
+		_, err := Load("t", tt.args, env(tt.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("env %v args %v: err = %v, want mention of %s", tt.env, tt.args, err, tt.want)
 		}
@@ -80,53 +79,32 @@ func TestLoadConfigRejectsBadValues(t *testing.T) {
 }
 
 func TestRateLimitAndProxies(t *testing.T) {
-	c, err := LoadConfig("t", nil, env(map[string]string{
+	c, err := Load("t", nil, env(map[string]string{
 		"INVITEGATE_RATE_LIMIT": "30/m", "INVITEGATE_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7, ::1",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, _ := c.rateLimit()
+	l, _ := c.Limit()
 	if l.Rate != 30 || l.Period != time.Minute || l.Burst != 30 {
 		t.Fatalf("limit %+v", l)
 	}
 	c.RateBurst = 5
-	if l, _ = c.rateLimit(); l.Burst != 5 {
+	if l, _ = c.Limit(); l.Burst != 5 {
 		t.Fatalf("burst %d, want 5", l.Burst)
 	}
-	p, _ := c.trustedProxies()
+	p, _ := c.TrustedPrefixes()
 	if fmt.Sprint(p) != "[10.0.0.0/8 192.168.1.7/32 ::1/128]" {
 		t.Fatalf("proxies %v", p)
 	}
 	c.RateLimit = ""
-	if l, _ = c.rateLimit(); !l.IsZero() {
+	if l, _ = c.Limit(); !l.IsZero() {
 		t.Fatalf("empty rate limit = %+v, want off", l)
 	}
 }
 
-func TestLoadBlockedDomains(t *testing.T) {
-	dir := t.TempDir()
-	good := filepath.Join(dir, "good")
-	os.WriteFile(good, []byte("# disposable\nMailinator.com\n\n  bücher.example  # IDN\n"), 0o644)
-	d, err := loadBlockedDomains(good)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(d) != 2 || !d["mailinator.com"] || !d["xn--bcher-kva.example"] {
-		t.Fatalf("domains %v", d)
-	}
-	bad := filepath.Join(dir, "bad")
-	os.WriteFile(bad, []byte("ok.example\nnot a domain\n"), 0o644)
-	if _, err := loadBlockedDomains(bad); err == nil || !strings.Contains(err.Error(), ":2:") {
-		t.Fatalf("err = %v, want the line number", err)
-	}
-	if _, err := loadBlockedDomains(filepath.Join(dir, "missing")); err == nil {
-		t.Fatal("a missing file loaded")
-	}
-}
-
 func TestFieldsMaskSecrets(t *testing.T) {
-	c, err := LoadConfig("t", nil, env(map[string]string{
+	c, err := Load("t", nil, env(map[string]string{
 		"INVITEGATE_MONGO_URI":      "mongodb://user:hunter2@db:27017/?authSource=admin",
 		"INVITEGATE_REDIS_PASSWORD": "s3cret",
 	}), io.Discard)

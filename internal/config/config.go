@@ -1,4 +1,9 @@
-package app
+// Package config owns invitegate's configuration: every setting's
+// INVITEGATE_* environment variable, flag, default and help (one table),
+// strict parsing and validation, the reservation and acknowledgement modes,
+// the values derived from settings (SMTP, rate limit, trusted proxies), and
+// the masked form that processes log at start.
+package config
 
 import (
 	"errors"
@@ -133,10 +138,10 @@ var settings = []option{
 	{"INVITEGATE_PPROF", "pprof", "false", "serve Go's profiler (net/http/pprof) on the admin listener under /debug/pprof/", func(c *Config) flag.Value { return (*boolVal)(&c.Pprof) }},
 }
 
-// LoadConfig builds a Config from defaults, then getenv, then args (flags),
+// Load builds a Config from defaults, then getenv, then args (flags),
 // and validates it. Every bad value is an error naming the variable or
 // flag; nothing is silently replaced by a default.
-func LoadConfig(name string, args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+func Load(name string, args []string, getenv func(string) string, usage io.Writer) (Config, error) {
 	var c Config
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(usage)
@@ -229,10 +234,10 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s=%d: must not be negative", n.name, n.v)
 		}
 	}
-	if _, err := c.rateLimit(); err != nil {
+	if _, err := c.Limit(); err != nil {
 		return err
 	}
-	if _, err := c.trustedProxies(); err != nil {
+	if _, err := c.TrustedPrefixes(); err != nil {
 		return err
 	}
 	for _, o := range c.CORSOrigins {
@@ -242,7 +247,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.SMTPAddr != "" {
-		if _, err := mail.NewSMTP(c.smtp()); err != nil {
+		if _, err := mail.NewSMTP(c.SMTP()); err != nil {
 			return fmt.Errorf("INVITEGATE_SMTP_ADDR, _TLS or INVITEGATE_MAIL_FROM: %w", err)
 		}
 	}
@@ -264,13 +269,14 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// smtp is the mail delivery configuration.
-func (c Config) smtp() mail.SMTPConfig {
+// SMTP is the mail delivery configuration.
+func (c Config) SMTP() mail.SMTPConfig {
 	return mail.SMTPConfig{Addr: c.SMTPAddr, Username: c.SMTPUsername, Password: c.SMTPPassword, TLS: c.SMTPTLS, From: c.MailFrom}
 }
 
-// rateLimit parses INVITEGATE_RATE_LIMIT; the zero Limit means off.
-func (c Config) rateLimit() (redis_rate.Limit, error) {
+// Limit parses INVITEGATE_RATE_LIMIT; the zero Limit means off. A bad
+// value is an error naming the variable.
+func (c Config) Limit() (redis_rate.Limit, error) {
 	if c.RateLimit == "" {
 		return redis_rate.Limit{}, nil
 	}
@@ -292,8 +298,9 @@ func (c Config) rateLimit() (redis_rate.Limit, error) {
 	return redis_rate.Limit{Rate: rate, Period: period, Burst: burst}, nil
 }
 
-// trustedProxies parses INVITEGATE_TRUSTED_PROXIES: IPs or CIDRs.
-func (c Config) trustedProxies() ([]netip.Prefix, error) {
+// TrustedPrefixes parses INVITEGATE_TRUSTED_PROXIES: IPs or CIDRs. A bad
+// entry is an error naming the variable.
+func (c Config) TrustedPrefixes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range c.TrustedProxies {
 		if p, err := netip.ParsePrefix(s); err == nil {

@@ -1,0 +1,120 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/sirupsen/logrus"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/invitegate/invitegate/internal/config"
+)
+
+// NewRedis returns a client for cfg: a cluster client with
+// INVITEGATE_REDIS_CLUSTER, a single-node client otherwise. Every command
+// has a deadline, so a dead Redis turns into errors, not hung requests: the
+// earlier of the request's own (INVITEGATE_REQUEST_TIMEOUT) and 2s.
+func NewRedis(cfg config.Config, poolSize int) redis.UniversalClient {
+	if cfg.RedisCluster {
+		return redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:        cfg.RedisAddrs,
+			Password:     cfg.RedisPassword,
+			DialTimeout:  2 * time.Second,
+			ReadTimeout:  2 * time.Second,
+			WriteTimeout: 2 * time.Second,
+			PoolSize:     poolSize,
+			// A hung node holds a request only until its deadline.
+			ContextTimeoutEnabled: true,
+		})
+	}
+	return redis.NewClient(&redis.Options{
+		Addr:         cfg.RedisAddrs[0],
+		Password:     cfg.RedisPassword,
+		DialTimeout:  2 * time.Second,
+		ReadTimeout:  2 * time.Second,
+		WriteTimeout: 2 * time.Second,
+		PoolSize:     poolSize,
+		// A hung node holds a request only until its deadline.
+		ContextTimeoutEnabled: true,
+	})
+}
+
+// warnIfEvicting logs a warning for every Redis primary whose
+// maxmemory-policy is not noeviction: evicting a claim or a bucket could
+// admit an email twice or a code past max_uses. Redis' default is
+// noeviction. Services that refuse CONFIG GET (many managed ones) are not
+// judged.
+func warnIfEvicting(ctx context.Context, rdb redis.UniversalClient, log logrus.FieldLogger) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	check := func(ctx context.Context, c *redis.Client) error {
+		v, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
+		if err != nil {
+			log.WithError(err).Debug("cannot read Redis' maxmemory-policy")
+			return nil
+		}
+		if p, ok := v["maxmemory-policy"]; ok && p != "noeviction" {
+			log.WithFields(logrus.Fields{"redis": c.Options().Addr, "maxmemory_policy": p}).
+				Warn("Redis may evict keys when full (maxmemory-policy is not noeviction): an evicted claim or counter can admit an email twice or a code past max_uses; set maxmemory-policy noeviction")
+		}
+		return nil
+	}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		_ = c.ForEachMaster(ctx, check)
+	case *redis.Client:
+		_ = check(ctx, c)
+	}
+}
+
+// autoPipeline returns rdb's shared deferred-face autopipeliner with
+// go-redis' defaults (one ordered batch in flight per node, up to 200
+// commands a batch, no waiting for more: a lone command goes out at once),
+// holding at most maxQueued commands. A caller gives up at its deadline but
+// its queued command stays; the bound keeps a hung Redis from collecting
+// more than a replica's in-flight signups, and past it a call fails at
+// once (503). It is closed with rdb.
+func autoPipeline(rdb redis.UniversalClient, maxQueued int) (*redis.AutoPipeliner, error) {
+	opt := redis.DefaultAutoPipelineOptions()
+	if maxQueued <= 0 {
+		maxQueued = 512
+	}
+	opt.MaxQueuedCommands = maxQueued
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.AsyncAutoPipelineWithOptions(opt)
+	case *redis.ClusterClient:
+		return c.AsyncAutoPipelineWithOptions(opt)
+	}
+	return nil, fmt.Errorf("no autopipelining for %T", rdb)
+}
+
+// NewMongo returns a MongoDB client for cfg; it connects lazily.
+func NewMongo(cfg config.Config) (*mongo.Client, error) {
+	c, err := mongo.Connect(options.Client().ApplyURI(cfg.MongoURI).
+		SetServerSelectionTimeout(3 * time.Second).
+		SetConnectTimeout(3 * time.Second).
+		SetTimeout(10 * time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("mongodb: %w", err)
+	}
+	return c, nil
+}
+
+// NewLogger returns the process logger for cfg.
+func NewLogger(cfg config.Config) *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(os.Stderr)
+	lvl, _ := logrus.ParseLevel(cfg.LogLevel)
+	l.SetLevel(lvl)
+	if cfg.LogFormat == "text" {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	} else {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	}
+	return l
+}
