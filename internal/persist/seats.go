@@ -293,48 +293,6 @@ func (m *MongoReserver) EnsureSeated(ctx context.Context) error {
 	return nil
 }
 
-// Reserver returns the reservation path the deployment recorded, without
-// recording one (ok false: none yet).
-func (s *Store) Reserver(ctx context.Context) (mode string, ok bool, err error) {
-	ok, err = s.setting(ctx, "reserver", &mode)
-	return mode, ok, err
-}
-
-// ExpectReserver returns ErrSettingsMismatch when the deployment recorded
-// another reservation path than mode; it records nothing.
-func (s *Store) ExpectReserver(ctx context.Context, mode string) error {
-	recorded, ok, err := s.Reserver(ctx)
-	if err != nil {
-		return err
-	}
-	if ok && recorded != mode {
-		return fmt.Errorf("%w: reserver was created as %q, configured %q", ErrSettingsMismatch, recorded, mode)
-	}
-	return nil
-}
-
-// CheckReserver records which reservation path the deployment uses
-// ("redis" or "mongo") on first start and returns ErrSettingsMismatch when a
-// process is configured with the other: the MongoDB path counts seats in
-// the seats collection, which the Redis path does not maintain. fresh is
-// true when this call recorded the path (the first start, or the first
-// after an operator removed the setting to switch paths).
-func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err error) {
-	_, err = s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: "reserver"}, {Key: "value", Value: mode}})
-	if err == nil {
-		// A path starts (again): registrations made meanwhile by the other
-		// path have no seats yet.
-		if _, err := s.settings.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatedSetting}}); err != nil {
-			return true, fmt.Errorf("%w: %w", ErrDatabase, err)
-		}
-		return true, nil
-	}
-	if !mongo.IsDuplicateKeyError(err) {
-		return false, fmt.Errorf("%w: %w", ErrDatabase, err)
-	}
-	return false, s.ExpectReserver(ctx, mode)
-}
-
 // Status reports whether code takes signups, with the outcomes of
 // reserve.Reserver.Status; full when every seat is taken.
 func (m *MongoReserver) Status(ctx context.Context, code string) (invite.Status, error) {
