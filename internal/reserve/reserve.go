@@ -110,8 +110,6 @@ type Reserver struct {
 	known knownCodes
 
 	waiting atomic.Int64 // calls waiting on Redis, for PipelineAbove
-
-	afterSteal func() // tests: runs between a steal and its deposit
 }
 
 // moveTimeout bounds one token move (steal + deposit). A move runs on a
@@ -194,9 +192,6 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 
 // Shards returns K.
 func (r *Reserver) Shards() int { return r.shards }
-
-// ShardOf returns the shard of a canonical email.
-func (r *Reserver) ShardOf(canonical string) int { return shardOf(canonical, r.shards) }
 
 // Reserve takes one seat of code for a. It returns invite.Created or invite.Existing, or
 // one of invite.ErrUnknownCode, invite.ErrEmailTaken, invite.ErrFull, invite.ErrDisabled, invite.ErrExpired,
@@ -309,9 +304,6 @@ func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.
 		return reply{}, false, err
 	}
 	r.metrics.TokensMoved.Add(float64(taken))
-	if r.afterSteal != nil {
-		r.afterSteal()
-	}
 	rep, err = r.call(mctx, to, code, a, taken, epoch, 0)
 	return rep, true, err
 }
