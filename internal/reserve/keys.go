@@ -5,9 +5,12 @@ import (
 	"strconv"
 )
 
-// SchemaVersion is part of every key. A release that changes what a key
-// holds bumps it, so old and new replicas never read each other's shapes.
-const SchemaVersion = "v1"
+// DefaultNamespace prefixes every key unless configured otherwise
+// (INVITEGATE_REDIS_NAMESPACE). Its "v1" names the key schema this
+// release lays keys out in. A release that changes what a key holds does
+// not just bump it: that takes the two releases of "Zero-downtime
+// procedures" in docs/ARCHITECTURE.md.
+const DefaultNamespace = "igv1"
 
 // keys builds every Redis key of the reservation layer. Each key of shard s
 // starts with the hash tag {ns:s}, so all keys of one shard live in one

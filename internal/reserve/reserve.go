@@ -50,7 +50,7 @@ type Source interface {
 
 // Config tunes a Reserver. Zero values take the defaults noted.
 type Config struct {
-	// Namespace prefixes every key (default "ig" + SchemaVersion). Tests use
+	// Namespace prefixes every key (default DefaultNamespace). Tests use
 	// their own.
 	Namespace string
 	// Shards is K, fixed per deployment (default 1).
@@ -147,7 +147,7 @@ var (
 // New returns a Reserver over rdb seeding from src.
 func New(rdb Client, src Source, cfg Config) *Reserver {
 	if cfg.Namespace == "" {
-		cfg.Namespace = "ig" + SchemaVersion
+		cfg.Namespace = DefaultNamespace
 	}
 	if cfg.Shards <= 0 {
 		cfg.Shards = 1
