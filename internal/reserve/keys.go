@@ -36,9 +36,10 @@ func (k keys) bucket(s int, code string) string { return k.tags[s] + ":b:" + cod
 // claim maps a canonical email to the code it holds; it lives on the email's shard.
 func (k keys) claim(s int, canonical string) string { return k.tags[s] + ":e:" + canonical }
 
-// durable records, with INVITEGATE_ACK=mongo, that MongoDB holds the
-// email's registration; its value is the code.
-func (k keys) durable(s int, canonical string) string { return k.tags[s] + ":d:" + canonical }
+// persisted records, with INVITEGATE_ACK=mongo, that MongoDB holds the
+// email's registration; its value is the code. The "d" stays: replicas of
+// an older release read and write the same key.
+func (k keys) persisted(s int, canonical string) string { return k.tags[s] + ":d:" + canonical }
 
 // stream is shard s's reservation stream.
 func (k keys) stream(s int) string { return k.tags[s] + ":x" }
