@@ -23,6 +23,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/writeconcern"
 
 	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/logs"
 )
 
 // Collection names.
@@ -68,11 +69,7 @@ func NewStore(db *mongo.Database, logger logrus.FieldLogger, now func() time.Tim
 	if now == nil {
 		now = time.Now
 	}
-	if logger == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.WarnLevel)
-		logger = l
-	}
+	logger = logs.OrQuiet(logger)
 	wc := options.Collection().SetWriteConcern(writeconcern.Majority())
 	return &Store{
 		db:  db,

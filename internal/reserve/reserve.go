@@ -29,6 +29,7 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/logs"
 )
 
 // ErrShardMismatch means Redis was seeded for another shard count than
@@ -170,11 +171,7 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.WarnLevel)
-		cfg.Logger = l
-	}
+	cfg.Logger = logs.OrQuiet(cfg.Logger)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
