@@ -20,19 +20,11 @@ import (
 // seat taken: _id "<code>#<k>" for k in [0, max_uses).
 const SeatsCollection = "seats"
 
-// MongoReserver takes seats with MongoDB alone (INVITEGATE_RESERVER=mongo),
-// for small deployments without Redis and as the baseline the Redis path is
-// measured against. Every signup costs MongoDB several round trips,
-// rejections included.
-//
-// Both guarantees rest on unique _id inserts, the one write MongoDB (and
-// the MongoDB-wire server the tests use, whose filtered updates are not
-// atomic) makes atomic: a seat is the insert of "<code>#<k>" with k below
-// max_uses, so at most max_uses seats exist (I1); a registration's _id is
-// the canonical email, so an email registers once (I2). The seat is taken
-// before the registration is written, so a crash in between strands a seat
-// (fewer admitted, never more). A seat is released only when the
-// registration definitely was not written.
+// MongoReserver takes seats with MongoDB alone (INVITEGATE_RESERVER=mongo);
+// every signup, rejections included, costs MongoDB several round trips. A
+// seat is the unique insert of "<code>#<k>", k below max_uses (I1), taken
+// before the registration, whose _id is the canonical email (I2); why, in
+// docs/ARCHITECTURE.md, "The MongoDB-only path".
 type MongoReserver struct {
 	st    *Store
 	seats *mongo.Collection

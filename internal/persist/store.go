@@ -1,12 +1,8 @@
 // Package persist owns MongoDB, invitegate's source of truth: the
 // invitations and registrations collections, and the reconciler that writes
-// reservations from the Redis streams into them.
-//
-// Registrations are written with unordered bulk inserts keyed by canonical
-// email. A duplicate key for the same email and code means "already
-// written" (a redelivered batch); for another code it is a conflict the
-// reservation layer must undo. Inserts, never upserts: they are idempotent
-// by _id without racing updates on one document.
+// reservations from the Redis streams into them with unordered bulk inserts
+// keyed by canonical email, never upserts (docs/ARCHITECTURE.md, "The
+// reconciler").
 package persist
 
 import (

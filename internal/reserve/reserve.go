@@ -1,16 +1,9 @@
 // Package reserve owns invitegate's hot path: the Redis reservation layer.
-//
-// A code's capacity is split over K pre-sharded token buckets. An email's
-// shard is hash(canonical email) mod K; its claim, its shard's bucket for the
-// code and its shard's reservation stream share one hash tag, so one Lua call
-// (scripts/lua/reserve.lua) checks the claim, takes a token, sets the claim
-// and appends the reservation atomically, on one Redis node or one Redis
-// Cluster slot. A shard whose bucket is empty moves tokens from other shards
-// before it answers "full"; once every shard is empty the shard remembers
-// it for a short while, so rejections cost one round trip.
-//
-// Redis is seeded from MongoDB (the source of truth) through a Source; the
-// reconciler in internal/persist drains the streams back into MongoDB.
+// A code's capacity is split over K token buckets; one reserve.lua call on
+// the email's shard takes a seat atomically, and an empty shard moves
+// tokens from the others (docs/ARCHITECTURE.md, "A signup"). Redis is
+// seeded from MongoDB through a Source; internal/persist drains the
+// streams back into MongoDB.
 package reserve
 
 import (
@@ -226,11 +219,8 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (i
 
 // sweep moves tokens from other shards to s, starting at a random shard so
 // concurrent sweeps spread out, until a reservation goes through or every
-// shard is empty; then it marks s sold out. When s's mark has just
-// expired, reserve.lua gave this request a sweep lease (SweepLease): the
-// others on s are answered full meanwhile, so a sold-out code costs one
-// sweep per shard per SoldOutTTL, not one per request that arrives before
-// the mark is set again.
+// shard is empty; then it marks s sold out. The sold-out mark and the
+// sweep lease are in docs/ARCHITECTURE.md, "A signup".
 func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Address) (invite.Result, error) {
 	r.metrics.Sweeps.Inc()
 	if r.shards > 1 {
