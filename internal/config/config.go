@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/invitegate/invitegate/internal/mail"
+	"github.com/invitegate/invitegate/internal/reserve"
 )
 
 // Config is the whole configuration of invitegate's processes. Every field
@@ -98,7 +99,7 @@ var settings = []option{
 	{"INVITEGATE_REDIS_ADDRS", "redis-addrs", "127.0.0.1:6379", "comma-separated Redis host:port list (cluster seed nodes with --redis-cluster)", func(c *Config) flag.Value { return (*listVal)(&c.RedisAddrs) }},
 	{"INVITEGATE_REDIS_CLUSTER", "redis-cluster", "false", "talk to Redis Cluster instead of one node", func(c *Config) flag.Value { return (*boolVal)(&c.RedisCluster) }},
 	{"INVITEGATE_REDIS_PASSWORD", "redis-password", "", "Redis password (secret)", func(c *Config) flag.Value { return (*strVal)(&c.RedisPassword) }},
-	{"INVITEGATE_REDIS_NAMESPACE", "redis-namespace", "igv1", "prefix of every Redis key (carries the key-schema version)", func(c *Config) flag.Value { return (*strVal)(&c.RedisNamespace) }},
+	{"INVITEGATE_REDIS_NAMESPACE", "redis-namespace", reserve.DefaultNamespace, "prefix of every Redis key (carries the key-schema version)", func(c *Config) flag.Value { return (*strVal)(&c.RedisNamespace) }},
 	{"INVITEGATE_MONGO_URI", "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB connection string (credentials are masked in logs)", func(c *Config) flag.Value { return (*strVal)(&c.MongoURI) }},
 	{"INVITEGATE_MONGO_DB", "mongo-db", "invitegate", "MongoDB database name", func(c *Config) flag.Value { return (*strVal)(&c.MongoDB) }},
 	{"INVITEGATE_SHARDS", "shards", "1", "K, the number of reservation shards (1..1024); fixed for the life of a deployment", func(c *Config) flag.Value { return (*intVal)(&c.Shards) }},

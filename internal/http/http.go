@@ -23,6 +23,7 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/logs"
 )
 
 func init() {
@@ -132,11 +133,7 @@ func New(res Reserver, cfg Config) http.Handler {
 	if cfg.RetryAfter <= 0 {
 		cfg.RetryAfter = time.Second
 	}
-	if cfg.Logger == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.WarnLevel)
-		cfg.Logger = l
-	}
+	cfg.Logger = logs.OrQuiet(cfg.Logger)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}

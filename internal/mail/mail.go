@@ -33,6 +33,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/invitegate/invitegate/internal/email"
+	"github.com/invitegate/invitegate/internal/logs"
 	"github.com/invitegate/invitegate/internal/persist"
 )
 
@@ -127,11 +128,7 @@ func New(st Store, send Sender, cfg Config) *Mailer {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.WarnLevel)
-		cfg.Logger = l
-	}
+	cfg.Logger = logs.OrQuiet(cfg.Logger)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}

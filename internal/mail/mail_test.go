@@ -15,8 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sirupsen/logrus"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/mail"
@@ -28,16 +26,7 @@ import (
 func outbox(t *testing.T, n int) *persist.Store {
 	t.Helper()
 	ctx := context.Background()
-	mc, err := mongo.Connect(options.Client().ApplyURI(testenv.Mongo(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := mc.Database(testenv.DBName(t))
-	t.Cleanup(func() {
-		db.Drop(context.Background())
-		mc.Disconnect(context.Background())
-	})
-	st := persist.NewStore(db, nil, nil)
+	st := persist.NewStore(testenv.MongoDatabase(t), nil, nil)
 	if err := st.EnsureSchema(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/logs"
 )
 
 // Queue is the reservation streams as the reconciler sees them; implemented
@@ -109,11 +110,7 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.WarnLevel)
-		cfg.Logger = l
-	}
+	cfg.Logger = logs.OrQuiet(cfg.Logger)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}

@@ -97,19 +97,11 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 	}
 }
 
-func mails(prefix string, n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("%s%d@example.com", prefix, i)
-	}
-	return out
-}
-
 // TestReconcilerDrains is I3 on the happy path: every reservation reaches
 // MongoDB once, and the streams end empty.
 func TestReconcilerDrains(t *testing.T) {
 	f := newFixture(t, 4, invite.Invitation{Code: "r", MaxUses: 300})
-	f.reserve(t, "r", mails("d", 300)...)
+	f.reserve(t, "r", testenv.Emails("d", 300)...)
 	m := persist.NewMetrics(nil)
 	f.start(t, persist.ReconcilerConfig{Consumer: "a", Batch: 64, Metrics: m, StatsEvery: 50 * time.Millisecond})
 	waitFor(t, "300 registrations", func() bool {
@@ -135,7 +127,7 @@ func TestReconcilerDrains(t *testing.T) {
 func TestReconcilerTakesOver(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, 1, invite.Invitation{Code: "t", MaxUses: 50})
-	f.reserve(t, "t", mails("t", 50)...)
+	f.reserve(t, "t", testenv.Emails("t", 50)...)
 	got, err := f.res.Read(ctx, 0, "dead", 100, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +189,7 @@ func slowConsumer(t *testing.T, f fixture, idle, holdFor time.Duration) (m *pers
 func TestReconcilerKeepsWhatItRetries(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, 1, invite.Invitation{Code: "k", MaxUses: 20})
-	f.reserve(t, "k", mails("k", 20)...)
+	f.reserve(t, "k", testenv.Emails("k", 20)...)
 	const idle = 600 * time.Millisecond
 	_, stopSlow := slowConsumer(t, f, idle, time.Hour)
 	m := persist.NewMetrics(nil)
@@ -224,7 +216,7 @@ func TestReconcilerKeepsWhatItRetries(t *testing.T) {
 func TestReconcilerLetsGoOfWhatItCannotWrite(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, 1, invite.Invitation{Code: "g", MaxUses: 20})
-	f.reserve(t, "g", mails("g", 20)...)
+	f.reserve(t, "g", testenv.Emails("g", 20)...)
 	const idle = 300 * time.Millisecond
 	slowConsumer(t, f, idle, idle)
 	f.start(t, persist.ReconcilerConfig{Consumer: "other", ClaimIdle: idle, Block: 50 * time.Millisecond})
@@ -276,7 +268,7 @@ func TestReconcilerSurvivesMongoOutage(t *testing.T) {
 	}
 	t.Cleanup(func() { badClient.Disconnect(context.Background()) })
 	bad := persist.NewStore(badClient.Database("x"), nil, nil)
-	f.reserve(t, "m", mails("m", 20)...)
+	f.reserve(t, "m", testenv.Emails("m", 20)...)
 	ctxBad, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	m := persist.NewMetrics(nil)
@@ -291,7 +283,7 @@ func TestReconcilerSurvivesMongoOutage(t *testing.T) {
 	if n := f.backlog(t); n != 20 {
 		t.Fatalf("backlog during outage = %d, want 20", n)
 	}
-	f.reserve(t, "m", mails("late", 20)...)
+	f.reserve(t, "m", testenv.Emails("late", 20)...)
 	f.start(t, persist.ReconcilerConfig{Consumer: "good", ClaimIdle: 200 * time.Millisecond})
 	waitFor(t, "empty stream", func() bool { return f.backlog(t) == 0 })
 	n, err := f.st.Counts(ctx)

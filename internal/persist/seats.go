@@ -20,19 +20,11 @@ import (
 // seat taken: _id "<code>#<k>" for k in [0, max_uses).
 const SeatsCollection = "seats"
 
-// MongoReserver takes seats with MongoDB alone (INVITEGATE_RESERVER=mongo),
-// for small deployments without Redis and as the baseline the Redis path is
-// measured against. Every signup costs MongoDB several round trips,
-// rejections included.
-//
-// Both guarantees rest on unique _id inserts, the one write MongoDB (and
-// the MongoDB-wire server the tests use, whose filtered updates are not
-// atomic) makes atomic: a seat is the insert of "<code>#<k>" with k below
-// max_uses, so at most max_uses seats exist (I1); a registration's _id is
-// the canonical email, so an email registers once (I2). The seat is taken
-// before the registration is written, so a crash in between strands a seat
-// (fewer admitted, never more). A seat is released only when the
-// registration definitely was not written.
+// MongoReserver takes seats with MongoDB alone (INVITEGATE_RESERVER=mongo);
+// every signup, rejections included, costs MongoDB several round trips. A
+// seat is the unique insert of "<code>#<k>", k below max_uses (I1), taken
+// before the registration, whose _id is the canonical email (I2); why, in
+// docs/ARCHITECTURE.md, "The MongoDB-only path".
 type MongoReserver struct {
 	st    *Store
 	seats *mongo.Collection
@@ -291,48 +283,6 @@ func (m *MongoReserver) EnsureSeated(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
 	return nil
-}
-
-// Reserver returns the reservation path the deployment recorded, without
-// recording one (ok false: none yet).
-func (s *Store) Reserver(ctx context.Context) (mode string, ok bool, err error) {
-	ok, err = s.setting(ctx, "reserver", &mode)
-	return mode, ok, err
-}
-
-// ExpectReserver returns ErrSettingsMismatch when the deployment recorded
-// another reservation path than mode; it records nothing.
-func (s *Store) ExpectReserver(ctx context.Context, mode string) error {
-	recorded, ok, err := s.Reserver(ctx)
-	if err != nil {
-		return err
-	}
-	if ok && recorded != mode {
-		return fmt.Errorf("%w: reserver was created as %q, configured %q", ErrSettingsMismatch, recorded, mode)
-	}
-	return nil
-}
-
-// CheckReserver records which reservation path the deployment uses
-// ("redis" or "mongo") on first start and returns ErrSettingsMismatch when a
-// process is configured with the other: the MongoDB path counts seats in
-// the seats collection, which the Redis path does not maintain. fresh is
-// true when this call recorded the path (the first start, or the first
-// after an operator removed the setting to switch paths).
-func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err error) {
-	_, err = s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: "reserver"}, {Key: "value", Value: mode}})
-	if err == nil {
-		// A path starts (again): registrations made meanwhile by the other
-		// path have no seats yet.
-		if _, err := s.settings.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatedSetting}}); err != nil {
-			return true, fmt.Errorf("%w: %w", ErrDatabase, err)
-		}
-		return true, nil
-	}
-	if !mongo.IsDuplicateKeyError(err) {
-		return false, fmt.Errorf("%w: %w", ErrDatabase, err)
-	}
-	return false, s.ExpectReserver(ctx, mode)
 }
 
 // Status reports whether code takes signups, with the outcomes of

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
@@ -21,14 +19,7 @@ import (
 // embedded MongoDB-wire server.
 func newSeatsReserver(t *testing.T) *MongoReserver {
 	t.Helper()
-	c, err := mongo.Connect(options.Client().ApplyURI(testenv.Mongo(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Disconnect(context.Background()) })
-	db := c.Database(testenv.DBName(t))
-	t.Cleanup(func() { db.Drop(context.Background()) })
-	st := NewStore(db, nil, nil)
+	st := NewStore(testenv.MongoDatabase(t), nil, nil)
 	m := NewMongoReserver(st)
 	if err := st.EnsureSchema(context.Background()); err != nil {
 		t.Fatal(err)

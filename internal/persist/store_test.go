@@ -9,29 +9,15 @@ import (
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/testenv"
 )
 
-// newDB returns a fresh database on the embedded MongoDB-wire server.
-func newDB(tb testing.TB) *mongo.Database {
-	tb.Helper()
-	c, err := mongo.Connect(options.Client().ApplyURI(testenv.Mongo(tb)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { c.Disconnect(context.Background()) })
-	db := c.Database(testenv.DBName(tb))
-	tb.Cleanup(func() { db.Drop(context.Background()) })
-	return db
-}
-
 func newStore(tb testing.TB) (*persist.Store, *mongo.Database) {
 	tb.Helper()
-	db := newDB(tb)
+	db := testenv.MongoDatabase(tb)
 	st := persist.NewStore(db, nil, nil)
 	if err := st.EnsureSchema(context.Background()); err != nil {
 		tb.Fatal(err)

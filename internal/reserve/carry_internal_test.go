@@ -10,6 +10,7 @@ import (
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/testenv"
+	"github.com/invitegate/invitegate/scripts/lua"
 )
 
 type oneCode invite.Invitation
@@ -22,6 +23,30 @@ func (o oneCode) Invitations(context.Context) ([]invite.Invitation, error) {
 }
 func (o oneCode) ForEachRegistration(context.Context, string, func(string, string) error) error {
 	return nil
+}
+
+// afterSteal is a Client that runs hook once a steal.lua call has returned
+// from Redis: between a token move's steal and its deposit.
+type afterSteal struct {
+	Client
+	hook func()
+}
+
+func (c afterSteal) EvalSha(ctx context.Context, sha1 string, keys []string, args ...any) *redis.Cmd {
+	cmd := c.Client.EvalSha(ctx, sha1, keys, args...)
+	// NOSCRIPT: not run; *redis.Script falls back to Eval.
+	if sha1 == stealScript.Hash() && !redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		c.hook()
+	}
+	return cmd
+}
+
+func (c afterSteal) Eval(ctx context.Context, script string, keys []string, args ...any) *redis.Cmd {
+	cmd := c.Client.Eval(ctx, script, keys, args...)
+	if script == lua.Steal {
+		c.hook()
+	}
+	return cmd
 }
 
 // TestCarryAppliedOnce: a reserve.lua call that carries tokens moved from
@@ -80,7 +105,9 @@ func TestCarryAppliedOnce(t *testing.T) {
 func TestMoveSurvivesItsRequest(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
 	t.Cleanup(func() { rdb.Close() })
-	r := New(rdb, oneCode{Code: "c", MaxUses: 2}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	// The second signup's request ends right after the steal.
+	r := New(afterSteal{Client: rdb, hook: cancel}, oneCode{Code: "c", MaxUses: 2}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
 	if err := r.SeedIfNeeded(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -99,8 +126,6 @@ func TestMoveSurvivesItsRequest(t *testing.T) {
 	if res, err := r.Reserve(context.Background(), "c", on0[0]); err != nil || res.Outcome != invite.Created {
 		t.Fatalf("first signup: %+v %v", res, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.afterSteal = cancel // the request ends right after the steal
 	res, err := r.Reserve(ctx, "c", on0[1])
 	if err != nil || res.Outcome != invite.Created {
 		t.Fatalf("second signup, its request canceled mid-move: %+v %v, want created", res, err)

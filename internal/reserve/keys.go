@@ -5,9 +5,12 @@ import (
 	"strconv"
 )
 
-// SchemaVersion is part of every key. A release that changes what a key
-// holds bumps it, so old and new replicas never read each other's shapes.
-const SchemaVersion = "v1"
+// DefaultNamespace prefixes every key unless configured otherwise
+// (INVITEGATE_REDIS_NAMESPACE). Its "v1" names the key schema this
+// release lays keys out in. A release that changes what a key holds does
+// not just bump it: that takes the two releases of "Zero-downtime
+// procedures" in docs/ARCHITECTURE.md.
+const DefaultNamespace = "igv1"
 
 // keys builds every Redis key of the reservation layer. Each key of shard s
 // starts with the hash tag {ns:s}, so all keys of one shard live in one
@@ -33,9 +36,10 @@ func (k keys) bucket(s int, code string) string { return k.tags[s] + ":b:" + cod
 // claim maps a canonical email to the code it holds; it lives on the email's shard.
 func (k keys) claim(s int, canonical string) string { return k.tags[s] + ":e:" + canonical }
 
-// durable records, with INVITEGATE_ACK=mongo, that MongoDB holds the
-// email's registration; its value is the code.
-func (k keys) durable(s int, canonical string) string { return k.tags[s] + ":d:" + canonical }
+// persisted records, with INVITEGATE_ACK=mongo, that MongoDB holds the
+// email's registration; its value is the code. The "d" stays: replicas of
+// an older release read and write the same key.
+func (k keys) persisted(s int, canonical string) string { return k.tags[s] + ":d:" + canonical }
 
 // stream is shard s's reservation stream.
 func (k keys) stream(s int) string { return k.tags[s] + ":x" }

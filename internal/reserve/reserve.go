@@ -1,16 +1,9 @@
 // Package reserve owns invitegate's hot path: the Redis reservation layer.
-//
-// A code's capacity is split over K pre-sharded token buckets. An email's
-// shard is hash(canonical email) mod K; its claim, its shard's bucket for the
-// code and its shard's reservation stream share one hash tag, so one Lua call
-// (scripts/lua/reserve.lua) checks the claim, takes a token, sets the claim
-// and appends the reservation atomically, on one Redis node or one Redis
-// Cluster slot. A shard whose bucket is empty moves tokens from other shards
-// before it answers "full"; once every shard is empty the shard remembers
-// it for a short while, so rejections cost one round trip.
-//
-// Redis is seeded from MongoDB (the source of truth) through a Source; the
-// reconciler in internal/persist drains the streams back into MongoDB.
+// A code's capacity is split over K token buckets; one reserve.lua call on
+// the email's shard takes a seat atomically, and an empty shard moves
+// tokens from the others (docs/ARCHITECTURE.md, "A signup"). Redis is
+// seeded from MongoDB through a Source; internal/persist drains the
+// streams back into MongoDB.
 package reserve
 
 import (
@@ -29,6 +22,7 @@ import (
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/logs"
 )
 
 // ErrShardMismatch means Redis was seeded for another shard count than
@@ -50,7 +44,7 @@ type Source interface {
 
 // Config tunes a Reserver. Zero values take the defaults noted.
 type Config struct {
-	// Namespace prefixes every key (default "ig" + SchemaVersion). Tests use
+	// Namespace prefixes every key (default DefaultNamespace). Tests use
 	// their own.
 	Namespace string
 	// Shards is K, fixed per deployment (default 1).
@@ -110,8 +104,6 @@ type Reserver struct {
 	known knownCodes
 
 	waiting atomic.Int64 // calls waiting on Redis, for PipelineAbove
-
-	afterSteal func() // tests: runs between a steal and its deposit
 }
 
 // moveTimeout bounds one token move (steal + deposit). A move runs on a
@@ -149,7 +141,7 @@ var (
 // New returns a Reserver over rdb seeding from src.
 func New(rdb Client, src Source, cfg Config) *Reserver {
 	if cfg.Namespace == "" {
-		cfg.Namespace = "ig" + SchemaVersion
+		cfg.Namespace = DefaultNamespace
 	}
 	if cfg.Shards <= 0 {
 		cfg.Shards = 1
@@ -172,11 +164,7 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		l := logrus.New()
-		l.SetLevel(logrus.WarnLevel)
-		cfg.Logger = l
-	}
+	cfg.Logger = logs.OrQuiet(cfg.Logger)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -194,9 +182,6 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 
 // Shards returns K.
 func (r *Reserver) Shards() int { return r.shards }
-
-// ShardOf returns the shard of a canonical email.
-func (r *Reserver) ShardOf(canonical string) int { return shardOf(canonical, r.shards) }
 
 // Reserve takes one seat of code for a. It returns invite.Created or invite.Existing, or
 // one of invite.ErrUnknownCode, invite.ErrEmailTaken, invite.ErrFull, invite.ErrDisabled, invite.ErrExpired,
@@ -234,11 +219,8 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (i
 
 // sweep moves tokens from other shards to s, starting at a random shard so
 // concurrent sweeps spread out, until a reservation goes through or every
-// shard is empty; then it marks s sold out. When s's mark has just
-// expired, reserve.lua gave this request a sweep lease (SweepLease): the
-// others on s are answered full meanwhile, so a sold-out code costs one
-// sweep per shard per SoldOutTTL, not one per request that arrives before
-// the mark is set again.
+// shard is empty; then it marks s sold out. The sold-out mark and the
+// sweep lease are in docs/ARCHITECTURE.md, "A signup".
 func (r *Reserver) sweep(ctx context.Context, s int, code string, a email.Address) (invite.Result, error) {
 	r.metrics.Sweeps.Inc()
 	if r.shards > 1 {
@@ -309,9 +291,6 @@ func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.
 		return reply{}, false, err
 	}
 	r.metrics.TokensMoved.Add(float64(taken))
-	if r.afterSteal != nil {
-		r.afterSteal()
-	}
 	rep, err = r.call(mctx, to, code, a, taken, epoch, 0)
 	return rep, true, err
 }

@@ -276,14 +276,6 @@ func spike(tb testing.TB, r *reserve.Reserver, code string, emails []string) (cr
 	return c.Load(), e.Load(), f.Load(), wins
 }
 
-func emails(prefix string, n int) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf("%s%d@example.com", prefix, i)
-	}
-	return out
-}
-
 // TestSpikeExactCapacity is I1 and I4 at the Redis layer: 5,000 concurrent
 // distinct emails on a code of 1,000 admit exactly 1,000, leave 0 remaining
 // and 1,000 entries in the streams.
@@ -293,7 +285,7 @@ func TestSpikeExactCapacity(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
 				ctx := context.Background()
 				r := b.reserver(t, newSource(invite.Invitation{Code: "spike", MaxUses: 1000}), k, nil)
-				created, _, full, _ := spike(t, r, "spike", emails("s", 5000))
+				created, _, full, _ := spike(t, r, "spike", testenv.Emails("s", 5000))
 				if created != 1000 || full != 4000 {
 					t.Fatalf("created %d, rejected %d; want 1000, 4000", created, full)
 				}
@@ -326,7 +318,7 @@ func TestSameEmailsThreeCodes(t *testing.T) {
 				codes := []string{"c1", "c2", "c3"}
 				src := newSource(invite.Invitation{Code: "c1", MaxUses: 1000}, invite.Invitation{Code: "c2", MaxUses: 1000}, invite.Invitation{Code: "c3", MaxUses: 1000})
 				r := b.reserver(t, src, k, nil)
-				list := emails("m", 1500)
+				list := testenv.Emails("m", 1500)
 				var wg sync.WaitGroup
 				results := make([]map[string]bool, len(codes))
 				counts := make([]int64, len(codes))
@@ -802,7 +794,7 @@ func TestPipelineOnlyUnderACrowd(t *testing.T) {
 	if n := pipe.n.Load(); n != 0 {
 		t.Fatalf("%d of 20 sequential calls took the pipeline, want 0", n)
 	}
-	created, _, _, _ := spike(t, r, "crowd", emails("crowd", 3000))
+	created, _, _, _ := spike(t, r, "crowd", testenv.Emails("crowd", 3000))
 	if created != 980 {
 		t.Fatalf("created %d, want the 980 seats left", created)
 	}

@@ -27,14 +27,8 @@ func (r *Reserver) Read(ctx context.Context, shard int, consumer string, count i
 		Count:    int64(count),
 		Block:    block,
 	}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
-		return nil, r.createGroup(ctx, shard)
-	}
 	if err != nil {
-		return nil, invite.Unavailable(err)
+		return nil, r.readErr(ctx, shard, err)
 	}
 	var out []invite.Reservation
 	for _, st := range res {
@@ -54,16 +48,23 @@ func (r *Reserver) Claim(ctx context.Context, shard int, consumer string, minIdl
 		Start:    "0-0",
 		Count:    int64(count),
 	}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
-		return nil, r.createGroup(ctx, shard)
-	}
 	if err != nil {
-		return nil, invite.Unavailable(err)
+		return nil, r.readErr(ctx, shard, err)
 	}
 	return r.appendEntries(nil, shard, msgs), nil
+}
+
+// readErr is what Read and Claim return for err: nil for redis.Nil
+// (nothing to read), the group created for NOGROUP, err wrapped in
+// invite.ErrUnavailable otherwise.
+func (r *Reserver) readErr(ctx context.Context, shard int, err error) error {
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case strings.HasPrefix(err.Error(), "NOGROUP"):
+		return r.createGroup(ctx, shard)
+	}
+	return invite.Unavailable(err)
 }
 
 func (r *Reserver) createGroup(ctx context.Context, shard int) error {

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,15 @@ import (
 
 	"github.com/redis/go-redis/v9"
 )
+
+// Emails returns n distinct addresses: prefix0@example.com, prefix1@…
+func Emails(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%d@example.com", prefix, i)
+	}
+	return out
+}
 
 // FreeAddr returns a loopback host:port that was free a moment ago, for a
 // server a test starts itself.

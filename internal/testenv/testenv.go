@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/invitegate/invitegate/internal/embedded"
 )
@@ -235,6 +237,23 @@ func DBName(tb testing.TB) string {
 		name = "t"
 	}
 	return name + "_" + randHex(tb, 4)
+}
+
+// MongoDatabase returns a database of its own (DBName) on the shared
+// MongoDB-wire server (Mongo), dropped and disconnected when the test
+// ends. It fails the test if the client cannot be made.
+func MongoDatabase(tb testing.TB) *mongo.Database {
+	tb.Helper()
+	c, err := mongo.Connect(options.Client().ApplyURI(Mongo(tb)))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	db := c.Database(DBName(tb))
+	tb.Cleanup(func() {
+		db.Drop(context.Background())
+		c.Disconnect(context.Background())
+	})
+	return db
 }
 
 // KeyPrefix returns a short Redis key namespace unique to this call: "t"

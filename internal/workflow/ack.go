@@ -15,8 +15,8 @@ import (
 // failover with asynchronous replication, a lost disk) loses nothing that
 // was acknowledged. Past the timeout the answer is 503; the reservation
 // stays in Redis and the reconciler writes it, so a retry answers 200.
-// Once MongoDB confirmed a registration, a mark next to the email's claim
-// lets repeats be answered by Redis alone.
+// Once MongoDB confirmed a registration, a persisted mark next to the
+// email's claim lets repeats be answered by Redis alone.
 type MongoAck struct {
 	res     *reserve.Reserver
 	st      *persist.Store
@@ -49,7 +49,7 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 	defer cancel()
 	if res.Outcome == invite.Existing {
 		// A repeat: answered from Redis once MongoDB is known to hold it.
-		if ok, err := d.res.Durable(ctx, a.Canonical, code); err != nil || ok {
+		if ok, err := d.res.Persisted(ctx, a.Canonical, code); err != nil || ok {
 			return res, err
 		}
 		reg, ok, err := d.st.Registration(ctx, a.Canonical)
@@ -57,7 +57,7 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 			return invite.Result{}, invite.Unavailable(err)
 		}
 		if ok && reg.Invitation == code {
-			d.markDurable(ctx, a.Canonical, code)
+			d.markPersisted(ctx, a.Canonical, code)
 			return res, nil
 		}
 		if ok {
@@ -77,7 +77,7 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 		// claim); the reconciler gives this reservation's seat back.
 		return invite.Result{}, invite.ErrEmailTaken
 	}
-	d.markDurable(ctx, a.Canonical, code)
+	d.markPersisted(ctx, a.Canonical, code)
 	return res, nil
 }
 
@@ -86,8 +86,8 @@ func (d *MongoAck) Status(ctx context.Context, code string) (invite.Status, erro
 	return d.res.Status(ctx, code)
 }
 
-// markDurable is best effort: without the mark the next repeat reads
+// markPersisted is best effort: without the mark the next repeat reads
 // MongoDB once more.
-func (d *MongoAck) markDurable(ctx context.Context, canonical, code string) {
-	_ = d.res.MarkDurable(ctx, canonical, code)
+func (d *MongoAck) markPersisted(ctx context.Context, canonical, code string) {
+	_ = d.res.MarkPersisted(ctx, canonical, code)
 }

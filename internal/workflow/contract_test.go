@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.mongodb.org/mongo-driver/v2/mongo"
-	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
@@ -141,16 +139,7 @@ func TestReserverContract(t *testing.T) {
 
 func newStore(tb testing.TB) *persist.Store {
 	tb.Helper()
-	mc, err := mongo.Connect(options.Client().ApplyURI(testenv.Mongo(tb)))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	db := mc.Database(testenv.DBName(tb))
-	tb.Cleanup(func() {
-		db.Drop(context.Background())
-		mc.Disconnect(context.Background())
-	})
-	st := persist.NewStore(db, nil, nil)
+	st := persist.NewStore(testenv.MongoDatabase(tb), nil, nil)
 	if err := st.EnsureSchema(context.Background()); err != nil {
 		tb.Fatal(fmt.Errorf("schema: %w", err))
 	}

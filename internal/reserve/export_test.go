@@ -1,0 +1,4 @@
+package reserve
+
+// ShardOf returns the shard of a canonical email, for the external tests.
+func (r *Reserver) ShardOf(canonical string) int { return shardOf(canonical, r.shards) }
