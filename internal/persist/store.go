@@ -1,8 +1,10 @@
 // Package persist owns MongoDB, invitegate's source of truth: the
-// invitations and registrations collections, and the reconciler that writes
-// reservations from the Redis streams into them with unordered bulk inserts
-// keyed by canonical email, never upserts (docs/ARCHITECTURE.md, "The
-// reconciler").
+// invitations and registrations collections, the settings a deployment
+// recorded at its first start, the email outbox on each registration, the
+// reconciler that writes reservations from the Redis streams into them with
+// unordered bulk inserts keyed by canonical email, never upserts
+// (docs/ARCHITECTURE.md, "The reconciler"), and the MongoDB-only
+// reservation path (seats.go). It translates driver errors into its own.
 package persist
 
 import (
