@@ -26,6 +26,7 @@ import (
 	"github.com/invitegate/invitegate/internal/embedded"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
+	"github.com/invitegate/invitegate/internal/reserve"
 )
 
 // demo invitations created on first start.
@@ -86,7 +87,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"INVITEGATE_LOG_FORMAT":      "text",
 		"INVITEGATE_SHUTDOWN_GRACE":  "0s",
 		"INVITEGATE_REDIS_CLUSTER":   "false",
-		"INVITEGATE_REDIS_NAMESPACE": "igv1",
+		"INVITEGATE_REDIS_NAMESPACE": reserve.DefaultNamespace,
 		"INVITEGATE_SMTP_ADDR":       mb.addr,
 		"INVITEGATE_SMTP_TLS":        "none",
 	}

@@ -41,10 +41,11 @@ type ReconcilerConfig struct {
 	ClaimIdle time.Duration
 	// WriteTimeout bounds one bulk insert and its acknowledgement (default 10s).
 	WriteTimeout time.Duration
-	// HoldFor is how long a worker keeps renewing its claim on a batch it
-	// cannot write (default 2 × ClaimIdle); after that another consumer may
-	// take the batch over, so a replica cut off from MongoDB holds nothing
-	// for good.
+	// HoldFor is how long a worker keeps renewing its claim on a batch
+	// once its attempts stop making progress (default 2 × ClaimIdle); after
+	// that another consumer may take the batch over, so a replica cut off
+	// from MongoDB holds nothing for good. Waiting for a write slot and
+	// writing do not count.
 	HoldFor time.Duration
 	// Writers bounds the bulk inserts this process has in flight at once,
 	// whatever the number of shards (default 4): a MongoDB that falls
@@ -119,9 +120,10 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 }
 
 // Run drains every shard until ctx is canceled. On cancellation each
-// worker finishes the batch it holds, then writes what is already in its
-// stream until the stream is empty or DrainTimeout passes, and Run returns
-// nil. Whatever it could not finish stays in Redis for another consumer.
+// worker makes one last attempt at the batch it holds (if a write slot is
+// free), then writes what is already in its stream until the stream is
+// empty or DrainTimeout passes, and Run returns nil. Whatever it could not
+// finish stays in Redis for another consumer.
 //
 // NOTE: consumers are never removed from the group: every process start
 // adds one name (XINFO CONSUMERS grows with each deploy). Their pending
@@ -195,14 +197,17 @@ func (rc *Reconciler) drain(ctx context.Context, log logrus.FieldLogger, shard i
 }
 
 // process writes batch until every reservation is settled or ctx is
-// canceled; on cancellation it makes one last attempt so the batch in hand
-// is not abandoned half-way. While it holds the batch it renews its claim
-// every ClaimIdle/3, for up to HoldFor since the batch last made progress:
-// a slow MongoDB must not make another consumer take the batch over and
-// write it alongside, but a worker that cannot write at all must let go.
+// canceled; on cancellation it makes one last attempt if a write slot is
+// free, and what it leaves stays pending for another consumer. While it
+// holds the batch it renews its claim every ClaimIdle/3 (queued for a write
+// slot and writing included), and once attempts stop making progress, for
+// up to HoldFor more: a slow MongoDB must not make another consumer take
+// the batch over and write it alongside, but a worker that cannot write at
+// all must let go.
 func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) {
 	var mu sync.Mutex
-	held, progress := batch, rc.cfg.Now()
+	held := batch
+	var failingSince time.Time // zero while attempts make progress
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -221,7 +226,7 @@ func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard
 			for i, r := range held {
 				ids[i] = r.ID
 			}
-			holding := rc.cfg.Now().Sub(progress) < rc.cfg.HoldFor
+			holding := failingSince.IsZero() || rc.cfg.Now().Sub(failingSince) < rc.cfg.HoldFor
 			mu.Unlock()
 			if !holding {
 				continue
@@ -237,8 +242,11 @@ func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard
 	for len(batch) > 0 {
 		left := rc.attempt(ctx, log, shard, batch)
 		mu.Lock()
-		if len(left) < len(batch) {
-			progress = rc.cfg.Now()
+		switch {
+		case len(left) < len(batch):
+			failingSince = time.Time{}
+		case failingSince.IsZero():
+			failingSince = rc.cfg.Now()
 		}
 		held = left
 		mu.Unlock()

@@ -18,6 +18,8 @@ type batchQueue struct {
 	mu     sync.Mutex
 	given  map[int]bool
 	acked  atomic.Int32
+	// claimed is when each entry was last delivered or kept.
+	claimed map[string]time.Time
 }
 
 func (q *batchQueue) Shards() int { return q.shards }
@@ -28,7 +30,13 @@ func (q *batchQueue) Read(ctx context.Context, shard int, _ string, _ int, block
 	q.given[shard] = true
 	q.mu.Unlock()
 	if first {
-		return []invite.Reservation{{ID: "0-" + strconv.Itoa(shard), Shard: shard, Code: "c", Canonical: "e", Email: "e"}}, nil
+		id := "0-" + strconv.Itoa(shard)
+		q.mu.Lock()
+		if q.claimed != nil {
+			q.claimed[id] = time.Now()
+		}
+		q.mu.Unlock()
+		return []invite.Reservation{{ID: id, Shard: shard, Code: "c", Canonical: "e", Email: "e"}}, nil
 	}
 	if block > 0 {
 		select {
@@ -48,7 +56,16 @@ func (q *batchQueue) Ack(_ context.Context, _ int, ids ...string) error {
 	return nil
 }
 
-func (q *batchQueue) Keep(context.Context, int, string, ...string) error { return nil }
+func (q *batchQueue) Keep(_ context.Context, _ int, _ string, ids ...string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, id := range ids {
+		if q.claimed != nil {
+			q.claimed[id] = time.Now()
+		}
+	}
+	return nil
+}
 
 func (q *batchQueue) GiveBack(context.Context, invite.Reservation, string) (bool, error) {
 	return false, nil
@@ -58,12 +75,26 @@ func (q *batchQueue) Backlog(context.Context, int) (int64, time.Time, error) {
 	return 0, time.Time{}, nil
 }
 
-// slowStore writes after a pause and records how many writes overlap.
+// slowStore writes after a pause and records how many writes overlap, and
+// (with q) the longest any entry went unclaimed before its write began.
 type slowStore struct {
 	now, peak atomic.Int32
+	pause     time.Duration
+	q         *batchQueue
+	mu        sync.Mutex
+	worstGap  time.Duration
 }
 
 func (s *slowStore) Persist(_ context.Context, rs []invite.Reservation) ([]Result, error) {
+	if s.q != nil {
+		s.q.mu.Lock()
+		s.mu.Lock()
+		for _, r := range rs {
+			s.worstGap = max(s.worstGap, time.Since(s.q.claimed[r.ID]))
+		}
+		s.mu.Unlock()
+		s.q.mu.Unlock()
+	}
 	n := s.now.Add(1)
 	for {
 		p := s.peak.Load()
@@ -71,7 +102,7 @@ func (s *slowStore) Persist(_ context.Context, rs []invite.Reservation) ([]Resul
 			break
 		}
 	}
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(max(s.pause, 20*time.Millisecond))
 	s.now.Add(-1)
 	out := make([]Result, len(rs))
 	for i := range out {
@@ -101,5 +132,32 @@ func TestReconcilerBoundsWrites(t *testing.T) {
 	}
 	if p := st.peak.Load(); p > 2 || p < 1 {
 		t.Fatalf("%d writes in flight at once, want at most Writers (2)", p)
+	}
+}
+
+// TestReconcilerKeepsWhileQueued: workers queued behind one slow write
+// slot keep renewing their claims, so no batch goes unclaimed for
+// ClaimIdle before its write begins (HoldFor counts only attempts that
+// failed, not waiting for a slot).
+func TestReconcilerKeepsWhileQueued(t *testing.T) {
+	const idle = 600 * time.Millisecond
+	q := &batchQueue{shards: 8, given: map[int]bool{}, claimed: map[string]time.Time{}}
+	st := &slowStore{pause: 300 * time.Millisecond, q: q}
+	rc := NewReconciler(q, nil, ReconcilerConfig{Writers: 1, ClaimIdle: idle, StatsEvery: time.Hour, Block: 10 * time.Millisecond})
+	rc.st = st
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { rc.Run(ctx); close(done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for q.acked.Load() < 8 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := q.acked.Load(); n != 8 {
+		t.Fatalf("%d of 8 batches written", n)
+	}
+	if st.worstGap >= idle {
+		t.Fatalf("a batch went %s without its claim renewed before its write began, ClaimIdle %s", st.worstGap, idle)
 	}
 }
