@@ -118,18 +118,7 @@ func TestReconcilerBoundsWrites(t *testing.T) {
 	st := &slowStore{}
 	rc := NewReconciler(q, nil, ReconcilerConfig{Writers: 2, StatsEvery: time.Hour, Block: 10 * time.Millisecond})
 	rc.st = st
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { rc.Run(ctx); close(done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for q.acked.Load() < 16 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	<-done
-	if n := q.acked.Load(); n != 16 {
-		t.Fatalf("%d of 16 batches written", n)
-	}
+	runUntilWritten(t, rc, q)
 	if p := st.peak.Load(); p > 2 || p < 1 {
 		t.Fatalf("%d writes in flight at once, want at most Writers (2)", p)
 	}
@@ -145,19 +134,25 @@ func TestReconcilerKeepsWhileQueued(t *testing.T) {
 	st := &slowStore{pause: 300 * time.Millisecond, q: q}
 	rc := NewReconciler(q, nil, ReconcilerConfig{Writers: 1, ClaimIdle: idle, StatsEvery: time.Hour, Block: 10 * time.Millisecond})
 	rc.st = st
+	runUntilWritten(t, rc, q)
+	if st.worstGap >= idle {
+		t.Fatalf("a batch went %s without its claim renewed before its write began, ClaimIdle %s", st.worstGap, idle)
+	}
+}
+
+// runUntilWritten runs rc until every shard's batch is acknowledged.
+func runUntilWritten(t *testing.T, rc *Reconciler, q *batchQueue) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { rc.Run(ctx); close(done) }()
 	deadline := time.Now().Add(30 * time.Second)
-	for q.acked.Load() < 8 && time.Now().Before(deadline) {
+	for int(q.acked.Load()) < q.shards && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
 	<-done
-	if n := q.acked.Load(); n != 8 {
-		t.Fatalf("%d of 8 batches written", n)
-	}
-	if st.worstGap >= idle {
-		t.Fatalf("a batch went %s without its claim renewed before its write began, ClaimIdle %s", st.worstGap, idle)
+	if n := q.acked.Load(); int(n) != q.shards {
+		t.Fatalf("%d of %d batches written", n, q.shards)
 	}
 }
