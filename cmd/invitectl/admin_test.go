@@ -31,7 +31,7 @@ func reserveN(t *testing.T, e *env, code, prefix string, n int) (created int) {
 	t.Helper()
 	for i := 0; i < n; i++ {
 		a, _ := email.Parse(fmt.Sprintf("%s%d@example.com", prefix, i), email.Options{})
-		res, err := e.res.Reserve(context.Background(), code, a)
+		res, err := e.signups().Reserve(context.Background(), code, a)
 		if err == nil && res.Outcome == invite.Created {
 			created++
 		}
@@ -104,16 +104,16 @@ func TestSetMaxDisableEnable(t *testing.T) {
 	if code, _, errOut := c.run(t, "disable", "door"); code != 0 {
 		t.Fatal(errOut)
 	}
-	if _, err := e.res.Reserve(ctx, "door", fresh); !errors.Is(err, invite.ErrDisabled) {
+	if _, err := e.signups().Reserve(ctx, "door", fresh); !errors.Is(err, invite.ErrDisabled) {
 		t.Fatalf("disabled code: %v", err)
 	}
-	if res, err := e.res.Reserve(ctx, "live", a0); err != nil || res.Outcome != invite.Existing {
+	if res, err := e.signups().Reserve(ctx, "live", a0); err != nil || res.Outcome != invite.Existing {
 		t.Fatalf("registered email elsewhere: %v %v", res.Outcome, err)
 	}
 	if code, _, _ := c.run(t, "enable", "door"); code != 0 {
 		t.Fatal("enable failed")
 	}
-	if res, err := e.res.Reserve(ctx, "door", fresh); err != nil || res.Outcome != invite.Created {
+	if res, err := e.signups().Reserve(ctx, "door", fresh); err != nil || res.Outcome != invite.Created {
 		t.Fatalf("enabled code: %v %v", res.Outcome, err)
 	}
 	if code, _, _ := c.run(t, "disable", "nope"); code != exitMissing {
@@ -144,7 +144,7 @@ func TestSetMaxDuringSpike(t *testing.T) {
 			defer wg.Done()
 			<-start
 			a, _ := email.Parse(fmt.Sprintf("s%d@example.com", i), email.Options{})
-			if res, err := e.res.Reserve(context.Background(), "spk", a); err == nil && res.Outcome == invite.Created {
+			if res, err := e.signups().Reserve(context.Background(), "spk", a); err == nil && res.Outcome == invite.Created {
 				created.Add(1)
 			}
 		}()

@@ -105,7 +105,7 @@ func connect(getenv func(string) string, stderr io.Writer) (*env, error) {
 		return nil, err
 	}
 	store := persist.NewStore(mc.Database(cfg.MongoDB), log, nil)
-	res := reserve.New(rdb, store, reserve.Config{Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Logger: log})
+	res := reserve.New(rdb, reserve.Config{Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Logger: log})
 	// A wrong INVITEGATE_SHARDS here would write to the wrong shards:
 	// refuse before touching anything.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

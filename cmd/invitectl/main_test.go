@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -72,7 +73,7 @@ func TestCreateListReseed(t *testing.T) {
 	ctx := context.Background()
 	for _, s := range []string{"a@example.com", "b@example.com"} {
 		a, _ := email.Parse(s, email.Options{})
-		res, err := e.res.Reserve(ctx, "beta", a)
+		res, err := e.signups().Reserve(ctx, "beta", a)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,4 +179,13 @@ func TestRefusesWrongShardCount(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errOut, "INVITEGATE_SHARDS=2") {
 		t.Fatalf("exit %d, %q; want a refusal naming INVITEGATE_SHARDS", code, errOut)
 	}
+}
+
+var signupPaths sync.Map // *env -> *workflow.Signups
+
+// signups is the service's Redis signup path over e's stores, one per env
+// (it keeps a snapshot of the known codes), for tests that sign up.
+func (e *env) signups() *workflow.Signups {
+	s, _ := signupPaths.LoadOrStore(e, workflow.NewSignups(e.res, e.store, workflow.SignupsConfig{}))
+	return s.(*workflow.Signups)
 }

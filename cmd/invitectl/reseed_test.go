@@ -36,7 +36,7 @@ func TestReseedUnderTraffic(t *testing.T) {
 			recRDB := redis.NewClient(&redis.Options{Addr: c.env["INVITEGATE_REDIS_ADDRS"], PoolSize: 16})
 			defer recRDB.Close()
 			k, _ := strconv.Atoi(shards)
-			queue := reserve.New(recRDB, e.store, reserve.Config{Namespace: c.env["INVITEGATE_REDIS_NAMESPACE"], Shards: k})
+			queue := reserve.New(recRDB, reserve.Config{Namespace: c.env["INVITEGATE_REDIS_NAMESPACE"], Shards: k})
 			rctx, stopRec := context.WithCancel(ctx)
 			recDone := make(chan struct{})
 			go func() {
@@ -57,7 +57,7 @@ func TestReseedUnderTraffic(t *testing.T) {
 					for i := 0; i < 40; i++ {
 						a, _ := email.Parse(fmt.Sprintf("h%d-%d@example.com", w, i), email.Options{})
 						for try := 0; ; try++ {
-							res, err := e.res.Reserve(ctx, "hot", a)
+							res, err := e.signups().Reserve(ctx, "hot", a)
 							if errors.Is(err, invite.ErrFrozen) && try < 1000 {
 								frozen.Add(1)
 								time.Sleep(time.Millisecond)

@@ -17,7 +17,7 @@ type apiSetup struct {
 // process Config: acknowledgement mode, abuse limits, blocked domains.
 func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 	cfg := m.Config
-	var res api.Reserver = m.Reserver
+	var res api.Reserver = m.signups
 	if m.mongoRes != nil {
 		res = m.mongoRes
 	}
@@ -37,7 +37,7 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 	if m.mongoRes != nil {
 		out.Status = m.mongoRes.Status
 	} else {
-		out.Status = m.Reserver.Status
+		out.Status = m.signups.Status
 	}
 	proxies, err := cfg.TrustedPrefixes()
 	if err != nil {
@@ -61,7 +61,7 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 	}
 	if cfg.Ack == config.AckMongo && m.mongoRes == nil {
 		m.committer = persist.NewCommitter(m.Store, persist.CommitterConfig{Batches: mets.persist.AckBatch})
-		out.res = workflow.NewMongoAck(m.Reserver, m.Store, m.committer, cfg.AckTimeout, m.Now)
+		out.res = workflow.NewMongoAck(m.signups, m.Store, m.committer, cfg.AckTimeout, m.Now)
 		// The MongoDB wait comes on top of the Redis work.
 		out.Timeout += cfg.AckTimeout
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/invitegate/invitegate/internal/mail"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // Mode selects what a Main runs.
@@ -54,6 +55,7 @@ type Main struct {
 	PublicAddr string
 	AdminAddr  string
 	Reserver   *reserve.Reserver
+	signups    *workflow.Signups // the Redis path: Reserver, seeded on demand
 	Store      *persist.Store
 
 	registry   *prometheus.Registry
@@ -200,16 +202,18 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	// Blocking stream reads hold a connection each: give them their own
 	// pool so they never starve the hot path.
 	m.rdbStreams = NewRedis(cfg, cfg.Shards+4)
-	m.Reserver = reserve.New(m.rdb, m.Store, reserve.Config{
-		Namespace:  cfg.RedisNamespace,
-		Shards:     cfg.Shards,
-		UnknownTTL: cfg.UnknownCodeTTL,
-		Pipeline:   pipe,
-		Now:        m.Now,
-		Logger:     log,
-		Metrics:    mets.reserve,
+	m.Reserver = reserve.New(m.rdb, reserve.Config{
+		Namespace: cfg.RedisNamespace,
+		Shards:    cfg.Shards,
+		Pipeline:  pipe,
+		Now:       m.Now,
+		Logger:    log,
+		Metrics:   mets.reserve,
 	})
-	if err := retry(ctx, log, "redis seed", m.Reserver.SeedIfNeeded); err != nil {
+	m.signups = workflow.NewSignups(m.Reserver, m.Store, workflow.SignupsConfig{
+		UnknownTTL: cfg.UnknownCodeTTL, Now: m.Now, Logger: log,
+	})
+	if err := retry(ctx, log, "redis seed", m.signups.SeedIfNeeded); err != nil {
 		return err
 	}
 	warnIfEvicting(ctx, m.rdb, log)
@@ -217,7 +221,7 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 		return err
 	}
 	if m.Mode == Reconcile || cfg.Reconciler {
-		streams := reserve.New(m.rdbStreams, m.Store, reserve.Config{
+		streams := reserve.New(m.rdbStreams, reserve.Config{
 			Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Now: m.Now, Logger: log,
 		})
 		host, _ := os.Hostname()

@@ -605,7 +605,7 @@ func (s *stack) drained(ctx context.Context, deadline time.Time) error {
 	if s.rdb == nil {
 		return nil
 	}
-	r := reserve.New(s.rdb, nil, reserve.Config{Namespace: "igv1", Shards: s.shards})
+	r := reserve.New(s.rdb, reserve.Config{Namespace: "igv1", Shards: s.shards})
 	for {
 		var total int64
 		for sh := 0; sh < s.shards; sh++ {

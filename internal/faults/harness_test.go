@@ -284,7 +284,7 @@ func (s *stack) verify(name, code string, capacity int, acked map[string]bool, s
 		if len(stored) != capacity {
 			t.Errorf("I4: demand exceeded capacity but %d of %d seats were taken", len(stored), capacity)
 		}
-		rem, ok, err := reserve.New(s.rdb, s.store, reserve.Config{Namespace: s.ns, Shards: shards}).Remaining(ctx, code)
+		rem, ok, err := reserve.New(s.rdb, reserve.Config{Namespace: s.ns, Shards: shards}).Remaining(ctx, code)
 		if err != nil || !ok || rem+len(stored) != capacity {
 			t.Errorf("I4: Redis remaining %d (ok %v, err %v) + persisted %d != %d", rem, ok, err, len(stored), capacity)
 		}

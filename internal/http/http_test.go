@@ -18,6 +18,7 @@ import (
 	api "github.com/invitegate/invitegate/internal/http"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // source is a fixed in-memory MongoDB stand-in.
@@ -44,13 +45,13 @@ func newServer(t *testing.T) http.Handler {
 	m := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	t.Cleanup(func() { c.Close() })
-	r := reserve.New(c, source{
+	r := workflow.NewSignups(reserve.New(c, reserve.Config{Shards: 4}), source{
 		"open":   {Code: "open", MaxUses: 1000},
 		"two":    {Code: "two", MaxUses: 1},
 		"off":    {Code: "off", MaxUses: 5, Disabled: true},
 		"old":    {Code: "old", MaxUses: 5, ExpiresAt: mustTime(t, "2020-01-01T00:00:00Z")},
 		"filled": {Code: "filled", MaxUses: 1},
-	}, reserve.Config{Shards: 4})
+	}, workflow.SignupsConfig{})
 	if err := r.SeedIfNeeded(context.Background()); err != nil {
 		t.Fatal(err)
 	}

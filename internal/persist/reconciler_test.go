@@ -17,6 +17,7 @@ import (
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
 	"github.com/invitegate/invitegate/internal/testenv"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 type fixture struct {
@@ -38,8 +39,8 @@ func newFixture(tb testing.TB, shards int, invs ...invite.Invitation) fixture {
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(tb), PoolSize: 32})
 	tb.Cleanup(func() { rdb.Close() })
 	ns := testenv.KeyPrefix(tb)
-	res := reserve.New(rdb, st, reserve.Config{Namespace: ns, Shards: shards})
-	if err := res.SeedIfNeeded(ctx); err != nil {
+	res := reserve.New(rdb, reserve.Config{Namespace: ns, Shards: shards})
+	if err := workflow.NewSignups(res, st, workflow.SignupsConfig{}).SeedIfNeeded(ctx); err != nil {
 		tb.Fatal(err)
 	}
 	return fixture{st: st, res: res, ns: ns, rdb: rdb}

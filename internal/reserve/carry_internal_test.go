@@ -13,16 +13,16 @@ import (
 	"github.com/invitegate/invitegate/scripts/lua"
 )
 
-type oneCode invite.Invitation
-
-func (o oneCode) Invitation(_ context.Context, code string) (invite.Invitation, bool, error) {
-	return invite.Invitation(o), code == o.Code, nil
-}
-func (o oneCode) Invitations(context.Context) ([]invite.Invitation, error) {
-	return []invite.Invitation{invite.Invitation(o)}, nil
-}
-func (o oneCode) ForEachRegistration(context.Context, string, func(string, string) error) error {
-	return nil
+// seedOne seeds code with max seats, as the seeding workflow does.
+func seedOne(tb testing.TB, r *Reserver, code string, max int) {
+	tb.Helper()
+	ctx := context.Background()
+	if err := r.SeedBuckets(ctx, invite.Invitation{Code: code, MaxUses: max}, 0); err != nil {
+		tb.Fatal(err)
+	}
+	if err := r.MarkSeeded(ctx); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // afterSteal is a Client that runs hook once a steal.lua call has returned
@@ -58,10 +58,8 @@ func TestCarryAppliedOnce(t *testing.T) {
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
 	t.Cleanup(func() { rdb.Close() })
-	r := New(rdb, oneCode{Code: "c", MaxUses: 2}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
-	if err := r.SeedIfNeeded(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
+	seedOne(t, r, "c", 2)
 	// One token per shard. Move shard 1's to shard 0.
 	taken, epoch, err := evalSteal(ctx, rdb, r.keys.bucket(1, "c"))
 	if err != nil || taken != 1 {
@@ -107,10 +105,8 @@ func TestMoveSurvivesItsRequest(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	// The second signup's request ends right after the steal.
-	r := New(afterSteal{Client: rdb, hook: cancel}, oneCode{Code: "c", MaxUses: 2}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
-	if err := r.SeedIfNeeded(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r := New(afterSteal{Client: rdb, hook: cancel}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
+	seedOne(t, r, "c", 2)
 	// Two emails of shard 0: the first takes its one token, the second
 	// has to move shard 1's token.
 	var on0 []email.Address
@@ -148,10 +144,8 @@ func TestSweepLeaseScript(t *testing.T) {
 	ctx := context.Background()
 	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
 	t.Cleanup(func() { rdb.Close() })
-	r := New(rdb, oneCode{Code: "c", MaxUses: 1}, Config{Namespace: testenv.KeyPrefix(t), Shards: 1})
-	if err := r.SeedIfNeeded(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 1})
+	seedOne(t, r, "c", 1)
 	if err := rdb.HSet(ctx, r.keys.bucket(0, "c"), "tok", 0, "so", 1000).Err(); err != nil { // empty, mark expired long ago
 		t.Fatal(err)
 	}

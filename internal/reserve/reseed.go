@@ -14,8 +14,8 @@ import (
 //     Retry-After) until a deadline, and gives no tokens to sweeps.
 //  2. Pending: every reservation of the code still in the streams is read;
 //     the caller writes them to MongoDB (idempotent inserts).
-//  3. RestoreClaims + Rebuild: claims of the code's registrations are set
-//     from MongoDB, and every bucket is replaced by max_uses minus the
+//  3. Claims (overwriting) + Rebuild: claims of the code's registrations
+//     are set from MongoDB, and every bucket is replaced by max_uses minus the
 //     registrations, in a new epoch, unfrozen.
 //
 // Once every shard is frozen no reservation of the code can happen, so
@@ -40,17 +40,6 @@ func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) (
 		}
 	}
 	return owner, nil
-}
-
-// RestoreClaims points the claim of every registration of code in the
-// source at code, overwriting what Redis holds (MongoDB is the truth), and
-// returns how many registrations the code has.
-func (r *Reserver) RestoreClaims(ctx context.Context, code string) (int, error) {
-	counts, err := r.writeClaims(ctx, code, true)
-	if err != nil {
-		return 0, err
-	}
-	return counts[code], nil
 }
 
 // Rebuild replaces every bucket of inv with max_uses minus persisted

@@ -1,24 +1,22 @@
 // Package reserve owns invitegate's hot path: the Redis reservation layer.
 // A code's capacity is split over K token buckets; one reserve.lua call on
 // the email's shard takes a seat atomically, and an empty shard moves
-// tokens from the others (docs/ARCHITECTURE.md, "A signup"). Redis is
-// seeded from MongoDB through a Source; internal/persist drains the
+// tokens from the others (docs/ARCHITECTURE.md, "A signup"). It holds
+// the Redis steps of the workflows in internal/workflow (seeding, reseed,
+// invitation changes), which read MongoDB; internal/persist drains the
 // streams back into MongoDB.
 package reserve
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
@@ -28,19 +26,6 @@ import (
 // ErrShardMismatch means Redis was seeded for another shard count than
 // this process runs with; it needs an operator.
 var ErrShardMismatch = fmt.Errorf("%w: redis is seeded for a different shard count", invite.ErrMisconfigured)
-
-// Source is where the reservation layer reads the truth from when it seeds
-// Redis: MongoDB, through internal/persist.
-type Source interface {
-	// Invitation returns the invitation named code; ok is false when there
-	// is none (or it is unusable, e.g. max_uses out of range).
-	Invitation(ctx context.Context, code string) (inv invite.Invitation, ok bool, err error)
-	// Invitations returns every usable invitation.
-	Invitations(ctx context.Context) ([]invite.Invitation, error)
-	// ForEachRegistration calls fn for each registration of code, or of all
-	// codes when code is "".
-	ForEachRegistration(ctx context.Context, code string, fn func(canonical, code string) error) error
-}
 
 // Config tunes a Reserver. Zero values take the defaults noted.
 type Config struct {
@@ -57,12 +42,6 @@ type Config struct {
 	// mark's answer instead of sweeping too (default 100ms; negative: no
 	// lease, every request sweeps).
 	SweepLease time.Duration
-	// UnknownTTL is how long the snapshot of MongoDB's codes is trusted:
-	// an unknown code is answered from it, so random codes cannot hammer
-	// MongoDB, and a new code works after at most this long (default 2s).
-	UnknownTTL time.Duration
-	// LockTTL bounds how long a crashed seeder blocks a code (default 10s).
-	LockTTL time.Duration
 	// Pipeline, when set, carries the hot path's script calls: concurrent
 	// signups share pipelined round trips instead of one each (see
 	// Submitter). Nil: one round trip per call.
@@ -89,19 +68,12 @@ type Submitter interface {
 // Reserver runs reservations against Redis. It is safe for concurrent use.
 type Reserver struct {
 	rdb     Client
-	src     Source
 	keys    keys
 	shards  int
 	kArg    string
 	cfg     Config
 	log     logrus.FieldLogger
 	metrics *Metrics
-
-	seedAll singleflight.Group
-	seedOne singleflight.Group
-
-	mu    sync.Mutex
-	known knownCodes
 
 	waiting atomic.Int64 // calls waiting on Redis, for PipelineAbove
 }
@@ -138,8 +110,8 @@ var (
 	_ Client = (redis.UniversalClient)(nil)
 )
 
-// New returns a Reserver over rdb seeding from src.
-func New(rdb Client, src Source, cfg Config) *Reserver {
+// New returns a Reserver over rdb.
+func New(rdb Client, cfg Config) *Reserver {
 	if cfg.Namespace == "" {
 		cfg.Namespace = DefaultNamespace
 	}
@@ -151,12 +123,6 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 	}
 	if cfg.SweepLease == 0 {
 		cfg.SweepLease = 100 * time.Millisecond
-	}
-	if cfg.UnknownTTL <= 0 {
-		cfg.UnknownTTL = 2 * time.Second
-	}
-	if cfg.LockTTL <= 0 {
-		cfg.LockTTL = 10 * time.Second
 	}
 	if cfg.PipelineAbove == 0 {
 		cfg.PipelineAbove = 4
@@ -170,7 +136,6 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 	}
 	return &Reserver{
 		rdb:     rdb,
-		src:     src,
 		keys:    newKeys(cfg.Namespace, cfg.Shards),
 		shards:  cfg.Shards,
 		kArg:    strconv.Itoa(cfg.Shards),
@@ -183,38 +148,25 @@ func New(rdb Client, src Source, cfg Config) *Reserver {
 // Shards returns K.
 func (r *Reserver) Shards() int { return r.shards }
 
-// Reserve takes one seat of code for a. It returns invite.Created or invite.Existing, or
-// one of invite.ErrUnknownCode, invite.ErrEmailTaken, invite.ErrFull, invite.ErrDisabled, invite.ErrExpired,
-// ErrShardMismatch, or an error wrapping invite.ErrUnavailable.
+// Reserve takes one seat of code for a. It returns invite.Created or
+// invite.Existing, or one of invite.ErrUnknownCode (an invalid code),
+// invite.ErrEmailTaken, invite.ErrFull, invite.ErrDisabled,
+// invite.ErrExpired, invite.ErrFrozen, ErrShardMismatch, ErrNoBucket or
+// ErrNotSeeded (seed, then call again: workflow.Signups does), or an error
+// wrapping invite.ErrUnavailable.
 func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	if !invite.ValidCode(code) {
 		return invite.Result{}, invite.ErrUnknownCode
 	}
 	s := shardOf(a.Canonical, r.shards)
-	// Each retry follows seeding; more than a few means something keeps
-	// wiping Redis under us.
-	for attempt := 0; attempt < 5; attempt++ {
-		rep, err := r.call(ctx, s, code, a, 0, "", 0)
-		if err != nil {
-			return invite.Result{}, err
-		}
-		switch rep.status {
-		case stEmpty:
-			return r.sweep(ctx, s, code, a)
-		case stNoBucket:
-			if err := r.ensureCode(ctx, code); err != nil {
-				return invite.Result{}, err
-			}
-			continue
-		case stNoSeed:
-			if err := r.seedShared(ctx); err != nil {
-				return invite.Result{}, err
-			}
-			continue
-		}
-		return r.result(s, rep)
+	rep, err := r.call(ctx, s, code, a, 0, "", 0)
+	if err != nil {
+		return invite.Result{}, err
 	}
-	return invite.Result{}, fmt.Errorf("%w: code %q still unseeded after retries", invite.ErrUnavailable, code)
+	if rep.status == stEmpty {
+		return r.sweep(ctx, s, code, a)
+	}
+	return r.result(s, rep)
 }
 
 // sweep moves tokens from other shards to s, starting at a random shard so
@@ -265,10 +217,9 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 		r.log.WithField("redis_shards", rep.arg).WithField("shards", r.shards).Error("redis was seeded for another shard count")
 		return invite.Result{}, ErrShardMismatch
 	case stNoBucket:
-		// The bucket vanished between two calls of one request: Redis lost data.
-		return invite.Result{}, fmt.Errorf("%w: bucket disappeared", invite.ErrUnavailable)
+		return invite.Result{}, ErrNoBucket
 	case stNoSeed:
-		return invite.Result{}, fmt.Errorf("%w: shard not seeded", invite.ErrUnavailable)
+		return invite.Result{}, ErrNotSeeded
 	case stEmpty:
 		return invite.Result{}, invite.ErrFull
 	case stFrozen:
@@ -323,105 +274,6 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 		p = r.cfg.Pipeline
 	}
 	return evalReserve(ctx, r.rdb, p, in)
-}
-
-// knownCodes is a snapshot of the usable invitation codes in MongoDB.
-type knownCodes struct {
-	until time.Time // refresh after
-	codes map[string]struct{}
-}
-
-// ensureCode makes sure code's buckets exist. Whether code exists at all is
-// answered from a snapshot of MongoDB's codes refreshed at most every
-// UnknownTTL, so a flood of random codes costs MongoDB one query per
-// UnknownTTL per replica, not one per code. It returns invite.ErrUnknownCode if
-// MongoDB has no usable invitation by that name.
-func (r *Reserver) ensureCode(ctx context.Context, code string) error {
-	ok, err := r.isKnown(ctx, code)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return invite.ErrUnknownCode
-	}
-	ch := r.seedOne.DoChan(code, func() (any, error) {
-		// Detached from one request's cancellation: other requests wait on
-		// the same seeding; bounded by its own timeout.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.LockTTL)
-		defer cancel()
-		inv, ok, err := r.src.Invitation(sctx, code)
-		if err != nil {
-			return nil, invite.Unavailable(err)
-		}
-		if !ok {
-			return nil, invite.ErrUnknownCode
-		}
-		return nil, r.SeedCode(sctx, inv)
-	})
-	select {
-	case res := <-ch:
-		return res.Err
-	case <-ctx.Done():
-		return invite.Unavailable(ctx.Err())
-	}
-}
-
-// isKnown reports whether code is in the snapshot of MongoDB's codes,
-// refreshing the snapshot first when it is older than UnknownTTL.
-func (r *Reserver) isKnown(ctx context.Context, code string) (bool, error) {
-	now := r.cfg.Now()
-	r.mu.Lock()
-	snap := r.known
-	r.mu.Unlock()
-	if now.Before(snap.until) {
-		_, ok := snap.codes[code]
-		return ok, nil
-	}
-	ch := r.seedOne.DoChan("\x00codes", func() (any, error) {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.LockTTL)
-		defer cancel()
-		invs, err := r.src.Invitations(sctx)
-		if err != nil {
-			return nil, invite.Unavailable(err)
-		}
-		codes := make(map[string]struct{}, len(invs))
-		for _, inv := range invs {
-			codes[inv.Code] = struct{}{}
-		}
-		r.mu.Lock()
-		r.known = knownCodes{until: r.cfg.Now().Add(r.cfg.UnknownTTL), codes: codes}
-		r.mu.Unlock()
-		return codes, nil
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return false, res.Err
-		}
-		_, ok := res.Val.(map[string]struct{})[code]
-		return ok, nil
-	case <-ctx.Done():
-		return false, invite.Unavailable(ctx.Err())
-	}
-}
-
-// seedShared runs SeedAll once per process at a time; concurrent callers
-// share its result.
-func (r *Reserver) seedShared(ctx context.Context) error {
-	ch := r.seedAll.DoChan("all", func() (any, error) {
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
-		defer cancel()
-		return nil, r.SeedAll(sctx)
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil && !errors.Is(res.Err, ErrShardMismatch) {
-			return invite.Unavailable(res.Err)
-		}
-		return res.Err
-	case <-ctx.Done():
-		return invite.Unavailable(ctx.Err())
-	}
 }
 
 var _ invite.Reserver = (*Reserver)(nil)

@@ -23,10 +23,9 @@ import (
 
 // memSource is an in-memory Source standing in for MongoDB.
 type memSource struct {
-	mu      sync.Mutex
-	invs    map[string]invite.Invitation
-	regs    map[string]string // canonical -> code
-	lookups atomic.Int64      // Invitation and Invitations calls
+	mu   sync.Mutex
+	invs map[string]invite.Invitation
+	regs map[string]string // canonical -> code
 }
 
 func newSource(invs ...invite.Invitation) *memSource {
@@ -37,15 +36,7 @@ func newSource(invs ...invite.Invitation) *memSource {
 	return s
 }
 
-// add creates an invitation, as an admin does in MongoDB.
-func (s *memSource) add(inv invite.Invitation) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.invs[inv.Code] = inv
-}
-
 func (s *memSource) Invitation(_ context.Context, code string) (invite.Invitation, bool, error) {
-	s.lookups.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i, ok := s.invs[code]
@@ -53,7 +44,6 @@ func (s *memSource) Invitation(_ context.Context, code string) (invite.Invitatio
 }
 
 func (s *memSource) Invitations(context.Context) ([]invite.Invitation, error) {
-	s.lookups.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []invite.Invitation
@@ -113,8 +103,35 @@ func pipelinedBackends() []backend {
 	return out
 }
 
+// seed writes src into Redis as the seeding workflow does (internal/workflow
+// owns seeding on demand and has its own tests): claims, buckets, marks.
+func seed(tb testing.TB, r *reserve.Reserver, src *memSource) {
+	tb.Helper()
+	ctx := context.Background()
+	counts := map[string]int{}
+	w := r.Claims(ctx, false)
+	if err := src.ForEachRegistration(ctx, "", func(canonical, code string) error {
+		counts[code]++
+		return w.Add(canonical, code)
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	invs, _ := src.Invitations(ctx)
+	for _, inv := range invs {
+		if err := r.SeedBuckets(ctx, inv, counts[inv.Code]); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := r.MarkSeeded(ctx); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // reserver is newReserver on a fresh client of b.
-func (b backend) reserver(tb testing.TB, src reserve.Source, shards int, now func() time.Time) *reserve.Reserver {
+func (b backend) reserver(tb testing.TB, src *memSource, shards int, now func() time.Time) *reserve.Reserver {
 	tb.Helper()
 	c := b.client(tb)
 	cfg := reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now}
@@ -122,10 +139,8 @@ func (b backend) reserver(tb testing.TB, src reserve.Source, shards int, now fun
 		cfg.Pipeline = autoPipeline(tb, c)
 		cfg.PipelineAbove = -1 // every call, however few: the path under test
 	}
-	r := reserve.New(c, src, cfg)
-	if err := r.SeedIfNeeded(context.Background()); err != nil {
-		tb.Fatalf("seed: %v", err)
-	}
+	r := reserve.New(c, cfg)
+	seed(tb, r, src)
 	return r
 }
 
@@ -165,12 +180,10 @@ func addr(tb testing.TB, s string) email.Address {
 	return a
 }
 
-func newReserver(tb testing.TB, c redis.UniversalClient, src reserve.Source, shards int, now func() time.Time) *reserve.Reserver {
+func newReserver(tb testing.TB, c redis.UniversalClient, src *memSource, shards int, now func() time.Time) *reserve.Reserver {
 	tb.Helper()
-	r := reserve.New(c, src, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now})
-	if err := r.SeedIfNeeded(context.Background()); err != nil {
-		tb.Fatalf("seed: %v", err)
-	}
+	r := reserve.New(c, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now})
+	seed(tb, r, src)
 	return r
 }
 
@@ -203,7 +216,7 @@ func TestOutcomes(t *testing.T) {
 					{"y", "a@example.com", 0, invite.ErrEmailTaken}, // registered elsewhere beats full: 409
 					{"off", "e@example.com", 0, invite.ErrDisabled},
 					{"old", "e@example.com", 0, invite.ErrExpired},
-					{"nope", "e@example.com", 0, invite.ErrUnknownCode},
+					{"nope", "e@example.com", 0, reserve.ErrNoBucket}, // workflow.Signups seeds or answers unknown
 					{"bad/code", "e@example.com", 0, invite.ErrUnknownCode},
 					{"x", "e.x.t+spam@googlemail.com", 0, invite.ErrFull},
 				}
@@ -386,12 +399,10 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	clock := func() time.Time { return time.Unix(0, nowNs.Load()) }
 	c := realBackends()[0].client(t)
 	m := reserve.NewMetrics(nil)
-	r := reserve.New(c, newSource(invite.Invitation{Code: "so", MaxUses: 4}), reserve.Config{
+	r := reserve.New(c, reserve.Config{
 		Namespace: testenv.KeyPrefix(t), Shards: 16, Now: clock, SoldOutTTL: time.Second, Metrics: m,
 	})
-	if err := r.SeedIfNeeded(ctx); err != nil {
-		t.Fatal(err)
-	}
+	seed(t, r, newSource(invite.Invitation{Code: "so", MaxUses: 4}))
 	for i := 0; i < 4; i++ {
 		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("w%d@example.com", i))); err != nil {
 			t.Fatal(err)
@@ -443,128 +454,6 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	}
 }
 
-// TestSeedConcurrentNeverDoubles: many seeders at once (replicas starting
-// together) create each bucket once; the remaining capacity equals max_uses
-// minus what MongoDB holds, and claims come back from MongoDB.
-func TestSeedConcurrentNeverDoubles(t *testing.T) {
-	for _, b := range realBackends() {
-		for _, k := range []int{1, 16} {
-			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
-				ctx := context.Background()
-				src := newSource(invite.Invitation{Code: "sd", MaxUses: 100}, invite.Invitation{Code: "other", MaxUses: 10})
-				for i := 0; i < 30; i++ {
-					src.regs[fmt.Sprintf("p%d@example.com", i)] = "sd"
-				}
-				c := b.client(t)
-				ns := testenv.KeyPrefix(t)
-				var wg sync.WaitGroup
-				errs := make(chan error, 8)
-				for i := 0; i < 8; i++ {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						r := reserve.New(c, src, reserve.Config{Namespace: ns, Shards: k})
-						if i%2 == 0 {
-							errs <- r.SeedAll(ctx)
-						} else {
-							errs <- r.SeedCode(ctx, invite.Invitation{Code: "sd", MaxUses: 100})
-						}
-					}()
-				}
-				wg.Wait()
-				close(errs)
-				for err := range errs {
-					if err != nil {
-						t.Fatal(err)
-					}
-				}
-				r := reserve.New(c, src, reserve.Config{Namespace: ns, Shards: k})
-				rem, _, err := r.Remaining(ctx, "sd")
-				if err != nil || rem != 70 {
-					t.Fatalf("remaining = %d, %v; want 70", rem, err)
-				}
-				// Seeding again changes nothing.
-				if err := r.SeedAll(ctx); err != nil {
-					t.Fatal(err)
-				}
-				if rem, _, _ := r.Remaining(ctx, "sd"); rem != 70 {
-					t.Fatalf("remaining after reseed = %d, want 70", rem)
-				}
-				if res, err := r.Reserve(ctx, "sd", addr(t, "p7@example.com")); err != nil || res.Outcome != invite.Existing {
-					t.Fatalf("persisted email on its code: %v, %v; want Existing", res.Outcome, err)
-				}
-				if _, err := r.Reserve(ctx, "other", addr(t, "p7@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
-					t.Fatalf("persisted email on another code: %v; want ErrEmailTaken", err)
-				}
-			})
-		}
-	}
-}
-
-// TestUnknownCodeCache: unknown codes are answered from a snapshot of
-// MongoDB's codes, so a flood of random codes costs one query per TTL, and
-// a code created after a miss works once the snapshot expires.
-func TestUnknownCodeCache(t *testing.T) {
-	ctx := context.Background()
-	now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-	src := newSource()
-	r := reserve.New(miniBackend().client(t), src, reserve.Config{Namespace: "u", UnknownTTL: 2 * time.Second, Now: func() time.Time { return now }})
-	if err := r.SeedIfNeeded(ctx); err != nil {
-		t.Fatal(err)
-	}
-	src.lookups.Store(0)
-	for i := 0; i < 50; i++ {
-		if _, err := r.Reserve(ctx, fmt.Sprintf("random%d", i), addr(t, "a@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
-			t.Fatalf("err = %v, want ErrUnknownCode", err)
-		}
-		if _, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
-			t.Fatalf("err = %v, want ErrUnknownCode", err)
-		}
-	}
-	if n := src.lookups.Load(); n != 1 {
-		t.Fatalf("%d source lookups for 100 requests on 51 unknown codes, want 1", n)
-	}
-	src.mu.Lock()
-	src.invs["later"] = invite.Invitation{Code: "later", MaxUses: 1}
-	src.mu.Unlock()
-	now = now.Add(3 * time.Second)
-	if res, err := r.Reserve(ctx, "later", addr(t, "a@example.com")); err != nil || res.Outcome != invite.Created {
-		t.Fatalf("after TTL: %v, %v; want Created", res.Outcome, err)
-	}
-}
-
-// TestReseedAfterWipe is I5 at the Redis layer: a wiped Redis is rebuilt
-// from the source on the next request, with no taken seat reopened.
-func TestReseedAfterWipe(t *testing.T) {
-	for _, b := range realBackends() {
-		t.Run(b.name, func(t *testing.T) {
-			ctx := context.Background()
-			src := newSource(invite.Invitation{Code: "w", MaxUses: 3})
-			c := b.client(t)
-			ns := testenv.KeyPrefix(t)
-			r := reserve.New(c, src, reserve.Config{Namespace: ns, Shards: 4})
-			for _, em := range []string{"a@example.com", "b@example.com"} {
-				if _, err := r.Reserve(ctx, "w", addr(t, em)); err != nil {
-					t.Fatal(err)
-				}
-				src.regs[addr(t, em).Canonical] = "w" // the reconciler's job, done by hand
-			}
-			testenv.Wipe(t, c, ns)
-			// A new email gets the last seat; the next is refused; the old
-			// ones are recognized.
-			if res, err := r.Reserve(ctx, "w", addr(t, "c@example.com")); err != nil || res.Outcome != invite.Created {
-				t.Fatalf("c: %v, %v", res.Outcome, err)
-			}
-			if _, err := r.Reserve(ctx, "w", addr(t, "d@example.com")); !errors.Is(err, invite.ErrFull) {
-				t.Fatalf("d: %v, want ErrFull", err)
-			}
-			if res, err := r.Reserve(ctx, "w", addr(t, "a@example.com")); err != nil || res.Outcome != invite.Existing {
-				t.Fatalf("a: %v, %v; want Existing", res.Outcome, err)
-			}
-		})
-	}
-}
-
 // TestGiveBackOnce: a refused reservation returns its token exactly once,
 // even when the entry is delivered again.
 func TestGiveBackOnce(t *testing.T) {
@@ -596,7 +485,7 @@ func TestGiveBackOnce(t *testing.T) {
 func TestRedisDown(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	t.Cleanup(func() { c.Close() })
-	r := reserve.New(c, newSource(), reserve.Config{})
+	r := reserve.New(c, reserve.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err := r.Reserve(ctx, "x", addr(t, "a@example.com"))
@@ -612,7 +501,7 @@ func TestLoadScripts(t *testing.T) {
 	addrs := testenv.SharedRedisCluster(t)
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	t.Cleanup(func() { c.Close() })
-	r := reserve.New(c, newSource(), reserve.Config{Namespace: testenv.KeyPrefix(t)})
+	r := reserve.New(c, reserve.Config{Namespace: testenv.KeyPrefix(t)})
 	if err := r.LoadScripts(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -686,12 +575,10 @@ func TestPipelineReloadsFlushedScripts(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := context.Background()
 			c := b.client(t)
-			r := reserve.New(c, newSource(invite.Invitation{Code: "fl", MaxUses: 10}), reserve.Config{
+			r := reserve.New(c, reserve.Config{
 				Namespace: testenv.KeyPrefix(t), Shards: 4, Pipeline: autoPipeline(t, c), PipelineAbove: -1,
 			})
-			if err := r.SeedIfNeeded(ctx); err != nil {
-				t.Fatal(err)
-			}
+			seed(t, r, newSource(invite.Invitation{Code: "fl", MaxUses: 10}))
 			flush := func() {
 				t.Helper()
 				var err error
@@ -722,7 +609,7 @@ func TestPipelineReloadsFlushedScripts(t *testing.T) {
 
 // TestStatus: what the landing page says before anyone types, from the
 // live counters: open, full once every shard is empty, disabled, expired,
-// unknown; a code not yet in Redis is seeded by the lookup.
+// no counters for a code Redis does not hold (workflow.Signups seeds it).
 func TestStatus(t *testing.T) {
 	for _, b := range append(realBackends(), miniBackend()) {
 		for _, k := range []int{1, 16} {
@@ -745,7 +632,7 @@ func TestStatus(t *testing.T) {
 				want("st", invite.StatusOpen, nil)
 				want("off", invite.StatusDisabled, nil)
 				want("old", invite.StatusExpired, nil)
-				want("nope", "", invite.ErrUnknownCode)
+				want("nope", "", reserve.ErrNoBucket)
 				want("../x", "", invite.ErrUnknownCode)
 				for i := 0; i < 3; i++ {
 					if _, err := r.Reserve(ctx, "st", addr(t, fmt.Sprintf("s%d@example.com", i))); err != nil {
@@ -753,10 +640,6 @@ func TestStatus(t *testing.T) {
 					}
 				}
 				want("st", invite.StatusFull, nil)
-				// A code created in MongoDB later is seeded by the lookup.
-				src.add(invite.Invitation{Code: "late", MaxUses: 2})
-				now = now.Add(time.Hour) // past the unknown-code snapshot
-				want("late", invite.StatusOpen, nil)
 			})
 		}
 	}
@@ -780,12 +663,10 @@ func TestPipelineOnlyUnderACrowd(t *testing.T) {
 	ctx := context.Background()
 	c := realBackends()[0].client(t)
 	pipe := &countingPipe{Submitter: autoPipeline(t, c)}
-	r := reserve.New(c, newSource(invite.Invitation{Code: "crowd", MaxUses: 1000}), reserve.Config{
+	r := reserve.New(c, reserve.Config{
 		Namespace: testenv.KeyPrefix(t), Shards: 1, Pipeline: pipe,
 	})
-	if err := r.SeedIfNeeded(ctx); err != nil {
-		t.Fatal(err)
-	}
+	seed(t, r, newSource(invite.Invitation{Code: "crowd", MaxUses: 1000}))
 	for i := 0; i < 20; i++ {
 		if _, err := r.Reserve(ctx, "crowd", addr(t, fmt.Sprintf("alone%d@example.com", i))); err != nil {
 			t.Fatal(err)

@@ -29,51 +29,44 @@ func (r *Reserver) Remaining(ctx context.Context, code string) (remaining int, o
 }
 
 // Status reports whether code takes signups, from Redis' live counters:
-// invite.ErrUnknownCode for a code MongoDB does not have (answered from the same
-// snapshot as Reserve, so random codes do not reach MongoDB), full when
-// every shard's bucket is empty. It reads every shard in one pipelined
-// round trip and seeds a code whose buckets are missing.
+// full when every shard's bucket is empty, ErrNoBucket when no shard has
+// one (seed, then ask again: workflow.Signups does). It reads every shard
+// in one pipelined round trip.
 func (r *Reserver) Status(ctx context.Context, code string) (invite.Status, error) {
 	if !invite.ValidCode(code) {
 		return "", invite.ErrUnknownCode
 	}
-	for attempt := 0; attempt < 2; attempt++ {
-		p := r.rdb.Pipeline()
-		cmds := make([]*redis.SliceCmd, r.shards)
-		for s := range cmds {
-			cmds[s] = p.HMGet(ctx, r.keys.bucket(s, code), "tok", "dis", "exp")
-		}
-		if _, err := p.Exec(ctx); err != nil {
-			return "", invite.Unavailable(err)
-		}
-		tokens, seen := 0, false
-		var dis, exp any
-		for _, c := range cmds {
-			v := c.Val()
-			if len(v) != 3 || v[0] == nil {
-				continue
-			}
-			seen = true
-			n, _ := strconv.Atoi(fmt.Sprint(v[0]))
-			tokens += n
-			dis, exp = v[1], v[2]
-		}
-		if !seen {
-			if err := r.ensureCode(ctx, code); err != nil {
-				return "", err
-			}
+	p := r.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, r.shards)
+	for s := range cmds {
+		cmds[s] = p.HMGet(ctx, r.keys.bucket(s, code), "tok", "dis", "exp")
+	}
+	if _, err := p.Exec(ctx); err != nil {
+		return "", invite.Unavailable(err)
+	}
+	tokens, seen := 0, false
+	var dis, exp any
+	for _, c := range cmds {
+		v := c.Val()
+		if len(v) != 3 || v[0] == nil {
 			continue
 		}
-		if dis == "1" {
-			return invite.StatusDisabled, nil
-		}
-		if ms, _ := strconv.ParseInt(fmt.Sprint(exp), 10, 64); ms > 0 && r.cfg.Now().UnixMilli() >= ms {
-			return invite.StatusExpired, nil
-		}
-		if tokens <= 0 {
-			return invite.StatusFull, nil
-		}
-		return invite.StatusOpen, nil
+		seen = true
+		n, _ := strconv.Atoi(fmt.Sprint(v[0]))
+		tokens += n
+		dis, exp = v[1], v[2]
 	}
-	return "", fmt.Errorf("%w: code %q still unseeded", invite.ErrUnavailable, code)
+	switch {
+	case !seen:
+		return "", ErrNoBucket
+	case dis == "1":
+		return invite.StatusDisabled, nil
+	}
+	if ms, _ := strconv.ParseInt(fmt.Sprint(exp), 10, 64); ms > 0 && r.cfg.Now().UnixMilli() >= ms {
+		return invite.StatusExpired, nil
+	}
+	if tokens <= 0 {
+		return invite.StatusFull, nil
+	}
+	return invite.StatusOpen, nil
 }

@@ -18,6 +18,7 @@ import (
 // Once MongoDB confirmed a registration, a persisted mark next to the
 // email's claim lets repeats be answered by Redis alone.
 type MongoAck struct {
+	seats   *Signups
 	res     *reserve.Reserver
 	st      *persist.Store
 	commit  *persist.Committer
@@ -27,21 +28,21 @@ type MongoAck struct {
 
 var _ invite.Reserver = (*MongoAck)(nil)
 
-// NewMongoAck returns the acknowledged-by-MongoDB path over res, writing
+// NewMongoAck returns the acknowledged-by-MongoDB path over seats, writing
 // through commit (a group commit into st) and waiting at most timeout for
 // MongoDB. now defaults to time.Now.
-func NewMongoAck(res *reserve.Reserver, st *persist.Store, commit *persist.Committer, timeout time.Duration, now func() time.Time) *MongoAck {
+func NewMongoAck(seats *Signups, st *persist.Store, commit *persist.Committer, timeout time.Duration, now func() time.Time) *MongoAck {
 	if now == nil {
 		now = time.Now
 	}
-	return &MongoAck{res: res, st: st, commit: commit, timeout: timeout, now: now}
+	return &MongoAck{seats: seats, res: seats.res, st: st, commit: commit, timeout: timeout, now: now}
 }
 
 // Reserve takes a seat in Redis, then waits for MongoDB to hold it, with
 // the outcomes and errors of invite.Reserver.
 func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	at := d.now()
-	res, err := d.res.Reserve(ctx, code, a)
+	res, err := d.seats.Reserve(ctx, code, a)
 	if err != nil {
 		return res, err
 	}
@@ -83,7 +84,7 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 
 // Status is Redis' answer: the landing page's view needs no MongoDB.
 func (d *MongoAck) Status(ctx context.Context, code string) (invite.Status, error) {
-	return d.res.Status(ctx, code)
+	return d.seats.Status(ctx, code)
 }
 
 // markPersisted is best effort: without the mark the next repeat reads

@@ -25,7 +25,7 @@ func (w *Invitations) seed(ctx context.Context, inv invite.Invitation) error {
 	if w.res == nil {
 		return nil // MongoDB alone: nothing to seed
 	}
-	if err := w.res.SeedCode(ctx, inv); err != nil {
+	if err := w.seeds.SeedCode(ctx, inv.Code); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotSeeded, err)
 	}
 	return nil

@@ -35,7 +35,7 @@ func redisPath(cluster bool, shards int, mongoAck bool) func(testing.TB, *persis
 			rdb = redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(tb)})
 		}
 		tb.Cleanup(func() { rdb.Close() })
-		res := reserve.New(rdb, st, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards})
+		res := workflow.NewSignups(reserve.New(rdb, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards}), st, workflow.SignupsConfig{})
 		if !mongoAck {
 			return res
 		}

@@ -43,7 +43,7 @@ func (w *Invitations) RestoreMissing(ctx context.Context) error {
 	if w.res == nil {
 		return ErrNoRedis
 	}
-	return w.res.SeedAll(ctx)
+	return w.seeds.SeedAll(ctx)
 }
 
 // ReseedAll reseeds every invitation in turn, calling done after each, and
@@ -121,10 +121,11 @@ func (w *Invitations) Reseed(ctx context.Context, code string) (ReseedReport, er
 			return fail("write pending reservations", fmt.Errorf("MongoDB did not take %d of them", len(pending)-i))
 		}
 	}
-	persisted, err := w.res.RestoreClaims(ctx, code)
+	counts, err := writeClaims(ctx, w.res, w.store, code, true)
 	if err != nil {
 		return fail("restore claims", err)
 	}
+	persisted := counts[code]
 	if err := w.res.Rebuild(ctx, inv, persisted, owner); err != nil {
 		return fail("rebuild buckets", err)
 	}

@@ -1,5 +1,6 @@
 // Package workflow owns invitegate's operations that span Redis and
-// MongoDB: creating and importing invitations (MongoDB, then Redis'
+// MongoDB: a signup on the Redis path, seeding Redis from MongoDB on
+// demand; creating and importing invitations (MongoDB, then Redis'
 // counters), changing a code's capacity or state in both stores under the
 // code's lock, reseeding a code under live traffic (freeze, drain,
 // rebuild), listing counters from both, and acknowledging a signup only
@@ -37,6 +38,7 @@ var (
 type Invitations struct {
 	store *persist.Store
 	res   *reserve.Reserver // nil: MongoDB alone (INVITEGATE_RESERVER=mongo)
+	seeds *Signups          // nil with res
 	now   func() time.Time
 }
 
@@ -46,7 +48,11 @@ func NewInvitations(store *persist.Store, res *reserve.Reserver, now func() time
 	if now == nil {
 		now = time.Now
 	}
-	return &Invitations{store: store, res: res, now: now}
+	w := &Invitations{store: store, res: res, now: now}
+	if res != nil {
+		w.seeds = NewSignups(res, store, SignupsConfig{Now: now})
+	}
+	return w
 }
 
 // lockFor bounds how long an invitation change holds the code's lock
