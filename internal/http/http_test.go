@@ -39,8 +39,8 @@ func (s source) ForEachRegistration(context.Context, string, func(string, string
 	return nil
 }
 
-// newServer returns the API over a real Reserver on miniredis.
-func newServer(t *testing.T) http.Handler {
+// newSignups is the Redis signup path on miniredis with the tests' codes.
+func newSignups(t *testing.T) *workflow.Signups {
 	t.Helper()
 	m := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
@@ -55,7 +55,13 @@ func newServer(t *testing.T) http.Handler {
 	if err := r.SeedIfNeeded(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return api.New(r, api.Config{})
+	return r
+}
+
+// newServer returns the API over a real Reserver on miniredis.
+func newServer(t *testing.T) http.Handler {
+	t.Helper()
+	return api.New(newSignups(t), api.Config{})
 }
 
 type req struct {

@@ -12,31 +12,15 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
-
 	api "github.com/invitegate/invitegate/internal/http"
 	"github.com/invitegate/invitegate/internal/invite"
-	"github.com/invitegate/invitegate/internal/reserve"
-	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // newLandingServer is newServer's API with the landing page on and cfg's
 // other settings.
 func newLandingServer(t *testing.T, cfg api.Config) http.Handler {
 	t.Helper()
-	m := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
-	t.Cleanup(func() { c.Close() })
-	r := workflow.NewSignups(reserve.New(c, reserve.Config{Shards: 4}), source{
-		"open":   {Code: "open", MaxUses: 1000},
-		"off":    {Code: "off", MaxUses: 5, Disabled: true},
-		"old":    {Code: "old", MaxUses: 5, ExpiresAt: mustTime(t, "2020-01-01T00:00:00Z")},
-		"filled": {Code: "filled", MaxUses: 1},
-	}, workflow.SignupsConfig{})
-	if err := r.SeedIfNeeded(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	r := newSignups(t)
 	cfg.Status = r.Status
 	if cfg.GameName == "" {
 		cfg.GameName = "Our Super Game"

@@ -22,53 +22,10 @@ import (
 )
 
 // memSource is an in-memory Source standing in for MongoDB.
-type memSource struct {
-	mu   sync.Mutex
-	invs map[string]invite.Invitation
-	regs map[string]string // canonical -> code
-}
+// source is the invitations MongoDB holds, as seeding reads them.
+type source []invite.Invitation
 
-func newSource(invs ...invite.Invitation) *memSource {
-	s := &memSource{invs: map[string]invite.Invitation{}, regs: map[string]string{}}
-	for _, i := range invs {
-		s.invs[i.Code] = i
-	}
-	return s
-}
-
-func (s *memSource) Invitation(_ context.Context, code string) (invite.Invitation, bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i, ok := s.invs[code]
-	return i, ok, nil
-}
-
-func (s *memSource) Invitations(context.Context) ([]invite.Invitation, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []invite.Invitation
-	for _, i := range s.invs {
-		out = append(out, i)
-	}
-	return out, nil
-}
-
-func (s *memSource) ForEachRegistration(_ context.Context, code string, fn func(string, string) error) error {
-	s.mu.Lock()
-	regs := make(map[string]string, len(s.regs))
-	for k, v := range s.regs {
-		regs[k] = v
-	}
-	s.mu.Unlock()
-	for k, c := range regs {
-		if code == "" || c == code {
-			if err := fn(k, c); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
+func newSource(invs ...invite.Invitation) source { return invs }
 
 // backend is a Redis deployment the tests run against.
 type backend struct {
@@ -103,25 +60,14 @@ func pipelinedBackends() []backend {
 	return out
 }
 
-// seed writes src into Redis as the seeding workflow does (internal/workflow
-// owns seeding on demand and has its own tests): claims, buckets, marks.
-func seed(tb testing.TB, r *reserve.Reserver, src *memSource) {
+// seed writes src's buckets into Redis and marks every shard seeded, as
+// the seeding workflow does for a MongoDB without registrations
+// (internal/workflow owns seeding and has its own tests).
+func seed(tb testing.TB, r *reserve.Reserver, src source) {
 	tb.Helper()
 	ctx := context.Background()
-	counts := map[string]int{}
-	w := r.Claims(ctx, false)
-	if err := src.ForEachRegistration(ctx, "", func(canonical, code string) error {
-		counts[code]++
-		return w.Add(canonical, code)
-	}); err != nil {
-		tb.Fatal(err)
-	}
-	if err := w.Flush(); err != nil {
-		tb.Fatal(err)
-	}
-	invs, _ := src.Invitations(ctx)
-	for _, inv := range invs {
-		if err := r.SeedBuckets(ctx, inv, counts[inv.Code]); err != nil {
+	for _, inv := range src {
+		if err := r.SeedBuckets(ctx, inv, 0); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -131,7 +77,7 @@ func seed(tb testing.TB, r *reserve.Reserver, src *memSource) {
 }
 
 // reserver is newReserver on a fresh client of b.
-func (b backend) reserver(tb testing.TB, src *memSource, shards int, now func() time.Time) *reserve.Reserver {
+func (b backend) reserver(tb testing.TB, src source, shards int, now func() time.Time) *reserve.Reserver {
 	tb.Helper()
 	c := b.client(tb)
 	cfg := reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now}
@@ -180,7 +126,7 @@ func addr(tb testing.TB, s string) email.Address {
 	return a
 }
 
-func newReserver(tb testing.TB, c redis.UniversalClient, src *memSource, shards int, now func() time.Time) *reserve.Reserver {
+func newReserver(tb testing.TB, c redis.UniversalClient, src source, shards int, now func() time.Time) *reserve.Reserver {
 	tb.Helper()
 	r := reserve.New(c, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now})
 	seed(tb, r, src)
