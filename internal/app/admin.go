@@ -32,6 +32,12 @@ func (m *Main) adminHandler() http.Handler {
 			http.Error(w, "redis unreachable", http.StatusServiceUnavailable)
 			return
 		}
+		if m.failover != nil {
+			if why := m.failover.State().Reason(); why != "" {
+				http.Error(w, why, http.StatusServiceUnavailable)
+				return
+			}
+		}
 		w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry}))

@@ -56,6 +56,7 @@ type Main struct {
 	AdminAddr  string
 	Reserver   *reserve.Reserver
 	signups    *workflow.Signups // the Redis path: Reserver, seeded on demand
+	failover   *workflow.Failover
 	Store      *persist.Store
 
 	registry   *prometheus.Registry
@@ -210,8 +211,11 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 		Logger:    log,
 		Metrics:   mets.reserve,
 	})
+	m.failover = workflow.NewFailover(workflow.NewInvitations(m.Store, m.Reserver, m.Now), workflow.FailoverConfig{
+		Logger: log, Metrics: mets.failover,
+	})
 	m.signups = workflow.NewSignups(m.Reserver, m.Store, workflow.SignupsConfig{
-		UnknownTTL: cfg.UnknownCodeTTL, Now: m.Now, Logger: log,
+		UnknownTTL: cfg.UnknownCodeTTL, Stale: m.failover.Wake, Now: m.Now, Logger: log,
 	})
 	if err := retry(ctx, log, "redis seed", m.signups.SeedIfNeeded); err != nil {
 		return err
@@ -274,6 +278,13 @@ func (m *Main) Run(ctx context.Context) error {
 		defer wg.Done()
 		m.health(healthCtx)
 	}()
+	if m.failover != nil && m.public != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.failover.Watch(healthCtx)
+		}()
+	}
 
 	m.ready.Store(true)
 	log.WithFields(logrus.Fields{"public": m.PublicAddr, "admin": m.AdminAddr}).Info("ready")

@@ -10,6 +10,7 @@ import (
 	"github.com/invitegate/invitegate/internal/mail"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // metrics are every collector a process exports.
@@ -18,6 +19,7 @@ type metrics struct {
 	mail      *mail.Metrics
 	reserve   *reserve.Metrics
 	persist   *persist.Metrics
+	failover  *workflow.FailoverMetrics
 	depUp     *prometheus.GaugeVec
 	remaining *prometheus.GaugeVec
 }
@@ -27,10 +29,11 @@ type metrics struct {
 // too.
 func registerMetrics(reg prometheus.Registerer) metrics {
 	m := metrics{
-		http:    api.NewMetrics(reg),
-		mail:    mail.NewMetrics(reg),
-		reserve: reserve.NewMetrics(reg),
-		persist: persist.NewMetrics(reg),
+		http:     api.NewMetrics(reg),
+		mail:     mail.NewMetrics(reg),
+		reserve:  reserve.NewMetrics(reg),
+		persist:  persist.NewMetrics(reg),
+		failover: workflow.NewFailoverMetrics(reg),
 		depUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "invitegate_dependency_up",
 			Help: "1 when the last health check of a dependency (redis, mongodb) succeeded.",

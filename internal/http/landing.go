@@ -39,7 +39,7 @@ func mustRead(name string) []byte {
 	return b
 }
 
-// StatusFunc reports whether a code takes signups (reserve.Reserver.Status
+// StatusFunc reports whether a code takes signups (workflow.Signups.Status
 // and persist.MongoReserver.Status).
 type StatusFunc func(ctx context.Context, code string) (invite.Status, error)
 

@@ -61,7 +61,7 @@ func TestCarryAppliedOnce(t *testing.T) {
 	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
 	seedOne(t, r, "c", 2)
 	// One token per shard. Move shard 1's to shard 0.
-	taken, epoch, err := evalSteal(ctx, rdb, r.keys.bucket(1, "c"))
+	taken, epoch, err := evalSteal(ctx, rdb, r.keys.bucket(1, "c"), r.keys.history(1))
 	if err != nil || taken != 1 {
 		t.Fatalf("steal: %d %v", taken, err)
 	}

@@ -41,6 +41,10 @@ func (k keys) claim(s int, canonical string) string { return k.tags[s] + ":e:" +
 // an older release read and write the same key.
 func (k keys) persisted(s int, canonical string) string { return k.tags[s] + ":d:" + canonical }
 
+// history is the replication ID of the Redis history shard s was seeded
+// or last recovered in (history.lua).
+func (k keys) history(s int) string { return k.tags[s] + ":h" }
+
 // stream is shard s's reservation stream.
 func (k keys) stream(s int) string { return k.tags[s] + ":x" }
 

@@ -152,8 +152,9 @@ func (r *Reserver) Shards() int { return r.shards }
 // invite.Existing, or one of invite.ErrUnknownCode (an invalid code),
 // invite.ErrEmailTaken, invite.ErrFull, invite.ErrDisabled,
 // invite.ErrExpired, invite.ErrFrozen, ErrShardMismatch, ErrNoBucket or
-// ErrNotSeeded (seed, then call again: workflow.Signups does), or an error
-// wrapping invite.ErrUnavailable.
+// ErrNotSeeded (seed, then call again: workflow.Signups does), ErrHistory
+// (recover from MongoDB, then call again: workflow.Failover does), or an
+// error wrapping invite.ErrUnavailable.
 func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	if !invite.ValidCode(code) {
 		return invite.Result{}, invite.ErrUnknownCode
@@ -163,8 +164,13 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (i
 	if err != nil {
 		return invite.Result{}, err
 	}
-	if rep.status == stEmpty {
+	switch rep.status {
+	case stEmpty:
 		return r.sweep(ctx, s, code, a)
+	case stNoBucket:
+		return invite.Result{}, ErrNoBucket
+	case stNoSeed:
+		return invite.Result{}, ErrNotSeeded
 	}
 	return r.result(s, rep)
 }
@@ -217,13 +223,17 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 		r.log.WithField("redis_shards", rep.arg).WithField("shards", r.shards).Error("redis was seeded for another shard count")
 		return invite.Result{}, ErrShardMismatch
 	case stNoBucket:
-		return invite.Result{}, ErrNoBucket
+		// The bucket vanished between two calls of one request (a sweep's):
+		// Redis lost data. Only a request's first call seeds and retries.
+		return invite.Result{}, fmt.Errorf("%w: bucket disappeared", invite.ErrUnavailable)
 	case stNoSeed:
-		return invite.Result{}, ErrNotSeeded
+		return invite.Result{}, fmt.Errorf("%w: shard not seeded", invite.ErrUnavailable)
 	case stEmpty:
 		return invite.Result{}, invite.ErrFull
 	case stFrozen:
 		return invite.Result{}, invite.ErrFrozen
+	case stHistory:
+		return invite.Result{}, ErrHistory
 	}
 	return invite.Result{}, fmt.Errorf("reserve: unexpected script status %d", rep.status)
 }
@@ -237,9 +247,12 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.Address) (rep reply, moved bool, err error) {
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout)
 	defer cancel()
-	taken, epoch, err := evalSteal(mctx, r.rdb, r.keys.bucket(from, code))
+	taken, epoch, err := evalSteal(mctx, r.rdb, r.keys.bucket(from, code), r.keys.history(from))
 	if err != nil || taken == 0 {
 		return reply{}, false, err
+	}
+	if taken < 0 {
+		return reply{}, false, ErrHistory
 	}
 	r.metrics.TokensMoved.Add(float64(taken))
 	rep, err = r.call(mctx, to, code, a, taken, epoch, 0)
@@ -251,7 +264,8 @@ func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.
 func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address, carry int, carryEpoch string, markTTL int64) (reply, error) {
 	in := reserveCall{
 		sentinel: r.keys.sentinel(s), bucket: r.keys.bucket(s, code), claim: r.keys.claim(s, a.Canonical), stream: r.keys.stream(s),
-		code: code, canonical: a.Canonical, email: a.Normalized, now: r.cfg.Now().UnixMilli(),
+		history: r.keys.history(s),
+		code:    code, canonical: a.Canonical, email: a.Normalized, now: r.cfg.Now().UnixMilli(),
 		carry: carry, carryEpoch: carryEpoch, markTTL: markTTL, shards: r.kArg,
 		sweepLease: max(r.cfg.SweepLease.Milliseconds(), 0),
 	}

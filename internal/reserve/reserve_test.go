@@ -467,6 +467,42 @@ func TestLoadScripts(t *testing.T) {
 	}
 }
 
+// TestLostBucketKeepsTheEpoch: a bucket lost with its node (one shard of
+// a code gone) is recreated empty in the survivors' epoch, so the sweeps
+// of the shard it is on keep the tokens they move: seats left plus seats
+// taken stay what they were, and the shard's callers are admitted.
+func TestLostBucketKeepsTheEpoch(t *testing.T) {
+	ctx := context.Background()
+	c := realBackends()[0].client(t)
+	r := newReserver(t, c, newSource(invite.Invitation{Code: "lb", MaxUses: 100}), 4, nil)
+	lost := r.ShardOf(addr(t, "lost0@example.com").Canonical)
+	if err := c.Del(ctx, r.BucketKey(lost, "lb")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := r.Remaining(ctx, "lb")
+	if err != nil || before != 75 {
+		t.Fatalf("remaining after the loss: %d, %v; want 75", before, err)
+	}
+	if err := r.SeedBuckets(ctx, invite.Invitation{Code: "lb", MaxUses: 100}, 0); err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	for i := 0; created < 5 && i < 2000; i++ {
+		a := addr(t, fmt.Sprintf("lost%d@example.com", i))
+		if r.ShardOf(a.Canonical) != lost {
+			continue
+		}
+		res, err := r.Reserve(ctx, "lb", a)
+		if err != nil || res.Outcome != invite.Created {
+			t.Fatalf("signup %d on the recreated shard: %+v, %v", created, res, err)
+		}
+		created++
+	}
+	if after, _, err := r.Remaining(ctx, "lb"); err != nil || after+created != before {
+		t.Fatalf("remaining %d + created %d != %d before (%v): tokens were dropped", after, created, before, err)
+	}
+}
+
 // TestRebuildNeedsItsFreeze: a reseed whose freeze was taken over by a
 // newer one rebuilds nothing; the newer one rebuilds exactly.
 func TestRebuildNeedsItsFreeze(t *testing.T) {

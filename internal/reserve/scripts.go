@@ -27,6 +27,7 @@ var (
 	unlockScript   = script(lua.Unlock)
 	freezeScript   = script(lua.Freeze)
 	rebuildScript  = script(lua.Rebuild)
+	historyScript  = script(lua.History)
 )
 
 // allScripts is every script made by script, for LoadScripts.
@@ -53,6 +54,7 @@ const (
 	stNoSeed                            // shard not seeded
 	stMismatch                          // arg: the shard count the shard was seeded for
 	stFrozen                            // arg: ms the reseed's freeze still holds
+	stHistory                           // another Redis history: recover first
 )
 
 // reply is reserve.lua's reply.
@@ -63,8 +65,8 @@ type reply struct {
 
 // reserveCall is one run of reserve.lua: its keys, then its arguments.
 type reserveCall struct {
-	sentinel, bucket, claim, stream string
-	transfer                        string // only with carried tokens
+	sentinel, bucket, claim, stream, history string
+	transfer                                 string // only with carried tokens
 
 	code, canonical, email string
 	now                    int64  // unix ms
@@ -82,7 +84,7 @@ type reserveCall struct {
 // makes a retry answer "already registered"). A Redis lacking the script
 // (a restart, a flush) is answered by a plain call, which loads it.
 func evalReserve(ctx context.Context, c redis.Scripter, p Submitter, in reserveCall) (reply, error) {
-	keys := []string{in.sentinel, in.bucket, in.claim, in.stream}
+	keys := []string{in.sentinel, in.bucket, in.claim, in.stream, in.history}
 	if in.transfer != "" {
 		keys = append(keys, in.transfer)
 	}
@@ -146,9 +148,10 @@ func decodePair(v []any) (int64, string, error) {
 }
 
 // evalSteal runs steal.lua: it takes up to half of bucket's tokens and
-// returns how many with the bucket's epoch.
-func evalSteal(ctx context.Context, c redis.Scripter, bucket string) (taken int, epoch string, err error) {
-	v, err := stealScript.Run(ctx, c, []string{bucket}).Slice()
+// returns how many with the bucket's epoch; -1 when the shard's history
+// (history, its key) is not the current one.
+func evalSteal(ctx context.Context, c redis.Scripter, bucket, history string) (taken int, epoch string, err error) {
+	v, err := stealScript.Run(ctx, c, []string{bucket, history}).Slice()
 	if err != nil {
 		return 0, "", invite.Unavailable(err)
 	}
@@ -265,4 +268,37 @@ func (r *Reserver) LoadScripts(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// evalHistory runs history.lua "get": the replication ID recorded for the
+// shard of key history ("" if none) and Redis' current one ("" if Redis
+// does not say).
+func evalHistory(ctx context.Context, c redis.Scripter, history string) (recorded, current string, err error) {
+	v, err := historyScript.Run(ctx, c, []string{history}, "get").StringSlice()
+	if err != nil {
+		return "", "", invite.Unavailable(err)
+	}
+	if len(v) != 2 {
+		return "", "", fmt.Errorf("reserve: history.lua replied %d values", len(v))
+	}
+	return v[0], v[1], nil
+}
+
+// evalHistoryInit runs history.lua "init": it records the current ID for
+// the shard unless one is recorded.
+func evalHistoryInit(ctx context.Context, c redis.Scripter, history string) error {
+	if err := historyScript.Run(ctx, c, []string{history}, "init").Err(); err != nil {
+		return invite.Unavailable(err)
+	}
+	return nil
+}
+
+// evalHistorySet runs history.lua "set": it records the current ID if it
+// is still from; ok is false when Redis moved to another history since.
+func evalHistorySet(ctx context.Context, c redis.Scripter, history, from string) (ok bool, err error) {
+	n, err := historyScript.Run(ctx, c, []string{history}, "set", from).Int()
+	if err != nil {
+		return false, invite.Unavailable(err)
+	}
+	return n == 1, nil
 }

@@ -48,11 +48,15 @@ func (r *Reserver) Seeded(ctx context.Context) (bool, error) {
 	return all, nil
 }
 
-// MarkSeeded sets every shard's seeded sentinel where it is missing, once
-// the claims and buckets are written, and checks that none was seeded for
+// MarkSeeded records the Redis history of every shard that has none
+// (history.lua), then sets every shard's seeded sentinel where it is
+// missing, once the claims and buckets are written, and checks that none was seeded for
 // another shard count.
 func (r *Reserver) MarkSeeded(ctx context.Context) error {
 	for s := 0; s < r.shards; s++ {
+		if err := evalHistoryInit(ctx, r.rdb, r.keys.history(s)); err != nil {
+			return err
+		}
 		if err := r.rdb.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
 			return invite.Unavailable(err)
 		}
@@ -104,23 +108,30 @@ func (w *ClaimWriter) Flush() error {
 // lock (Lock) with inv read under it, so it never creates buckets from a
 // capacity an invitation change just replaced. When none exists, the
 // remaining capacity (max_uses minus persisted registrations) is split
-// over the shards. When some exist, Redis lost part of its data (one
-// cluster node wiped): the missing buckets start empty, because the
-// surviving ones may already hold tokens moved there and a fresh split
+// over the shards, in a new epoch. When some exist, Redis lost part of its
+// data (one cluster node wiped): the missing buckets start empty, because
+// the surviving ones may already hold tokens moved there and a fresh split
 // could hand out seats twice. That strands capacity, which `invitectl
-// reseed` gives back; it never over-admits.
+// reseed` gives back; it never over-admits. They take the survivors'
+// epoch, so tokens swept from those into them are kept, not dropped.
 func (r *Reserver) SeedBuckets(ctx context.Context, inv invite.Invitation, persisted int) error {
 	exists := make([]bool, r.shards)
-	present := 0
+	present, epoch := 0, ""
 	for s := 0; s < r.shards; s++ {
-		n, err := r.rdb.Exists(ctx, r.keys.bucket(s, inv.Code)).Result()
-		if err != nil {
+		ep, err := r.rdb.HGet(ctx, r.keys.bucket(s, inv.Code), "ep").Result()
+		if errors.Is(err, redis.Nil) {
+			// No bucket, or one without an epoch (none is created so).
+			if n, err := r.rdb.Exists(ctx, r.keys.bucket(s, inv.Code)).Result(); err != nil {
+				return invite.Unavailable(err)
+			} else if n == 0 {
+				continue
+			}
+		} else if err != nil {
 			return invite.Unavailable(err)
 		}
-		if n == 1 {
-			exists[s] = true
-			present++
-		}
+		exists[s] = true
+		present++
+		epoch = ep
 	}
 	if present == r.shards {
 		return nil
@@ -133,6 +144,9 @@ func (r *Reserver) SeedBuckets(ctx context.Context, inv invite.Invitation, persi
 	}
 	f := bucketState(inv)
 	f.epoch = newToken()
+	if present > 0 {
+		f.epoch = epoch
+	}
 	for s := 0; s < r.shards; s++ {
 		if exists[s] {
 			continue

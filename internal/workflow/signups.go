@@ -36,8 +36,11 @@ type SignupsConfig struct {
 	UnknownTTL time.Duration
 	// LockTTL bounds how long a crashed seeder blocks a code (default 10s).
 	LockTTL time.Duration
-	Now     func() time.Time
-	Logger  logrus.FieldLogger
+	// Stale, when set, is called when a signup meets a shard whose Redis
+	// changed history (reserve.ErrHistory): Failover.Wake.
+	Stale  func()
+	Now    func() time.Time
+	Logger logrus.FieldLogger
 }
 
 // Signups is the Redis path of a signup (invite.Reserver): the reservation
@@ -116,6 +119,8 @@ func (s *Signups) repair(ctx context.Context, code string, err error) (again boo
 			return false, err
 		}
 		return true, nil
+	case errors.Is(err, reserve.ErrHistory) && s.cfg.Stale != nil:
+		s.cfg.Stale() // the answer stays 503 until the shard is rebuilt
 	}
 	return false, err
 }

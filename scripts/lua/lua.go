@@ -41,6 +41,12 @@ var Adjust string
 //go:embed freeze.lua
 var Freeze string
 
+// History records which Redis history a shard's data belongs to (see
+// history.lua).
+//
+//go:embed history.lua
+var History string
+
 // Rebuild replaces one shard's bucket after a reseed (see rebuild.lua).
 //
 //go:embed rebuild.lua

@@ -8,7 +8,10 @@
 --                                                 fo, ep, sl (sweep lease holder)
 -- KEYS[3] email claim       {ns:s}:e:<canon>     string: code
 -- KEYS[4] reservation log   {ns:s}:x             stream
--- KEYS[5] transfer mark      {ns:s}:t:<id>        string (only with carried tokens)
+-- KEYS[5] history           {ns:s}:h             string: Redis' replication ID
+--                                                 when the shard was seeded or last
+--                                                 recovered (see history.lua)
+-- KEYS[6] transfer mark      {ns:s}:t:<id>        string (only with carried tokens)
 -- ARGV[1] code   ARGV[2] canonical email   ARGV[3] email as entered (normalized)
 -- ARGV[4] now (unix ms)   ARGV[5] tokens carried in from other shards (>= 0)
 -- ARGV[6] sold-out mark TTL in ms (0: answer 5 instead of marking)
@@ -32,6 +35,9 @@
 --   {8}             shard not seeded from MongoDB yet
 --   {9, K}          shard seeded for a different shard count
 --   {10, ms}        code frozen by a reseed for about ms more milliseconds
+--   {11}            a token was due, but this Redis is no longer the history
+--                   the shard was seeded in (a failover, a restart): the
+--                   service recovers it from MongoDB first
 
 local seeded = redis.call('GET', KEYS[1])
 if not seeded then
@@ -52,8 +58,8 @@ local tok = tonumber(b[1])
 local carry = tonumber(ARGV[5])
 -- Tokens taken before a reseed rebuilt the code (another epoch) are
 -- dropped: the rebuild already counted every seat from MongoDB.
-if carry > 0 and (b[6] or '0') == ARGV[8] and KEYS[5]
-    and redis.call('SET', KEYS[5], '1', 'NX', 'PX', 600000) then
+if carry > 0 and (b[6] or '0') == ARGV[8] and KEYS[6]
+    and redis.call('SET', KEYS[6], '1', 'NX', 'PX', 600000) then
   redis.call('HINCRBY', KEYS[2], 'tok', carry)
   tok = tok + carry
   -- This shard holds tokens again: a sold-out mark or sweep lease on it
@@ -118,6 +124,24 @@ if tok <= 0 then
     redis.call('HSET', KEYS[2], 'so', now + lease, 'sl', ARGV[2])
   end
   return {5}
+end
+
+-- Only a token taken needs the history check: every other answer is a
+-- refusal or a claim, which a stale Redis can only get wrong towards
+-- "no". A promoted replica or a restarted Redis has a new replication ID;
+-- it may have lost the newest seats and claims, so nothing is handed out
+-- until the service has rebuilt the shard from MongoDB and recorded the
+-- new ID. A shard seeded by an older release has none recorded: it adopts
+-- the current one.
+local info = redis.pcall('INFO', 'replication')
+local cur = type(info) == 'string' and string.match(info, 'master_replid:(%x+)')
+if cur then
+  local hist = redis.call('GET', KEYS[5])
+  if not hist then
+    redis.call('SET', KEYS[5], cur)
+  elseif hist ~= cur then
+    return {11}
+  end
 end
 
 redis.call('HINCRBY', KEYS[2], 'tok', -1)
