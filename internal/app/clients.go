@@ -15,29 +15,22 @@ import (
 )
 
 // NewRedis returns a client for cfg: a cluster client with
-// INVITEGATE_REDIS_CLUSTER, a single-node client otherwise. Every command
-// has a deadline, so a dead Redis turns into errors, not hung requests: the
+// INVITEGATE_REDIS_CLUSTER, a failover client that follows the current
+// primary of INVITEGATE_REDIS_SENTINEL_MASTER (the addresses are then the
+// Sentinels'), a single-node client otherwise. Every command has a
+// deadline, so a dead Redis turns into errors, not hung requests: the
 // earlier of the request's own (INVITEGATE_REQUEST_TIMEOUT) and 2s.
 func NewRedis(cfg config.Config, poolSize int) redis.UniversalClient {
-	if cfg.RedisCluster {
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:        cfg.RedisAddrs,
-			Password:     cfg.RedisPassword,
-			DialTimeout:  2 * time.Second,
-			ReadTimeout:  2 * time.Second,
-			WriteTimeout: 2 * time.Second,
-			PoolSize:     poolSize,
-			// A hung node holds a request only until its deadline.
-			ContextTimeoutEnabled: true,
-		})
-	}
-	return redis.NewClient(&redis.Options{
-		Addr:         cfg.RedisAddrs[0],
-		Password:     cfg.RedisPassword,
-		DialTimeout:  2 * time.Second,
-		ReadTimeout:  2 * time.Second,
-		WriteTimeout: 2 * time.Second,
-		PoolSize:     poolSize,
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:            cfg.RedisAddrs,
+		IsClusterMode:    cfg.RedisCluster,
+		MasterName:       cfg.SentinelMaster,
+		Password:         cfg.RedisPassword,
+		SentinelPassword: cfg.SentinelPass,
+		DialTimeout:      2 * time.Second,
+		ReadTimeout:      2 * time.Second,
+		WriteTimeout:     2 * time.Second,
+		PoolSize:         poolSize,
 		// A hung node holds a request only until its deadline.
 		ContextTimeoutEnabled: true,
 	})

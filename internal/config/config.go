@@ -33,6 +33,8 @@ type Config struct {
 	RedisAddrs      []string
 	RedisCluster    bool
 	RedisPassword   string
+	SentinelMaster  string
+	SentinelPass    string
 	RedisNamespace  string
 	MongoURI        string
 	MongoDB         string
@@ -96,9 +98,11 @@ type option struct {
 var settings = []option{
 	{"INVITEGATE_HTTP_ADDR", "http-addr", ":8080", "public API listen address", func(c *Config) flag.Value { return (*strVal)(&c.HTTPAddr) }},
 	{"INVITEGATE_ADMIN_ADDR", "admin-addr", ":9090", "admin listener (/livez, /readyz, /metrics)", func(c *Config) flag.Value { return (*strVal)(&c.AdminAddr) }},
-	{"INVITEGATE_REDIS_ADDRS", "redis-addrs", "127.0.0.1:6379", "comma-separated Redis host:port list (cluster seed nodes with --redis-cluster)", func(c *Config) flag.Value { return (*listVal)(&c.RedisAddrs) }},
+	{"INVITEGATE_REDIS_ADDRS", "redis-addrs", "127.0.0.1:6379", "comma-separated Redis host:port list (cluster seed nodes with --redis-cluster, the Sentinels with --redis-sentinel-master)", func(c *Config) flag.Value { return (*listVal)(&c.RedisAddrs) }},
 	{"INVITEGATE_REDIS_CLUSTER", "redis-cluster", "false", "talk to Redis Cluster instead of one node", func(c *Config) flag.Value { return (*boolVal)(&c.RedisCluster) }},
 	{"INVITEGATE_REDIS_PASSWORD", "redis-password", "", "Redis password (secret)", func(c *Config) flag.Value { return (*strVal)(&c.RedisPassword) }},
+	{"INVITEGATE_REDIS_SENTINEL_MASTER", "redis-sentinel-master", "", "the master name the Sentinels in --redis-addrs monitor: follow its current primary (empty: no Sentinel)", func(c *Config) flag.Value { return (*strVal)(&c.SentinelMaster) }},
+	{"INVITEGATE_REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", "", "password of the Sentinels themselves, if they require one (secret; the data nodes use --redis-password)", func(c *Config) flag.Value { return (*strVal)(&c.SentinelPass) }},
 	{"INVITEGATE_REDIS_NAMESPACE", "redis-namespace", reserve.DefaultNamespace, "prefix of every Redis key (carries the key-schema version)", func(c *Config) flag.Value { return (*strVal)(&c.RedisNamespace) }},
 	{"INVITEGATE_MONGO_URI", "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB connection string (credentials are masked in logs)", func(c *Config) flag.Value { return (*strVal)(&c.MongoURI) }},
 	{"INVITEGATE_MONGO_DB", "mongo-db", "invitegate", "MongoDB database name", func(c *Config) flag.Value { return (*strVal)(&c.MongoDB) }},
@@ -184,8 +188,15 @@ func (c Config) Validate() error {
 			return fmt.Errorf("INVITEGATE_REDIS_ADDRS: %q: want host:port: %w", a, err)
 		}
 	}
-	if !c.RedisCluster && len(c.RedisAddrs) > 1 {
-		return errors.New("INVITEGATE_REDIS_ADDRS: several addresses need INVITEGATE_REDIS_CLUSTER=true")
+	switch {
+	case c.SentinelMaster != "" && c.RedisCluster:
+		return errors.New("INVITEGATE_REDIS_SENTINEL_MASTER and INVITEGATE_REDIS_CLUSTER=true exclude each other: Redis Cluster fails over by itself, Sentinel watches one primary and its replicas")
+	case c.SentinelMaster != "" && strings.ContainsAny(c.SentinelMaster, " \t\r\n"):
+		return fmt.Errorf("INVITEGATE_REDIS_SENTINEL_MASTER=%q: a master name has no spaces", c.SentinelMaster)
+	case c.SentinelMaster == "" && c.SentinelPass != "":
+		return errors.New("INVITEGATE_REDIS_SENTINEL_PASSWORD is set without INVITEGATE_REDIS_SENTINEL_MASTER: it is the Sentinels' password")
+	case c.SentinelMaster == "" && !c.RedisCluster && len(c.RedisAddrs) > 1:
+		return errors.New("INVITEGATE_REDIS_ADDRS: several addresses need INVITEGATE_REDIS_CLUSTER=true (or INVITEGATE_REDIS_SENTINEL_MASTER, when they are Sentinels)")
 	}
 	if c.RedisNamespace == "" || strings.ContainsAny(c.RedisNamespace, "{}: ") {
 		return fmt.Errorf("INVITEGATE_REDIS_NAMESPACE=%q: must be non-empty without braces, colons or spaces", c.RedisNamespace)
@@ -326,6 +337,9 @@ func (c Config) Fields() logrus.Fields {
 	}
 	if c.RedisPassword != "" {
 		f["INVITEGATE_REDIS_PASSWORD"] = "***"
+	}
+	if c.SentinelPass != "" {
+		f["INVITEGATE_REDIS_SENTINEL_PASSWORD"] = "***"
 	}
 	if c.SMTPPassword != "" {
 		f["INVITEGATE_SMTP_PASSWORD"] = "***"

@@ -78,6 +78,40 @@ func TestLoadRejectsBadValues(t *testing.T) {
 	}
 }
 
+// TestRedisTopology: one node, a cluster, or Sentinels following a
+// primary; the settings that say which, and the combinations refused.
+func TestRedisTopology(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string // "" accepted, else a part of the error
+	}{
+		{"one node", map[string]string{"INVITEGATE_REDIS_ADDRS": "r:6379"}, ""},
+		{"cluster seeds", map[string]string{"INVITEGATE_REDIS_ADDRS": "a:1,b:2", "INVITEGATE_REDIS_CLUSTER": "true"}, ""},
+		{"sentinels", map[string]string{"INVITEGATE_REDIS_ADDRS": "s1:26379,s2:26379,s3:26379", "INVITEGATE_REDIS_SENTINEL_MASTER": "invitegate"}, ""},
+		{"one sentinel", map[string]string{"INVITEGATE_REDIS_ADDRS": "s1:26379", "INVITEGATE_REDIS_SENTINEL_MASTER": "invitegate"}, ""},
+		{"sentinels with a password", map[string]string{"INVITEGATE_REDIS_ADDRS": "s1:26379", "INVITEGATE_REDIS_SENTINEL_MASTER": "m", "INVITEGATE_REDIS_SENTINEL_PASSWORD": "pw"}, ""},
+		{"several without cluster or sentinel", map[string]string{"INVITEGATE_REDIS_ADDRS": "a:1,b:2"}, "several addresses need INVITEGATE_REDIS_CLUSTER=true"},
+		{"sentinel and cluster", map[string]string{"INVITEGATE_REDIS_ADDRS": "a:1", "INVITEGATE_REDIS_SENTINEL_MASTER": "m", "INVITEGATE_REDIS_CLUSTER": "true"}, "exclude each other"},
+		{"sentinel password alone", map[string]string{"INVITEGATE_REDIS_SENTINEL_PASSWORD": "pw"}, "without INVITEGATE_REDIS_SENTINEL_MASTER"},
+		{"master name with a space", map[string]string{"INVITEGATE_REDIS_SENTINEL_MASTER": "my master"}, "INVITEGATE_REDIS_SENTINEL_MASTER"},
+		{"sentinel address without port", map[string]string{"INVITEGATE_REDIS_ADDRS": "s1", "INVITEGATE_REDIS_SENTINEL_MASTER": "m"}, "want host:port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load("t", nil, env(tt.env), io.Discard)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("err = %v, want mention of %q", err, tt.want)
+			case tt.want == "" && c.SentinelMaster != tt.env["INVITEGATE_REDIS_SENTINEL_MASTER"]:
+				t.Fatalf("master %q", c.SentinelMaster)
+			}
+		})
+	}
+}
+
 func TestRateLimitAndProxies(t *testing.T) {
 	c, err := Load("t", nil, env(map[string]string{
 		"INVITEGATE_RATE_LIMIT": "30/m", "INVITEGATE_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.7, ::1",
@@ -105,8 +139,10 @@ func TestRateLimitAndProxies(t *testing.T) {
 
 func TestFieldsMaskSecrets(t *testing.T) {
 	c, err := Load("t", nil, env(map[string]string{
-		"INVITEGATE_MONGO_URI":      "mongodb://user:hunter2@db:27017/?authSource=admin",
-		"INVITEGATE_REDIS_PASSWORD": "s3cret",
+		"INVITEGATE_MONGO_URI":               "mongodb://user:hunter2@db:27017/?authSource=admin",
+		"INVITEGATE_REDIS_PASSWORD":          "s3cret",
+		"INVITEGATE_REDIS_SENTINEL_MASTER":   "m",
+		"INVITEGATE_REDIS_SENTINEL_PASSWORD": "s3cret",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
