@@ -190,7 +190,9 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	cfg, log := m.Config, m.Logger
 	m.rdb = NewRedis(cfg, 0)
 	var pipe reserve.Submitter
-	if cfg.RedisPipeline {
+	// With ack=replica each call takes a connection of its own for its
+	// WAIT: there is nothing for the pipeliner to carry.
+	if cfg.RedisPipeline && cfg.Ack != config.AckReplica {
 		ap, err := autoPipeline(m.rdb, cfg.MaxInFlight)
 		if err != nil {
 			return fmt.Errorf("redis pipelining: %w", err)
@@ -200,7 +202,7 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	// Blocking stream reads hold a connection each: give them their own
 	// pool so they never starve the hot path.
 	m.rdbStreams = NewRedis(cfg, cfg.Shards+4)
-	m.Reserver = reserve.New(m.rdb, m.Store, reserve.Config{
+	rcfg := reserve.Config{
 		Namespace:  cfg.RedisNamespace,
 		Shards:     cfg.Shards,
 		UnknownTTL: cfg.UnknownCodeTTL,
@@ -208,11 +210,18 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 		Now:        m.Now,
 		Logger:     log,
 		Metrics:    mets.reserve,
-	})
+	}
+	if cfg.Ack == config.AckReplica {
+		rcfg.AckReplicas, rcfg.AckTimeout = cfg.AckReplicas, cfg.AckTimeout
+	}
+	m.Reserver = reserve.New(m.rdb, m.Store, rcfg)
 	if err := retry(ctx, log, "redis seed", m.Reserver.SeedIfNeeded); err != nil {
 		return err
 	}
 	warnIfEvicting(ctx, m.rdb, log)
+	if cfg.Ack == config.AckReplica {
+		warnIfFewReplicas(ctx, m.rdb, cfg.AckReplicas, log)
+	}
 	if err := retry(ctx, log, "redis scripts", m.Reserver.LoadScripts); err != nil {
 		return err
 	}

@@ -1,10 +1,12 @@
 package app_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/invitegate/invitegate/internal/app"
+	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/testenv"
 )
 
@@ -70,4 +72,50 @@ func TestServiceFollowsSentinelPrimary(t *testing.T) {
 		}
 	}
 	e.waitPersisted(t, "follow", len(before)+1)
+}
+
+// TestAckReplicaOverHTTP: INVITEGATE_ACK=replica through Sentinel. With the
+// replica up a signup is 201; with it stopped a new signup is 503 with
+// Retry-After within about INVITEGATE_ACK_TIMEOUT, while a rejection is
+// still answered at once; once the replica is back the retry is 200 (its
+// seat was taken), and the reconciler writes it to MongoDB once.
+func TestAckReplicaOverHTTP(t *testing.T) {
+	g := testenv.StartSentinelGroup(t, testenv.SentinelOptions{})
+	e := newSentinelEnv(t, g, 1)
+	e.cfg.Ack, e.cfg.AckTimeout = config.AckReplica, 300*time.Millisecond
+	e.create(t, "wait", 3)
+	e.create(t, "tiny", 1)
+	m, _ := e.start(t)
+
+	if st := post(t, m.PublicAddr, "wait", "first@example.com"); st != 201 {
+		t.Fatalf("signup with the replica up: %d, want 201", st)
+	}
+	if st := post(t, m.PublicAddr, "tiny", "only@example.com"); st != 201 {
+		t.Fatalf("signup with the replica up: %d, want 201", st)
+	}
+	replica := g.Replica(t)
+	replica.Pause(t)
+	start := time.Now()
+	resp, err := client.Post("http://"+m.PublicAddr+"/invitations/wait", "application/json", strings.NewReader(`{"email":"second@example.com"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	took := time.Since(start)
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || took < e.cfg.AckTimeout || took > e.cfg.AckTimeout+2*time.Second {
+		t.Fatalf("signup with the replica stopped: %d (Retry-After %q) after %v; want 503 with Retry-After after about %v",
+			resp.StatusCode, resp.Header.Get("Retry-After"), took, e.cfg.AckTimeout)
+	}
+	start = time.Now()
+	if st := post(t, m.PublicAddr, "tiny", "late@example.com"); st != 410 || time.Since(start) >= e.cfg.AckTimeout {
+		t.Fatalf("a full code with the replica stopped: %d after %v; want 410 without waiting for the replica", st, time.Since(start))
+	}
+	replica.Resume(t)
+	if st := post(t, m.PublicAddr, "wait", "second@example.com"); st != 200 {
+		t.Fatalf("retry once the replica is back: %d, want 200", st)
+	}
+	if st := post(t, m.PublicAddr, "wait", "third@example.com"); st != 201 {
+		t.Fatalf("a new signup once the replica is back: %d, want 201", st)
+	}
+	e.waitPersisted(t, "wait", 3)
 }

@@ -58,6 +58,11 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{map[string]string{"INVITEGATE_LOG_FORMAT": "xml"}, nil, "INVITEGATE_LOG_FORMAT"},
 		{map[string]string{"INVITEGATE_REDIS_NAMESPACE": "a{b}"}, nil, "INVITEGATE_REDIS_NAMESPACE"},
 		{map[string]string{"INVITEGATE_ACK": "disk"}, nil, "INVITEGATE_ACK"},
+		{map[string]string{"INVITEGATE_ACK": "replica", "INVITEGATE_RESERVER": "mongo"}, nil, "INVITEGATE_RESERVER=mongo"},
+		{map[string]string{"INVITEGATE_ACK": "replica", "INVITEGATE_ACK_REPLICAS": "0"}, nil, "INVITEGATE_ACK_REPLICAS"},
+		{map[string]string{"INVITEGATE_ACK_REPLICAS": "many"}, nil, "INVITEGATE_ACK_REPLICAS"},
+		{map[string]string{"INVITEGATE_ACK": "replica", "INVITEGATE_ACK_TIMEOUT": "1m"}, nil, "INVITEGATE_ACK_TIMEOUT"},
+		{map[string]string{"INVITEGATE_ACK_TIMEOUT": "later"}, nil, "INVITEGATE_ACK_TIMEOUT"},
 		{map[string]string{"INVITEGATE_ACK_TIMEOUT": "0s"}, nil, "INVITEGATE_ACK_TIMEOUT"},
 		{map[string]string{"INVITEGATE_MAX_IN_FLIGHT": "-1"}, nil, "INVITEGATE_MAX_IN_FLIGHT"},
 		{map[string]string{"INVITEGATE_RATE_LIMIT": "10"}, nil, "INVITEGATE_RATE_LIMIT"},
@@ -109,6 +114,36 @@ func TestRedisTopology(t *testing.T) {
 				t.Fatalf("master %q", c.SentinelMaster)
 			}
 		})
+	}
+}
+
+// TestAckModes: each acknowledgement mode and INVITEGATE_ACK_TIMEOUT's
+// default for it; an explicit timeout wins.
+func TestAckModes(t *testing.T) {
+	tests := []struct {
+		env      map[string]string
+		ack      string
+		timeout  time.Duration
+		replicas int
+	}{
+		{nil, AckRedis, DefaultAckTimeoutMongo, 1},
+		{map[string]string{"INVITEGATE_ACK": "mongo"}, AckMongo, 2 * time.Second, 1},
+		{map[string]string{"INVITEGATE_ACK": "replica"}, AckReplica, 500 * time.Millisecond, 1},
+		{map[string]string{"INVITEGATE_ACK": "replica", "INVITEGATE_ACK_REPLICAS": "2", "INVITEGATE_ACK_TIMEOUT": "250ms"}, AckReplica, 250 * time.Millisecond, 2},
+		{map[string]string{"INVITEGATE_ACK": "mongo", "INVITEGATE_ACK_TIMEOUT": "auto"}, AckMongo, 2 * time.Second, 1},
+	}
+	for _, tt := range tests {
+		c, err := Load("t", nil, env(tt.env), io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tt.env, err)
+		}
+		if c.Ack != tt.ack || c.AckTimeout != tt.timeout || c.AckReplicas != tt.replicas {
+			t.Errorf("%v: ack %q, timeout %v, replicas %d; want %q, %v, %d", tt.env, c.Ack, c.AckTimeout, c.AckReplicas, tt.ack, tt.timeout, tt.replicas)
+		}
+	}
+	c, err := Load("t", []string{"--ack=replica", "--ack-timeout=750ms"}, env(nil), io.Discard)
+	if err != nil || c.AckTimeout != 750*time.Millisecond || c.Fields()["INVITEGATE_ACK_TIMEOUT"] != "750ms" {
+		t.Fatalf("flags: %v, %v, logged %v", err, c.AckTimeout, c.Fields()["INVITEGATE_ACK_TIMEOUT"])
 	}
 }
 
