@@ -58,7 +58,7 @@ func warnIfEvicting(ctx context.Context, rdb redis.UniversalClient, log logrus.F
 			return nil
 		}
 		if p, ok := v["maxmemory-policy"]; ok && p != "noeviction" {
-			log.WithFields(logrus.Fields{"redis": c.Options().Addr, "maxmemory_policy": p}).
+			log.WithFields(logrus.Fields{"redis": nodeAddr(ctx, c), "maxmemory_policy": p}).
 				Warn("Redis may evict keys when full (maxmemory-policy is not noeviction): an evicted claim or counter can admit an email twice or a code past max_uses; set maxmemory-policy noeviction")
 		}
 		return nil
@@ -91,7 +91,7 @@ func warnIfFewReplicas(ctx context.Context, rdb redis.UniversalClient, want int,
 			}
 		}
 		if n < want {
-			log.WithFields(logrus.Fields{"redis": c.Options().Addr, "replicas_online": n, "ack_replicas": want}).
+			log.WithFields(logrus.Fields{"redis": nodeAddr(ctx, c), "replicas_online": n, "ack_replicas": want}).
 				Warn("INVITEGATE_ACK=replica, but this Redis primary has fewer replicas online than INVITEGATE_ACK_REPLICAS: its signups are answered 503 until enough replicas are back")
 		}
 		return nil
@@ -102,6 +102,16 @@ func warnIfFewReplicas(ctx context.Context, rdb redis.UniversalClient, want int,
 	case *redis.Client:
 		_ = check(ctx, c)
 	}
+}
+
+// nodeAddr names the Redis node c talks to: its address as the node sees
+// it (CLIENT INFO laddr), since a client following Sentinel knows itself
+// only as "FailoverClient"; the configured address if the node cannot say.
+func nodeAddr(ctx context.Context, c *redis.Client) string {
+	if info, err := c.ClientInfo(ctx).Result(); err == nil && info.LAddr != "" {
+		return info.LAddr
+	}
+	return c.Options().Addr
 }
 
 // autoPipeline returns rdb's shared deferred-face autopipeliner with

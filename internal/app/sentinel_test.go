@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/invitegate/invitegate/internal/app"
 	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/testenv"
@@ -118,4 +120,25 @@ func TestAckReplicaOverHTTP(t *testing.T) {
 		t.Fatalf("a new signup once the replica is back: %d, want 201", st)
 	}
 	e.waitPersisted(t, "wait", 3)
+}
+
+// TestWarnsWhenTooFewReplicas: with INVITEGATE_ACK=replica a primary with
+// fewer replicas online than INVITEGATE_ACK_REPLICAS is named in a warning
+// at start (its signups would all be answered 503); one with enough is not.
+func TestWarnsWhenTooFewReplicas(t *testing.T) {
+	g := testenv.StartSentinelGroup(t, testenv.SentinelOptions{})
+	e := newSentinelEnv(t, g, 1)
+	e.cfg.Ack, e.cfg.AckTimeout = config.AckReplica, 300*time.Millisecond
+	for _, want := range []int{1, 2} {
+		e.cfg.AckReplicas = want
+		var logs testenv.Buffer
+		e.log = logrus.New()
+		e.log.SetOutput(&logs)
+		_, stop := e.start(t)
+		stop()
+		warned := strings.Contains(logs.String(), "fewer replicas online than INVITEGATE_ACK_REPLICAS")
+		if warned != (want == 2) || (warned && !strings.Contains(logs.String(), g.Primary(t).Addr)) {
+			t.Errorf("INVITEGATE_ACK_REPLICAS=%d with one replica: warned %v; log:\n%s", want, warned, logs.String())
+		}
+	}
 }
