@@ -42,7 +42,7 @@ build: ## build the production binaries into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/invitegate ./cmd/invitectl
 
 .PHONY: up
-up: ## the production-like stack with Docker: MongoDB (replica set), Redis (AOF), 2 API replicas, nginx, Prometheus, Grafana, Mailpit
+up: ## the production-like stack with Docker: MongoDB (replica set), Redis (AOF) with a replica and three Sentinels, 2 API replicas, nginx, Prometheus, Grafana, Mailpit
 	docker compose up -d --build
 
 .PHONY: down
