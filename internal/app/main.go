@@ -190,9 +190,7 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	cfg, log := m.Config, m.Logger
 	m.rdb = NewRedis(cfg, 0)
 	var pipe reserve.Submitter
-	// With ack=replica each call takes a connection of its own for its
-	// WAIT: there is nothing for the pipeliner to carry.
-	if cfg.RedisPipeline && cfg.Ack != config.AckReplica {
+	if cfg.RedisPipeline {
 		ap, err := autoPipeline(m.rdb, cfg.MaxInFlight)
 		if err != nil {
 			return fmt.Errorf("redis pipelining: %w", err)

@@ -19,9 +19,8 @@ import (
 // the replicas hold it.
 var ErrNotReplicated = fmt.Errorf("%w: the Redis replicas did not confirm the signup in time", invite.ErrUnavailable)
 
-// ackRecheck is how long, after a WAIT came back short, calls send WAIT
-// only behind a write that needs it; then the one-round-trip pair is
-// tried again. A confirmed WAIT ends it at once.
+// ackRecheck is how long, after a WAIT came back short, every call takes
+// the confirming path (callAcked); a confirmed WAIT ends it at once.
 const ackRecheck = time.Second
 
 // needsAck reports whether the answer to rep acknowledges a signup, which
@@ -38,30 +37,56 @@ func (r *Reserver) ackWait() time.Duration {
 	return 0
 }
 
-// callAcked runs reserve.lua with WAIT behind it on the node that owns the
-// shard. Normally both go out as one pipeline (one round trip, whatever
-// the answer: WAIT returns at once when the replicas hold what the
-// connection wrote). After a WAIT came back short the replicas are
-// probably gone, and a rejection would wait AckTimeout for nothing, so for
-// ackRecheck the script goes first and WAIT follows on the same connection
-// only for an answer that needs it.
-func (r *Reserver) callAcked(ctx context.Context, in reserveCall) (reply, error) {
+// callAcked runs reserve.lua for a caller that must not acknowledge a
+// signup before the replicas hold it.
+//
+// Alone (no crowd for the pipeliner, p nil) and while the replicas keep
+// up, the script and WAIT go out as one pipeline on the node that owns the
+// shard: one round trip whatever the answer, WAIT returning at once for a
+// rejection when the replicas are in step.
+//
+// Under a crowd (p set) a WAIT behind every call would hold every
+// rejection for the replicas and take the batching away; and after a WAIT
+// came back short (the replicas are probably gone) it would hold every
+// rejection for the timeout. There the script goes first as without
+// acknowledgement (through p when set), and only an answer that
+// acknowledges a signup is confirmed: reserve.lua again on the owning
+// node, which finds the claim, answers Existing and writes the claim
+// again, with WAIT behind it in one pipeline. Rejections cost what they
+// cost without ack=replica; a new seat or a repeat costs one more round
+// trip.
+func (r *Reserver) callAcked(ctx context.Context, in reserveCall, p Submitter) (reply, error) {
 	node, err := r.node(ctx, in.bucket)
 	if err != nil {
 		return reply{}, err
 	}
-	var rep reply
-	var acked int64
-	if r.cfg.Now().UnixNano() < r.ackShortUntil.Load() {
-		rep, acked, err = evalReserveThenWait(ctx, node, in, r.cfg.AckReplicas, r.cfg.AckTimeout, needsAck)
-	} else {
-		rep, acked, err = evalReserveWait(ctx, node, in, r.cfg.AckReplicas, r.cfg.AckTimeout)
+	if p == nil && r.cfg.Now().UnixNano() >= r.ackShortUntil.Load() {
+		rep, acked, err := evalReserveWait(ctx, node, in, r.cfg.AckReplicas, r.cfg.AckTimeout)
+		if err != nil {
+			r.movedReload(ctx, err)
+			return reply{}, err
+		}
+		return rep, r.acked(acked, needsAck(rep))
 	}
+	first := in
+	first.ack = false // the confirming call writes the claim again
+	rep, err := evalReserve(ctx, r.rdb, p, first)
+	if err != nil || !needsAck(rep) {
+		return rep, err
+	}
+	confirm := in
+	confirm.carry, confirm.carryEpoch, confirm.transfer, confirm.markTTL = 0, "", "", 0
+	again, acked, err := evalReserveWait(ctx, node, confirm, r.cfg.AckReplicas, r.cfg.AckTimeout)
 	if err != nil {
 		r.movedReload(ctx, err)
 		return reply{}, err
 	}
-	return rep, r.acked(acked, needsAck(rep))
+	if again.status != stExisting {
+		// The claim changed between the two calls (a give-back pointed it
+		// at MongoDB's code, or Redis lost it): nothing to acknowledge.
+		return reply{}, fmt.Errorf("%w: the claim changed before the replicas confirmed it (status %d)", invite.ErrUnavailable, again.status)
+	}
+	return rep, r.acked(acked, true)
 }
 
 // acked records WAIT's answer (-1: not sent) and returns ErrNotReplicated

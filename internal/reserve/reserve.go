@@ -65,8 +65,8 @@ type Config struct {
 	LockTTL time.Duration
 	// Pipeline, when set, carries the hot path's script calls: concurrent
 	// signups share pipelined round trips instead of one each (see
-	// Submitter). Nil: one round trip per call. Not used with AckReplicas:
-	// WAIT must follow a call on its own connection.
+	// Submitter). Nil: one round trip per call. With AckReplicas the WAIT
+	// never rides it (ack.go).
 	Pipeline Submitter
 	// PipelineAbove is how many of this Reserver's calls must be waiting
 	// on Redis before a new one takes the pipeline (default 4; negative:
@@ -116,7 +116,7 @@ type Reserver struct {
 
 	waiting atomic.Int64 // calls waiting on Redis, for PipelineAbove
 	// ackShortUntil (unix ns): a WAIT came back short, so until then calls
-	// send WAIT only after a write that needs it (ack.go).
+	// send WAIT only behind an answer that needs it (ack.go).
 	ackShortUntil atomic.Int64
 }
 
@@ -336,12 +336,12 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 	// is answered as the first run was.
 	n := r.waiting.Add(1)
 	defer r.waiting.Add(-1)
-	if in.ack {
-		return r.callAcked(ctx, in)
-	}
 	var p Submitter
 	if carry == 0 && r.cfg.Pipeline != nil && (r.cfg.PipelineAbove <= 0 || n > int64(r.cfg.PipelineAbove)) {
 		p = r.cfg.Pipeline
+	}
+	if in.ack {
+		return r.callAcked(ctx, in, p)
 	}
 	return evalReserve(ctx, r.rdb, p, in)
 }

@@ -162,27 +162,6 @@ func evalReserveWait(ctx context.Context, node *redis.Client, in reserveCall, re
 	return rep, acked, err
 }
 
-// evalReserveThenWait runs reserve.lua on one connection of node and, only
-// if wait says its reply needs the replicas, WAIT on the same connection:
-// two round trips for those, one for the rest, which then never wait for
-// replicas that are not there. acked is -1 when WAIT was not sent.
-func evalReserveThenWait(ctx context.Context, node *redis.Client, in reserveCall, replicas int, timeout time.Duration, wait func(reply) bool) (rep reply, acked int64, err error) {
-	conn := node.Conn()
-	defer conn.Close()
-	keys, args := in.keysArgs()
-	v, err := reserveScript.Run(ctx, conn, keys, args...).Slice()
-	if err != nil {
-		return reply{}, 0, invite.Unavailable(err)
-	}
-	if rep, err = decodeReply(v); err != nil || !wait(rep) {
-		return rep, -1, err
-	}
-	if acked, err = conn.Wait(ctx, replicas, timeout).Result(); err != nil {
-		return reply{}, 0, invite.Unavailable(err)
-	}
-	return rep, acked, nil
-}
-
 // decodeReply turns reserve.lua's {status, arg?} array into a reply.
 func decodeReply(v []any) (reply, error) {
 	st, arg, err := decodePair(v)
