@@ -29,7 +29,8 @@ const ackRecheck = time.Second
 // acknowledgements and never wait.
 func needsAck(rep reply) bool { return rep.status == stReserved || rep.status == stExisting }
 
-// ackWait is how much longer than without AckReplicas a call may take.
+// ackWait is how much longer than without AckReplicas one WAITed call may
+// take.
 func (r *Reserver) ackWait() time.Duration {
 	if r.cfg.AckReplicas > 0 {
 		return r.cfg.AckTimeout

@@ -301,7 +301,7 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 // request's deadline or its client hanging up. moved is false when shard
 // from had nothing to give.
 func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.Address) (rep reply, moved bool, err error) {
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout+r.ackWait())
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout+2*r.ackWait()) // a steal and a deposit may each WAIT
 	defer cancel()
 	taken, epoch, err := r.steal(mctx, r.keys.bucket(from, code))
 	if err != nil || taken == 0 {
