@@ -1,6 +1,8 @@
 // Package testenv starts the real servers invitegate's tests run against:
-// redis-server child processes (single nodes and 3-master Redis Clusters)
-// and an embedded FerretDB as the MongoDB-wire server. Shared servers live
+// redis-server child processes (single nodes, 3-master Redis Clusters with
+// or without a replica per master, and Sentinel groups: a primary, its
+// replica and three Sentinels) and an embedded FerretDB as the
+// MongoDB-wire server. Shared servers live
 // for the whole test process; tests keep apart with KeyPrefix and DBName
 // instead of wiping them.
 //
