@@ -34,7 +34,7 @@ test-unit: ## the developer's loop, well under a minute: every test that needs n
 	$(GO) test -short $(PKGS)
 
 .PHONY: bench
-bench: ## the viral-spike benchmark: floor, service (K=1, K=16), MongoDB-only baseline, fixed rates; one table (about 10 minutes; needs redis-server)
+bench: ## the viral-spike benchmark: floor, service (K=1, K=16), MongoDB-only baseline, fixed rates, ack=replica against its control (INVITEGATE_BENCH_ONLY=replica for that alone); one table (about 15 minutes; needs redis-server)
 	INVITEGATE_BENCH=full $(GO) test -count=1 -timeout 60m -run '^TestViralSpike$$' -v ./internal/bench
 
 .PHONY: build
@@ -42,7 +42,7 @@ build: ## build the production binaries into ./bin
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./cmd/invitegate ./cmd/invitectl
 
 .PHONY: up
-up: ## the production-like stack with Docker: MongoDB (replica set), Redis (AOF), 2 API replicas, nginx, Prometheus, Grafana, Mailpit
+up: ## the production-like stack with Docker: MongoDB (replica set), Redis (AOF) with a replica and three Sentinels, 2 API replicas, nginx, Prometheus, Grafana, Mailpit
 	docker compose up -d --build
 
 .PHONY: down

@@ -59,6 +59,10 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 		out.BlockedDomain = func(d string) bool { return blocked[d] }
 		m.Logger.WithField("domains", len(blocked)).Info("refusing blocked email domains")
 	}
+	if cfg.Ack == config.AckReplica {
+		// The replicas' WAIT comes on top of the Redis work.
+		out.Timeout += cfg.AckTimeout
+	}
 	if cfg.Ack == config.AckMongo && m.mongoRes == nil {
 		m.committer = persist.NewCommitter(m.Store, persist.CommitterConfig{Batches: mets.persist.AckBatch})
 		out.res = workflow.NewMongoAck(m.signups, m.Store, m.committer, cfg.AckTimeout, m.Now)

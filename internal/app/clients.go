@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,29 +16,28 @@ import (
 )
 
 // NewRedis returns a client for cfg: a cluster client with
-// INVITEGATE_REDIS_CLUSTER, a single-node client otherwise. Every command
-// has a deadline, so a dead Redis turns into errors, not hung requests: the
-// earlier of the request's own (INVITEGATE_REQUEST_TIMEOUT) and 2s.
+// INVITEGATE_REDIS_CLUSTER, a failover client that follows the current
+// primary of INVITEGATE_REDIS_SENTINEL_MASTER (the addresses are then the
+// Sentinels'), a single-node client otherwise. Every command has a
+// deadline, so a dead Redis turns into errors, not hung requests: the
+// earlier of the request's own (INVITEGATE_REQUEST_TIMEOUT) and 2s, plus
+// INVITEGATE_ACK_TIMEOUT with ack=replica, whose WAIT is read in the same
+// round trip as the script.
 func NewRedis(cfg config.Config, poolSize int) redis.UniversalClient {
-	if cfg.RedisCluster {
-		return redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:        cfg.RedisAddrs,
-			Password:     cfg.RedisPassword,
-			DialTimeout:  2 * time.Second,
-			ReadTimeout:  2 * time.Second,
-			WriteTimeout: 2 * time.Second,
-			PoolSize:     poolSize,
-			// A hung node holds a request only until its deadline.
-			ContextTimeoutEnabled: true,
-		})
+	read := 2 * time.Second
+	if cfg.Ack == config.AckReplica {
+		read += cfg.AckTimeout
 	}
-	return redis.NewClient(&redis.Options{
-		Addr:         cfg.RedisAddrs[0],
-		Password:     cfg.RedisPassword,
-		DialTimeout:  2 * time.Second,
-		ReadTimeout:  2 * time.Second,
-		WriteTimeout: 2 * time.Second,
-		PoolSize:     poolSize,
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:            cfg.RedisAddrs,
+		IsClusterMode:    cfg.RedisCluster,
+		MasterName:       cfg.SentinelMaster,
+		Password:         cfg.RedisPassword,
+		SentinelPassword: cfg.SentinelPass,
+		DialTimeout:      2 * time.Second,
+		ReadTimeout:      read,
+		WriteTimeout:     2 * time.Second,
+		PoolSize:         poolSize,
 		// A hung node holds a request only until its deadline.
 		ContextTimeoutEnabled: true,
 	})
@@ -58,7 +58,7 @@ func warnIfEvicting(ctx context.Context, rdb redis.UniversalClient, log logrus.F
 			return nil
 		}
 		if p, ok := v["maxmemory-policy"]; ok && p != "noeviction" {
-			log.WithFields(logrus.Fields{"redis": c.Options().Addr, "maxmemory_policy": p}).
+			log.WithFields(logrus.Fields{"redis": nodeAddr(ctx, c), "maxmemory_policy": p}).
 				Warn("Redis may evict keys when full (maxmemory-policy is not noeviction): an evicted claim or counter can admit an email twice or a code past max_uses; set maxmemory-policy noeviction")
 		}
 		return nil
@@ -69,6 +69,49 @@ func warnIfEvicting(ctx context.Context, rdb redis.UniversalClient, log logrus.F
 	case *redis.Client:
 		_ = check(ctx, c)
 	}
+}
+
+// warnIfFewReplicas logs a warning for every Redis primary with fewer
+// replicas connected than INVITEGATE_ACK_REPLICAS (ack=replica): until
+// enough are back, every signup is answered 503 after
+// INVITEGATE_ACK_TIMEOUT.
+func warnIfFewReplicas(ctx context.Context, rdb redis.UniversalClient, want int, log logrus.FieldLogger) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	check := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "replication").Result()
+		if err != nil {
+			log.WithError(err).Debug("cannot read Redis' replication state")
+			return nil
+		}
+		n := 0
+		for _, line := range strings.Split(info, "\n") {
+			if strings.HasPrefix(line, "slave") && strings.Contains(line, "state=online") {
+				n++
+			}
+		}
+		if n < want {
+			log.WithFields(logrus.Fields{"redis": nodeAddr(ctx, c), "replicas_online": n, "ack_replicas": want}).
+				Warn("INVITEGATE_ACK=replica, but this Redis primary has fewer replicas online than INVITEGATE_ACK_REPLICAS: its signups are answered 503 until enough replicas are back")
+		}
+		return nil
+	}
+	switch c := rdb.(type) {
+	case *redis.ClusterClient:
+		_ = c.ForEachMaster(ctx, check)
+	case *redis.Client:
+		_ = check(ctx, c)
+	}
+}
+
+// nodeAddr names the Redis node c talks to: its address as the node sees
+// it (CLIENT INFO laddr), since a client following Sentinel knows itself
+// only as "FailoverClient"; the configured address if the node cannot say.
+func nodeAddr(ctx context.Context, c *redis.Client) string {
+	if info, err := c.ClientInfo(ctx).Result(); err == nil && info.LAddr != "" {
+		return info.LAddr
+	}
+	return c.Options().Addr
 }
 
 // autoPipeline returns rdb's shared deferred-face autopipeliner with

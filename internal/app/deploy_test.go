@@ -153,7 +153,7 @@ func TestComposeFileIsConsistent(t *testing.T) {
 	if err := yaml.Unmarshal(b, &c); err != nil {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
-	for _, name := range []string{"mongo", "redis", "seed", "api1", "api2", "nginx", "prometheus", "grafana", "mailpit"} {
+	for _, name := range []string{"mongo", "redis", "redis-replica", "redis-sentinel1", "redis-sentinel2", "redis-sentinel3", "seed", "api1", "api2", "nginx", "prometheus", "grafana", "mailpit"} {
 		if _, ok := c.Services[name]; !ok {
 			t.Errorf("service %s missing", name)
 		}
@@ -183,14 +183,42 @@ func TestComposeFileIsConsistent(t *testing.T) {
 		if s.Build != "." || s.Healthcheck == nil || !strings.Contains(strings.Join(s.Healthcheck.Test, " "), "invitegate probe") {
 			t.Errorf("%s: want build . and an `invitegate probe` health check, got %+v", api, s)
 		}
-		if s.Environment["INVITEGATE_SHARDS"] != c.Services["seed"].Environment["INVITEGATE_SHARDS"] {
-			t.Errorf("%s and seed disagree on INVITEGATE_SHARDS", api)
+		for _, k := range []string{"INVITEGATE_SHARDS", "INVITEGATE_REDIS_ADDRS", "INVITEGATE_REDIS_SENTINEL_MASTER"} {
+			if s.Environment[k] != c.Services["seed"].Environment[k] {
+				t.Errorf("%s and seed disagree on %s", api, k)
+			}
+		}
+		// The services follow the primary through all three Sentinels.
+		addrs := strings.Split(s.Environment["INVITEGATE_REDIS_ADDRS"], ",")
+		if s.Environment["INVITEGATE_REDIS_SENTINEL_MASTER"] == "" || len(addrs) != 3 {
+			t.Errorf("%s: want the three Sentinels and a master name, got %q and %q", api, addrs, s.Environment["INVITEGATE_REDIS_SENTINEL_MASTER"])
+		}
+		for _, a := range addrs {
+			host, _, _ := strings.Cut(a, ":")
+			if _, ok := c.Services[host]; !ok || !strings.HasPrefix(host, "redis-sentinel") {
+				t.Errorf("%s: INVITEGATE_REDIS_ADDRS names %s, not a Sentinel service", api, a)
+			}
+			if d, ok := s.DependsOn[host]; !ok || d.Condition != "service_healthy" {
+				t.Errorf("%s does not wait for %s to be healthy", api, host)
+			}
 		}
 	}
 	if _, err := os.Stat("../../Dockerfile"); err != nil {
 		t.Error("Dockerfile missing")
 	}
-	if !strings.Contains(strings.Join(c.Services["redis"].Command, " "), "--appendonly yes") {
-		t.Error("redis runs without AOF")
+	for _, r := range []string{"redis", "redis-replica"} {
+		if !strings.Contains(strings.Join(c.Services[r].Command, " "), "--appendonly yes") {
+			t.Errorf("%s runs without AOF", r)
+		}
+	}
+	if !strings.Contains(strings.Join(c.Services["redis-replica"].Command, " "), "--replicaof redis 6379") {
+		t.Error("redis-replica does not replicate redis")
+	}
+	conf, err := os.ReadFile("../../deploy/redis/sentinel.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if master := c.Services["api1"].Environment["INVITEGATE_REDIS_SENTINEL_MASTER"]; !strings.Contains(string(conf), "sentinel monitor "+master+" redis 6379 2") {
+		t.Errorf("deploy/redis/sentinel.conf does not monitor %s on redis:6379 with quorum 2", master)
 	}
 }

@@ -203,14 +203,18 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	// Blocking stream reads hold a connection each: give them their own
 	// pool so they never starve the hot path.
 	m.rdbStreams = NewRedis(cfg, cfg.Shards+4)
-	m.Reserver = reserve.New(m.rdb, reserve.Config{
+	rcfg := reserve.Config{
 		Namespace: cfg.RedisNamespace,
 		Shards:    cfg.Shards,
 		Pipeline:  pipe,
 		Now:       m.Now,
 		Logger:    log,
 		Metrics:   mets.reserve,
-	})
+	}
+	if cfg.Ack == config.AckReplica {
+		rcfg.AckReplicas, rcfg.AckTimeout = cfg.AckReplicas, cfg.AckTimeout
+	}
+	m.Reserver = reserve.New(m.rdb, rcfg)
 	m.failover = workflow.NewFailover(workflow.NewInvitations(m.Store, m.Reserver, m.Now), workflow.FailoverConfig{
 		Logger: log, Metrics: mets.failover,
 	})
@@ -221,6 +225,9 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 		return err
 	}
 	warnIfEvicting(ctx, m.rdb, log)
+	if cfg.Ack == config.AckReplica {
+		warnIfFewReplicas(ctx, m.rdb, cfg.AckReplicas, log)
+	}
 	if err := retry(ctx, log, "redis scripts", m.Reserver.LoadScripts); err != nil {
 		return err
 	}

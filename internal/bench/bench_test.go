@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -102,11 +103,63 @@ func TestViralSpike(t *testing.T) {
 		t.Logf("could not lower the MongoDB-wire server's priority: %v", err)
 	}
 	var tab table
+	var rounds, rounds16, roundsR series
+	sections := benchSections(t)
+	if sections["k1"] {
+		benchK1(t, bin, mongoSrv, sz, &tab, &rounds)
+	}
+	if sections["k16"] {
+		benchK16(t, bin, mongoSrv, sz, &tab, &rounds16)
+	}
+	if sections["baseline"] {
+		// The baseline: a spike with seats taken in MongoDB alone.
+		sm := newStack(t, bin, mongoSrv, "mongo", 1, sz)
+		base := sm.codes(t, "spike", 1)
+		sm.start(t)
+		tab.add(sm.run(t, "baseline spike (RESERVER=mongo)", sm.svc, load{prefix: "spike", codes: base, n: sz.baseline, workers: sz.baseWorkers}))
+	}
+	if sections["replica"] {
+		benchAckReplica(t, bin, mongoSrv, sz, &tab, &roundsR)
+	}
 
-	// K=1. The throughput comparison runs in rounds, the floor and the
-	// service taking turns, each round on a fresh code; the median round is
-	// reported, so one noisy moment on a shared machine does not decide a
-	// ratio.
+	tab.print(os.Stdout)
+	for _, r := range append(append(rounds.all(), rounds16.all()...), append(roundsR.all(), tab.rows...)...) {
+		if r.check != "ok" {
+			t.Errorf("%s: %s", r.name, r.check)
+		}
+	}
+}
+
+// benchSectionNames are the parts of TestViralSpike, in the order they run.
+var benchSectionNames = []string{"k1", "k16", "baseline", "replica"}
+
+// benchSections returns the sections INVITEGATE_BENCH_ONLY names
+// (comma-separated, e.g. "replica" or "k1,baseline"); empty: all of them.
+func benchSections(t *testing.T) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	v := os.Getenv("INVITEGATE_BENCH_ONLY")
+	if v == "" {
+		for _, n := range benchSectionNames {
+			out[n] = true
+		}
+		return out
+	}
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		if !slices.Contains(benchSectionNames, n) {
+			t.Fatalf("INVITEGATE_BENCH_ONLY: unknown section %q, want some of %v", n, benchSectionNames)
+		}
+		out[n] = true
+	}
+	return out
+}
+
+// benchK1 is K=1 on one redis-server. The throughput comparison runs in
+// rounds, the floor and the service taking turns, each round on a fresh
+// code; the median round is reported, so one noisy moment on a shared
+// machine does not decide a ratio.
+func benchK1(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
 	s := newStack(t, bin, mongoSrv, "redis", 1, sz)
 	spikes := make([][]string, sz.rounds)
 	plainSpikes := make([][]string, sz.rounds)
@@ -124,7 +177,6 @@ func TestViralSpike(t *testing.T) {
 	// the floor makes.
 	plain := s.startService(t, "INVITEGATE_REDIS_PIPELINE=false")
 	floor := s.startFloor(t)
-	var rounds series
 	for i := range sz.rounds {
 		fp := fmt.Sprintf("floor%d", i)
 		rounds.add(s.run(t, "floor", floor, load{prefix: fp, codes: []string{"floor"}, n: sz.spike}))
@@ -133,7 +185,7 @@ func TestViralSpike(t *testing.T) {
 		rounds.add(s.run(t, "spike K=1, no pipelining", plain, load{prefix: fmt.Sprintf("plain%d", i), codes: plainSpikes[i], n: sz.spike}))
 		rounds.add(s.run(t, "sold out K=1, no pipelining", plain, load{prefix: fmt.Sprintf("plainlate%d", i), codes: plainSpikes[i], n: sz.spike}))
 	}
-	rounds.medians(&tab)
+	rounds.medians(tab)
 	tab.add(s.run(t, fmt.Sprintf("fill %d codes K=1", len(retry)), s.svc, load{prefix: "fill", codes: retry, n: sz.retry}))
 	tab.add(s.run(t, "retry storm K=1", s.svc, load{prefix: "fill", codes: retry, n: sz.retry, repeat: true}))
 	for _, rate := range sz.rates {
@@ -141,9 +193,12 @@ func TestViralSpike(t *testing.T) {
 		tab.add(s.run(t, fmt.Sprintf("3 codes K=1 @ %d/s", rate), s.svc, load{prefix: fmt.Sprintf("rate%d", rate), codes: rated[rate], rate: rate}))
 	}
 
-	// K=16 on a redis-server of its own: a spike that moves tokens between
-	// shards, then sold out, where a rejection must still cost one round
-	// trip.
+}
+
+// benchK16 is K=16 on a redis-server of its own: a spike that moves tokens
+// between shards, then sold out, where a rejection must still cost one
+// round trip.
+func benchK16(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds16 *series) {
 	s16 := newStack(t, bin, mongoSrv, "redis", 16, sz)
 	spikes16 := make([][]string, sz.rounds)
 	for i := range sz.rounds {
@@ -151,26 +206,44 @@ func TestViralSpike(t *testing.T) {
 	}
 	s16.start(t)
 	floor16 := s16.startFloor(t)
-	var rounds16 series
 	for i := range sz.rounds {
 		rounds16.add(s16.run(t, "floor", floor16, load{prefix: fmt.Sprintf("floor%d", i), codes: []string{"floor"}, n: sz.spike}))
 		rounds16.add(s16.run(t, "spike K=16", s16.svc, load{prefix: fmt.Sprintf("spike%d", i), codes: spikes16[i], n: sz.spike}))
 		rounds16.add(s16.run(t, "sold out K=16", s16.svc, load{prefix: fmt.Sprintf("late%d", i), codes: spikes16[i], n: sz.spike}))
 	}
-	rounds16.medians(&tab)
+	rounds16.medians(tab)
+}
 
-	// The baseline: a spike with seats taken in MongoDB alone.
-	sm := newStack(t, bin, mongoSrv, "mongo", 1, sz)
-	base := sm.codes(t, "spike", 1)
-	sm.start(t)
-	tab.add(sm.run(t, "baseline spike (RESERVER=mongo)", sm.svc, load{prefix: "spike", codes: base, n: sz.baseline, workers: sz.baseWorkers}))
-
-	tab.print(os.Stdout)
-	for _, r := range append(rounds.all(), append(rounds16.all(), tab.rows...)...) {
-		if r.check != "ok" {
-			t.Errorf("%s: %s", r.name, r.check)
-		}
+// benchAckReplica measures INVITEGATE_ACK=replica against its control: two
+// services on one primary with one replica (both appendfsync always),
+// followed through three Sentinels, the same load, only INVITEGATE_ACK
+// differing. The floor runs against the primary.
+func benchAckReplica(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
+	s := newStack(t, bin, mongoSrv, "sentinel", 1, sz)
+	spikes := make([][]string, sz.rounds)
+	acked := make([][]string, sz.rounds)
+	for i := range sz.rounds {
+		spikes[i] = s.codes(t, fmt.Sprintf("rspike%d", i), 1)
+		acked[i] = s.codes(t, fmt.Sprintf("aspike%d", i), 1)
 	}
+	fills := max(1, sz.retry/sz.capacity)
+	retry := s.codes(t, "rretry", fills)
+	retryAcked := s.codes(t, "aretry", fills)
+	s.start(t)
+	ack := s.startService(t, "INVITEGATE_ACK=replica")
+	floor := s.startFloor(t)
+	for i := range sz.rounds {
+		rounds.add(s.run(t, "floor", floor, load{prefix: fmt.Sprintf("rfloor%d", i), codes: []string{"floor"}, n: sz.spike}))
+		rounds.add(s.run(t, "spike K=1, with a replica, ack=redis", s.svc, load{prefix: fmt.Sprintf("rspike%d", i), codes: spikes[i], n: sz.spike}))
+		rounds.add(s.run(t, "sold out K=1, with a replica, ack=redis", s.svc, load{prefix: fmt.Sprintf("rlate%d", i), codes: spikes[i], n: sz.spike}))
+		rounds.add(s.run(t, "spike K=1, ack=replica", ack, load{prefix: fmt.Sprintf("aspike%d", i), codes: acked[i], n: sz.spike}))
+		rounds.add(s.run(t, "sold out K=1, ack=replica", ack, load{prefix: fmt.Sprintf("alate%d", i), codes: acked[i], n: sz.spike}))
+	}
+	rounds.medians(tab)
+	tab.add(s.run(t, fmt.Sprintf("fill %d codes K=1, with a replica, ack=redis", fills), s.svc, load{prefix: "rfill", codes: retry, n: sz.retry}))
+	tab.add(s.run(t, "retry storm K=1, with a replica, ack=redis", s.svc, load{prefix: "rfill", codes: retry, n: sz.retry, repeat: true}))
+	tab.add(s.run(t, fmt.Sprintf("fill %d codes K=1, ack=replica", fills), ack, load{prefix: "afill", codes: retryAcked, n: sz.retry}))
+	tab.add(s.run(t, "retry storm K=1, ack=replica", ack, load{prefix: "afill", codes: retryAcked, n: sz.retry, repeat: true}))
 }
 
 // series collects the rounds of closed-loop runs by scenario name.
@@ -240,7 +313,8 @@ type server struct {
 }
 
 // stack is one deployment: a redis-server of its own (none for
-// RESERVER=mongo), a database of its own on the shared MongoDB-wire server,
+// RESERVER=mongo; a primary, a replica and three Sentinels for "sentinel"),
+// a database of its own on the shared MongoDB-wire server,
 // and one invitegate serve with the production defaults. Its invitations
 // are created before the service starts (start), so none is answered from
 // a snapshot of codes taken before it existed.
@@ -274,13 +348,23 @@ func newStack(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, reserver
 	s.store = persist.NewStore(mc.Database(db), nil, nil)
 	env := []string{
 		"INVITEGATE_MONGO_URI=" + mongoSrv.URI, "INVITEGATE_MONGO_DB=" + db,
-		"INVITEGATE_SHARDS=" + strconv.Itoa(shards), "INVITEGATE_RESERVER=" + reserver,
+		"INVITEGATE_SHARDS=" + strconv.Itoa(shards),
 		"INVITEGATE_SHUTDOWN_GRACE=0s", "INVITEGATE_PPROF=true",
 	}
 	s.storePid = mongoSrv.Pid
-	if reserver == "redis" {
+	switch reserver {
+	case "redis":
 		s.redis = testenv.StartRedis(t, testenv.RedisOptions{AOF: true, AppendFsync: "always"})
 		env = append(env, "INVITEGATE_REDIS_ADDRS="+s.redis.Addr)
+	case "sentinel":
+		g := testenv.StartSentinelGroup(t, testenv.SentinelOptions{AppendFsync: "always"})
+		s.redis = g.Nodes[0]
+		env = append(env, "INVITEGATE_REDIS_ADDRS="+strings.Join(g.SentinelAddrs(), ","), "INVITEGATE_REDIS_SENTINEL_MASTER="+g.MasterName)
+		reserver = "redis"
+	}
+	env = append(env, "INVITEGATE_RESERVER="+reserver)
+	if s.redis != nil {
+		// The store whose CPU is counted is the primary.
 		s.storePid = s.redis.Pid
 		s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr})
 		t.Cleanup(func() { s.rdb.Close() })

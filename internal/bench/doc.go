@@ -15,7 +15,10 @@
 // It prints one table: requests/s, latency percentiles, outcomes, admitted
 // vs capacity, the serving process's peak RSS and the CPU seconds per 1,000
 // requests of the serving process and of its store. INVITEGATE_BENCH=full
-// runs the sizes docs/BENCHMARKS.md reports (about ten minutes); without it
+// runs the sizes docs/BENCHMARKS.md reports (about fifteen minutes); without it
 // `make test` runs the same code on small sizes, so the harness itself is
-// tested.
+// tested. INVITEGATE_BENCH_ONLY runs some of the sections alone
+// (comma-separated: k1, k16, baseline, replica), e.g.
+// INVITEGATE_BENCH=full INVITEGATE_BENCH_ONLY=replica for INVITEGATE_ACK=replica
+// against its control on a primary with one replica behind Sentinel.
 package bench

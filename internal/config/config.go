@@ -33,6 +33,8 @@ type Config struct {
 	RedisAddrs      []string
 	RedisCluster    bool
 	RedisPassword   string
+	SentinelMaster  string
+	SentinelPass    string
 	RedisNamespace  string
 	MongoURI        string
 	MongoDB         string
@@ -49,6 +51,7 @@ type Config struct {
 	Reserver       string
 	Ack            string
 	AckTimeout     time.Duration
+	AckReplicas    int
 	ClaimIdle      time.Duration
 	MaxInFlight    int
 	MaxConns       int
@@ -82,8 +85,19 @@ const (
 
 // Acknowledgement modes (INVITEGATE_ACK).
 const (
-	AckRedis = "redis" // answer once Redis holds the reservation
-	AckMongo = "mongo" // answer once MongoDB holds it
+	AckRedis   = "redis"   // answer once Redis holds the reservation
+	AckReplica = "replica" // answer once Redis' replicas hold it too (WAIT)
+	AckMongo   = "mongo"   // answer once MongoDB holds it
+)
+
+// The default of INVITEGATE_ACK_TIMEOUT by mode. MongoDB's majority write
+// goes through a group commit and a replica set's round trips; Redis'
+// WAIT needs one round trip from primary to replica, so half a second is
+// far above a healthy replica's lag and short enough that a signup whose
+// replica is gone is answered 503 soon.
+const (
+	DefaultAckTimeoutMongo   = 2 * time.Second
+	DefaultAckTimeoutReplica = 500 * time.Millisecond
 )
 
 // option is one configuration setting: its env variable, flag, default and
@@ -96,9 +110,11 @@ type option struct {
 var settings = []option{
 	{"INVITEGATE_HTTP_ADDR", "http-addr", ":8080", "public API listen address", func(c *Config) flag.Value { return (*strVal)(&c.HTTPAddr) }},
 	{"INVITEGATE_ADMIN_ADDR", "admin-addr", ":9090", "admin listener (/livez, /readyz, /metrics)", func(c *Config) flag.Value { return (*strVal)(&c.AdminAddr) }},
-	{"INVITEGATE_REDIS_ADDRS", "redis-addrs", "127.0.0.1:6379", "comma-separated Redis host:port list (cluster seed nodes with --redis-cluster)", func(c *Config) flag.Value { return (*listVal)(&c.RedisAddrs) }},
+	{"INVITEGATE_REDIS_ADDRS", "redis-addrs", "127.0.0.1:6379", "comma-separated Redis host:port list (cluster seed nodes with --redis-cluster, the Sentinels with --redis-sentinel-master)", func(c *Config) flag.Value { return (*listVal)(&c.RedisAddrs) }},
 	{"INVITEGATE_REDIS_CLUSTER", "redis-cluster", "false", "talk to Redis Cluster instead of one node", func(c *Config) flag.Value { return (*boolVal)(&c.RedisCluster) }},
 	{"INVITEGATE_REDIS_PASSWORD", "redis-password", "", "Redis password (secret)", func(c *Config) flag.Value { return (*strVal)(&c.RedisPassword) }},
+	{"INVITEGATE_REDIS_SENTINEL_MASTER", "redis-sentinel-master", "", "the master name the Sentinels in --redis-addrs monitor: follow its current primary (empty: no Sentinel)", func(c *Config) flag.Value { return (*strVal)(&c.SentinelMaster) }},
+	{"INVITEGATE_REDIS_SENTINEL_PASSWORD", "redis-sentinel-password", "", "password of the Sentinels themselves, if they require one (secret; the data nodes use --redis-password)", func(c *Config) flag.Value { return (*strVal)(&c.SentinelPass) }},
 	{"INVITEGATE_REDIS_NAMESPACE", "redis-namespace", reserve.DefaultNamespace, "prefix of every Redis key (carries the key-schema version)", func(c *Config) flag.Value { return (*strVal)(&c.RedisNamespace) }},
 	{"INVITEGATE_MONGO_URI", "mongo-uri", "mongodb://127.0.0.1:27017", "MongoDB connection string (credentials are masked in logs)", func(c *Config) flag.Value { return (*strVal)(&c.MongoURI) }},
 	{"INVITEGATE_MONGO_DB", "mongo-db", "invitegate", "MongoDB database name", func(c *Config) flag.Value { return (*strVal)(&c.MongoDB) }},
@@ -112,8 +128,9 @@ var settings = []option{
 	{"INVITEGATE_LOG_LEVEL", "log-level", "info", "debug, info, warn or error", func(c *Config) flag.Value { return (*strVal)(&c.LogLevel) }},
 	{"INVITEGATE_LOG_FORMAT", "log-format", "json", "json or text", func(c *Config) flag.Value { return (*strVal)(&c.LogFormat) }},
 	{"INVITEGATE_RESERVER", "reserver", ReserverRedis, "where seats are taken: redis (the design) or mongo (MongoDB alone, for small deployments without Redis; fixed per deployment)", func(c *Config) flag.Value { return (*strVal)(&c.Reserver) }},
-	{"INVITEGATE_ACK", "ack", AckRedis, "when a signup is acknowledged: redis (once Redis holds it) or mongo (once MongoDB does)", func(c *Config) flag.Value { return (*strVal)(&c.Ack) }},
-	{"INVITEGATE_ACK_TIMEOUT", "ack-timeout", "2s", "with --ack=mongo, the longest a signup waits for MongoDB before the answer is 503", func(c *Config) flag.Value { return (*durVal)(&c.AckTimeout) }},
+	{"INVITEGATE_ACK", "ack", AckRedis, "when a signup is acknowledged: redis (once Redis holds it), replica (once --ack-replicas Redis replicas do, by WAIT) or mongo (once MongoDB does)", func(c *Config) flag.Value { return (*strVal)(&c.Ack) }},
+	{"INVITEGATE_ACK_TIMEOUT", "ack-timeout", autoValue, "with --ack=mongo or replica, the longest a signup waits for MongoDB or the replicas before the answer is 503 (auto: 2s with mongo, 500ms with replica)", func(c *Config) flag.Value { return (*autoDurVal)(&c.AckTimeout) }},
+	{"INVITEGATE_ACK_REPLICAS", "ack-replicas", "1", "with --ack=replica, how many Redis replicas must hold a signup before it is answered", func(c *Config) flag.Value { return (*intVal)(&c.AckReplicas) }},
 	{"INVITEGATE_RECONCILER_CLAIM_IDLE", "reconciler-claim-idle", "15s", "how long a reservation read by a dead consumer waits before another reconciler takes it over", func(c *Config) flag.Value { return (*durVal)(&c.ClaimIdle) }},
 	{"INVITEGATE_MAX_IN_FLIGHT", "max-in-flight", "512", "signups worked on at once per process; past it, an immediate 503 (0: no bound)", func(c *Config) flag.Value { return (*intVal)(&c.MaxInFlight) }},
 	{"INVITEGATE_MAX_CONNS", "max-conns", "4096", "open connections to the public listener; more wait in the kernel's backlog (0: no bound)", func(c *Config) flag.Value { return (*intVal)(&c.MaxConns) }},
@@ -166,6 +183,12 @@ func Load(name string, args []string, getenv func(string) string, usage io.Write
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
+	if c.AckTimeout == autoDuration {
+		c.AckTimeout = DefaultAckTimeoutMongo
+		if c.Ack == AckReplica {
+			c.AckTimeout = DefaultAckTimeoutReplica
+		}
+	}
 	return c, c.Validate()
 }
 
@@ -184,8 +207,15 @@ func (c Config) Validate() error {
 			return fmt.Errorf("INVITEGATE_REDIS_ADDRS: %q: want host:port: %w", a, err)
 		}
 	}
-	if !c.RedisCluster && len(c.RedisAddrs) > 1 {
-		return errors.New("INVITEGATE_REDIS_ADDRS: several addresses need INVITEGATE_REDIS_CLUSTER=true")
+	switch {
+	case c.SentinelMaster != "" && c.RedisCluster:
+		return errors.New("INVITEGATE_REDIS_SENTINEL_MASTER and INVITEGATE_REDIS_CLUSTER=true exclude each other: Redis Cluster fails over by itself, Sentinel watches one primary and its replicas")
+	case c.SentinelMaster != "" && strings.ContainsAny(c.SentinelMaster, " \t\r\n"):
+		return fmt.Errorf("INVITEGATE_REDIS_SENTINEL_MASTER=%q: a master name has no spaces", c.SentinelMaster)
+	case c.SentinelMaster == "" && c.SentinelPass != "":
+		return errors.New("INVITEGATE_REDIS_SENTINEL_PASSWORD is set without INVITEGATE_REDIS_SENTINEL_MASTER: it is the Sentinels' password")
+	case c.SentinelMaster == "" && !c.RedisCluster && len(c.RedisAddrs) > 1:
+		return errors.New("INVITEGATE_REDIS_ADDRS: several addresses need INVITEGATE_REDIS_CLUSTER=true (or INVITEGATE_REDIS_SENTINEL_MASTER, when they are Sentinels)")
 	}
 	if c.RedisNamespace == "" || strings.ContainsAny(c.RedisNamespace, "{}: ") {
 		return fmt.Errorf("INVITEGATE_REDIS_NAMESPACE=%q: must be non-empty without braces, colons or spaces", c.RedisNamespace)
@@ -224,8 +254,17 @@ func (c Config) Validate() error {
 	if c.Reserver == ReserverMongo && c.RateLimit != "" {
 		return errors.New("INVITEGATE_RATE_LIMIT needs Redis: it cannot be used with INVITEGATE_RESERVER=mongo")
 	}
-	if c.Ack != AckRedis && c.Ack != AckMongo {
-		return fmt.Errorf("INVITEGATE_ACK=%q: want redis or mongo", c.Ack)
+	if c.Ack != AckRedis && c.Ack != AckReplica && c.Ack != AckMongo {
+		return fmt.Errorf("INVITEGATE_ACK=%q: want redis, replica or mongo", c.Ack)
+	}
+	if c.Ack == AckReplica && c.Reserver == ReserverMongo {
+		return errors.New("INVITEGATE_ACK=replica waits for Redis' replicas: it cannot be used with INVITEGATE_RESERVER=mongo")
+	}
+	if c.AckReplicas < 1 || c.AckReplicas > 16 {
+		return fmt.Errorf("INVITEGATE_ACK_REPLICAS=%d: must be 1..16", c.AckReplicas)
+	}
+	if c.Ack == AckReplica && c.AckTimeout > maxReplicaAckTimeout {
+		return fmt.Errorf("INVITEGATE_ACK_TIMEOUT=%s: with INVITEGATE_ACK=replica at most %s (a signup holds a Redis connection while it waits)", c.AckTimeout, maxReplicaAckTimeout)
 	}
 	for _, n := range []struct {
 		name string
@@ -326,6 +365,9 @@ func (c Config) Fields() logrus.Fields {
 	}
 	if c.RedisPassword != "" {
 		f["INVITEGATE_REDIS_PASSWORD"] = "***"
+	}
+	if c.SentinelPass != "" {
+		f["INVITEGATE_REDIS_SENTINEL_PASSWORD"] = "***"
 	}
 	if c.SMTPPassword != "" {
 		f["INVITEGATE_SMTP_PASSWORD"] = "***"

@@ -58,6 +58,11 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		{map[string]string{"INVITEGATE_LOG_FORMAT": "xml"}, nil, "INVITEGATE_LOG_FORMAT"},
 		{map[string]string{"INVITEGATE_REDIS_NAMESPACE": "a{b}"}, nil, "INVITEGATE_REDIS_NAMESPACE"},
 		{map[string]string{"INVITEGATE_ACK": "disk"}, nil, "INVITEGATE_ACK"},
+		{map[string]string{"INVITEGATE_ACK": "replica", "INVITEGATE_RESERVER": "mongo"}, nil, "INVITEGATE_RESERVER=mongo"},
+		{map[string]string{"INVITEGATE_ACK": "replica", "INVITEGATE_ACK_REPLICAS": "0"}, nil, "INVITEGATE_ACK_REPLICAS"},
+		{map[string]string{"INVITEGATE_ACK_REPLICAS": "many"}, nil, "INVITEGATE_ACK_REPLICAS"},
+		{map[string]string{"INVITEGATE_ACK": "replica", "INVITEGATE_ACK_TIMEOUT": "1m"}, nil, "INVITEGATE_ACK_TIMEOUT"},
+		{map[string]string{"INVITEGATE_ACK_TIMEOUT": "later"}, nil, "INVITEGATE_ACK_TIMEOUT"},
 		{map[string]string{"INVITEGATE_ACK_TIMEOUT": "0s"}, nil, "INVITEGATE_ACK_TIMEOUT"},
 		{map[string]string{"INVITEGATE_MAX_IN_FLIGHT": "-1"}, nil, "INVITEGATE_MAX_IN_FLIGHT"},
 		{map[string]string{"INVITEGATE_RATE_LIMIT": "10"}, nil, "INVITEGATE_RATE_LIMIT"},
@@ -75,6 +80,70 @@ func TestLoadRejectsBadValues(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("env %v args %v: err = %v, want mention of %s", tt.env, tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestRedisTopology: one node, a cluster, or Sentinels following a
+// primary; the settings that say which, and the combinations refused.
+func TestRedisTopology(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string // "" accepted, else a part of the error
+	}{
+		{"one node", map[string]string{"INVITEGATE_REDIS_ADDRS": "r:6379"}, ""},
+		{"cluster seeds", map[string]string{"INVITEGATE_REDIS_ADDRS": "a:1,b:2", "INVITEGATE_REDIS_CLUSTER": "true"}, ""},
+		{"sentinels", map[string]string{"INVITEGATE_REDIS_ADDRS": "s1:26379,s2:26379,s3:26379", "INVITEGATE_REDIS_SENTINEL_MASTER": "invitegate"}, ""},
+		{"one sentinel", map[string]string{"INVITEGATE_REDIS_ADDRS": "s1:26379", "INVITEGATE_REDIS_SENTINEL_MASTER": "invitegate"}, ""},
+		{"sentinels with a password", map[string]string{"INVITEGATE_REDIS_ADDRS": "s1:26379", "INVITEGATE_REDIS_SENTINEL_MASTER": "m", "INVITEGATE_REDIS_SENTINEL_PASSWORD": "pw"}, ""},
+		{"several without cluster or sentinel", map[string]string{"INVITEGATE_REDIS_ADDRS": "a:1,b:2"}, "several addresses need INVITEGATE_REDIS_CLUSTER=true"},
+		{"sentinel and cluster", map[string]string{"INVITEGATE_REDIS_ADDRS": "a:1", "INVITEGATE_REDIS_SENTINEL_MASTER": "m", "INVITEGATE_REDIS_CLUSTER": "true"}, "exclude each other"},
+		{"sentinel password alone", map[string]string{"INVITEGATE_REDIS_SENTINEL_PASSWORD": "pw"}, "without INVITEGATE_REDIS_SENTINEL_MASTER"},
+		{"master name with a space", map[string]string{"INVITEGATE_REDIS_SENTINEL_MASTER": "my master"}, "INVITEGATE_REDIS_SENTINEL_MASTER"},
+		{"sentinel address without port", map[string]string{"INVITEGATE_REDIS_ADDRS": "s1", "INVITEGATE_REDIS_SENTINEL_MASTER": "m"}, "want host:port"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load("t", nil, env(tt.env), io.Discard)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("err = %v, want mention of %q", err, tt.want)
+			case tt.want == "" && c.SentinelMaster != tt.env["INVITEGATE_REDIS_SENTINEL_MASTER"]:
+				t.Fatalf("master %q", c.SentinelMaster)
+			}
+		})
+	}
+}
+
+// TestAckModes: each acknowledgement mode and INVITEGATE_ACK_TIMEOUT's
+// default for it; an explicit timeout wins.
+func TestAckModes(t *testing.T) {
+	tests := []struct {
+		env      map[string]string
+		ack      string
+		timeout  time.Duration
+		replicas int
+	}{
+		{nil, AckRedis, DefaultAckTimeoutMongo, 1},
+		{map[string]string{"INVITEGATE_ACK": "mongo"}, AckMongo, 2 * time.Second, 1},
+		{map[string]string{"INVITEGATE_ACK": "replica"}, AckReplica, 500 * time.Millisecond, 1},
+		{map[string]string{"INVITEGATE_ACK": "replica", "INVITEGATE_ACK_REPLICAS": "2", "INVITEGATE_ACK_TIMEOUT": "250ms"}, AckReplica, 250 * time.Millisecond, 2},
+		{map[string]string{"INVITEGATE_ACK": "mongo", "INVITEGATE_ACK_TIMEOUT": "auto"}, AckMongo, 2 * time.Second, 1},
+	}
+	for _, tt := range tests {
+		c, err := Load("t", nil, env(tt.env), io.Discard)
+		if err != nil {
+			t.Fatalf("%v: %v", tt.env, err)
+		}
+		if c.Ack != tt.ack || c.AckTimeout != tt.timeout || c.AckReplicas != tt.replicas {
+			t.Errorf("%v: ack %q, timeout %v, replicas %d; want %q, %v, %d", tt.env, c.Ack, c.AckTimeout, c.AckReplicas, tt.ack, tt.timeout, tt.replicas)
+		}
+	}
+	c, err := Load("t", []string{"--ack=replica", "--ack-timeout=750ms"}, env(nil), io.Discard)
+	if err != nil || c.AckTimeout != 750*time.Millisecond || c.Fields()["INVITEGATE_ACK_TIMEOUT"] != "750ms" {
+		t.Fatalf("flags: %v, %v, logged %v", err, c.AckTimeout, c.Fields()["INVITEGATE_ACK_TIMEOUT"])
 	}
 }
 
@@ -105,8 +174,10 @@ func TestRateLimitAndProxies(t *testing.T) {
 
 func TestFieldsMaskSecrets(t *testing.T) {
 	c, err := Load("t", nil, env(map[string]string{
-		"INVITEGATE_MONGO_URI":      "mongodb://user:hunter2@db:27017/?authSource=admin",
-		"INVITEGATE_REDIS_PASSWORD": "s3cret",
+		"INVITEGATE_MONGO_URI":               "mongodb://user:hunter2@db:27017/?authSource=admin",
+		"INVITEGATE_REDIS_PASSWORD":          "s3cret",
+		"INVITEGATE_REDIS_SENTINEL_MASTER":   "m",
+		"INVITEGATE_REDIS_SENTINEL_PASSWORD": "s3cret",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)

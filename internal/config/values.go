@@ -85,3 +85,30 @@ func (v *durVal) String() string {
 	}
 	return time.Duration(*v).String()
 }
+
+// autoValue is the default of a setting whose value depends on others;
+// Load resolves it.
+const autoValue = "auto"
+
+// autoDuration is what an autoDurVal holds until Load resolves it.
+const autoDuration = time.Duration(-1)
+
+// maxReplicaAckTimeout bounds INVITEGATE_ACK_TIMEOUT with ack=replica.
+const maxReplicaAckTimeout = 10 * time.Second
+
+// autoDurVal is a durVal that may also be "auto" (autoDuration).
+type autoDurVal time.Duration
+
+func (v *autoDurVal) Set(s string) error {
+	if s == autoValue {
+		*v = autoDurVal(autoDuration)
+		return nil
+	}
+	return (*durVal)(v).Set(s)
+}
+func (v *autoDurVal) String() string {
+	if v != nil && time.Duration(*v) == autoDuration {
+		return autoValue
+	}
+	return (*durVal)(v).String()
+}

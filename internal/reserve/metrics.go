@@ -7,6 +7,9 @@ type Metrics struct {
 	Sweeps      prometheus.Counter
 	TokensMoved prometheus.Counter
 	GiveBacks   prometheus.Counter
+	// NotReplicated counts signups answered 503 with INVITEGATE_ACK=replica
+	// because the replicas did not confirm them in time.
+	NotReplicated prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -25,9 +28,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "invitegate_reserve_tokens_given_back_total",
 			Help: "Tokens returned because MongoDB refused a reservation (the email belonged to another code).",
 		}),
+		NotReplicated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "invitegate_reserve_not_replicated_total",
+			Help: "Signups (and token moves) not confirmed by the Redis replicas within INVITEGATE_ACK_TIMEOUT (INVITEGATE_ACK=replica): answered 503.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Sweeps, m.TokensMoved, m.GiveBacks)
+		reg.MustRegister(m.Sweeps, m.TokensMoved, m.GiveBacks, m.NotReplicated)
 	}
 	return m
 }

@@ -44,7 +44,8 @@ type Config struct {
 	SweepLease time.Duration
 	// Pipeline, when set, carries the hot path's script calls: concurrent
 	// signups share pipelined round trips instead of one each (see
-	// Submitter). Nil: one round trip per call.
+	// Submitter). Nil: one round trip per call. With AckReplicas the WAIT
+	// never rides it (ack.go).
 	Pipeline Submitter
 	// PipelineAbove is how many of this Reserver's calls must be waiting
 	// on Redis before a new one takes the pipeline (default 4; negative:
@@ -52,9 +53,19 @@ type Config struct {
 	// under a crowd, and at moderate load its hand-offs lengthen the
 	// latency tail.
 	PipelineAbove int
-	Now           func() time.Time
-	Logger        logrus.FieldLogger
-	Metrics       *Metrics
+	// AckReplicas, when above 0, is INVITEGATE_ACK=replica: a signup is
+	// answered Created or Existing only once Redis' WAIT confirms that this
+	// many replicas hold it (docs/ARCHITECTURE.md, "Durability"). The
+	// client must then be a *redis.Client (one node, or a failover client
+	// following Sentinel's primary) or a *redis.ClusterClient.
+	AckReplicas int
+	// AckTimeout bounds WAIT (default 500ms). Past it the answer is
+	// ErrNotReplicated; the seat may be taken, and a retry answers
+	// Existing once the replicas hold it.
+	AckTimeout time.Duration
+	Now        func() time.Time
+	Logger     logrus.FieldLogger
+	Metrics    *Metrics
 }
 
 // Submitter coalesces concurrent commands into pipelined round trips:
@@ -76,6 +87,9 @@ type Reserver struct {
 	metrics *Metrics
 
 	waiting atomic.Int64 // calls waiting on Redis, for PipelineAbove
+	// ackShortUntil (unix ns): a WAIT came back short, so until then calls
+	// send WAIT only behind an answer that needs it (ack.go).
+	ackShortUntil atomic.Int64
 }
 
 // moveTimeout bounds one token move (steal + deposit). A move runs on a
@@ -126,6 +140,9 @@ func New(rdb Client, cfg Config) *Reserver {
 	}
 	if cfg.PipelineAbove == 0 {
 		cfg.PipelineAbove = 4
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = 500 * time.Millisecond
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -245,9 +262,9 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 // request's deadline or its client hanging up. moved is false when shard
 // from had nothing to give.
 func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.Address) (rep reply, moved bool, err error) {
-	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout)
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), moveTimeout+2*r.ackWait()) // a steal and a deposit may each WAIT
 	defer cancel()
-	taken, epoch, err := evalSteal(mctx, r.rdb, r.keys.bucket(from, code), r.keys.history(from))
+	taken, epoch, err := r.steal(mctx, r.keys.bucket(from, code), r.keys.history(from))
 	if err != nil || taken == 0 {
 		return reply{}, false, err
 	}
@@ -268,6 +285,7 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 		code:    code, canonical: a.Canonical, email: a.Normalized, now: r.cfg.Now().UnixMilli(),
 		carry: carry, carryEpoch: carryEpoch, markTTL: markTTL, shards: r.kArg,
 		sweepLease: max(r.cfg.SweepLease.Milliseconds(), 0),
+		ack:        r.cfg.AckReplicas > 0,
 	}
 	if carry > 0 {
 		// Names this transfer, so that running the call twice adds the
@@ -286,6 +304,9 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 	var p Submitter
 	if carry == 0 && r.cfg.Pipeline != nil && (r.cfg.PipelineAbove <= 0 || n > int64(r.cfg.PipelineAbove)) {
 		p = r.cfg.Pipeline
+	}
+	if in.ack {
+		return r.callAcked(ctx, in, p)
 	}
 	return evalReserve(ctx, r.rdb, p, in)
 }

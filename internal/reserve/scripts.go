@@ -75,6 +75,20 @@ type reserveCall struct {
 	markTTL                int64  // ms; 0: answer stEmpty instead of marking sold out
 	shards                 string // the caller's K
 	sweepLease             int64  // ms; 0: none
+	ack                    bool   // the caller WAITs: a repeat rewrites its claim
+}
+
+// keysArgs are reserve.lua's KEYS and ARGV for in.
+func (in reserveCall) keysArgs() ([]string, []any) {
+	keys := []string{in.sentinel, in.bucket, in.claim, in.stream, in.history}
+	if in.transfer != "" {
+		keys = append(keys, in.transfer)
+	}
+	ack := "0"
+	if in.ack {
+		ack = "1"
+	}
+	return keys, []any{in.code, in.canonical, in.email, in.now, in.carry, in.markTTL, in.shards, in.carryEpoch, in.sweepLease, ack}
 }
 
 // evalReserve runs reserve.lua, through p when p is not nil. A pipelined
@@ -84,11 +98,7 @@ type reserveCall struct {
 // makes a retry answer "already registered"). A Redis lacking the script
 // (a restart, a flush) is answered by a plain call, which loads it.
 func evalReserve(ctx context.Context, c redis.Scripter, p Submitter, in reserveCall) (reply, error) {
-	keys := []string{in.sentinel, in.bucket, in.claim, in.stream, in.history}
-	if in.transfer != "" {
-		keys = append(keys, in.transfer)
-	}
-	args := []any{in.code, in.canonical, in.email, in.now, in.carry, in.markTTL, in.shards, in.carryEpoch, in.sweepLease}
+	keys, args := in.keysArgs()
 	var v []any
 	var err error
 	if p == nil {
@@ -118,6 +128,40 @@ func submitReserve(ctx context.Context, c redis.Scripter, p Submitter, keys []st
 		return nil, err
 	}
 	return cmd.Slice()
+}
+
+// evalReserveWait runs reserve.lua and WAIT replicas timeout on node in
+// one round trip: a pipeline, so both go out on one connection and WAIT
+// counts the replicas holding everything that connection wrote, this call's
+// writes included. acked is WAIT's answer. A node lacking the script gets
+// it loaded and the pair sent again.
+func evalReserveWait(ctx context.Context, node *redis.Client, in reserveCall, replicas int, timeout time.Duration) (rep reply, acked int64, err error) {
+	keys, args := in.keysArgs()
+	send := func() (ev, w *redis.Cmd) {
+		pipe := node.Pipeline()
+		ev = pipe.EvalSha(ctx, reserveScript.Hash(), keys, args...)
+		// Pipeliner has no Wait method: WAIT blocks its connection, which
+		// is the point here.
+		w = pipe.Do(ctx, "wait", replicas, timeout.Milliseconds())
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+		return ev, w
+	}
+	ev, w := send()
+	if redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") {
+		if err := reserveScript.Load(ctx, node).Err(); err != nil {
+			return reply{}, 0, invite.Unavailable(err)
+		}
+		ev, w = send()
+	}
+	v, err := ev.Slice()
+	if err != nil {
+		return reply{}, 0, invite.Unavailable(err)
+	}
+	if acked, err = w.Int64(); err != nil {
+		return reply{}, 0, invite.Unavailable(err)
+	}
+	rep, err = decodeReply(v)
+	return rep, acked, err
 }
 
 // decodeReply turns reserve.lua's {status, arg?} array into a reply.
@@ -157,6 +201,21 @@ func evalSteal(ctx context.Context, c redis.Scripter, bucket, history string) (t
 	}
 	n, epoch, err := decodePair(v)
 	return int(n), epoch, err
+}
+
+// evalStealWait is evalSteal on one connection of node followed, when it
+// took tokens, by WAIT on that connection: acked is WAIT's answer, -1 when
+// nothing was taken (nothing written, nothing to wait for).
+func evalStealWait(ctx context.Context, node *redis.Client, bucket, history string, replicas int, timeout time.Duration) (taken int, epoch string, acked int64, err error) {
+	conn := node.Conn()
+	defer conn.Close()
+	if taken, epoch, err = evalSteal(ctx, conn, bucket, history); err != nil || taken <= 0 {
+		return taken, epoch, -1, err
+	}
+	if acked, err = conn.Wait(ctx, replicas, timeout).Result(); err != nil {
+		return taken, epoch, 0, invite.Unavailable(err)
+	}
+	return taken, epoch, acked, nil
 }
 
 // bucketFields is a new bucket's state (seed.lua, rebuild.lua's open step).

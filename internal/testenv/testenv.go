@@ -1,6 +1,8 @@
 // Package testenv starts the real servers invitegate's tests run against:
-// redis-server child processes (single nodes and 3-master Redis Clusters)
-// and an embedded FerretDB as the MongoDB-wire server. Shared servers live
+// redis-server child processes (single nodes, 3-master Redis Clusters with
+// or without a replica per master, and Sentinel groups: a primary, its
+// replica and three Sentinels) and an embedded FerretDB as the
+// MongoDB-wire server. Shared servers live
 // for the whole test process; tests keep apart with KeyPrefix and DBName
 // instead of wiping them.
 //
@@ -58,6 +60,13 @@ type RedisOptions struct {
 	// Cluster starts the node with cluster-enabled yes. StartRedis does not
 	// assign slots; use StartRedisCluster for a working cluster.
 	Cluster bool
+	// ReplicaOf makes the server a replica of that host:port (replicaof)
+	// from its start; StartSentinelGroup builds a whole group.
+	ReplicaOf string
+
+	// sentinel, when set, runs the server as a Sentinel (redis-server
+	// sentinel.conf --sentinel) instead of a data node.
+	sentinel *sentinelConf
 }
 
 // RedisServer is a redis-server child process on 127.0.0.1. Its stdout and
@@ -165,7 +174,7 @@ func SharedRedisCluster(tb testing.TB) []string {
 	SkipIfShort(tb, "the shared Redis Cluster")
 	sharedClusterOnce.Do(func() {
 		var nodes []*RedisServer
-		nodes, sharedClusterErr = startCluster()
+		nodes, _, sharedClusterErr = startCluster(false)
 		if sharedClusterErr != nil {
 			for _, n := range nodes {
 				n.kill()
@@ -185,7 +194,7 @@ func SharedRedisCluster(tb testing.TB) []string {
 func StartRedisCluster(tb testing.TB) []string {
 	tb.Helper()
 	SkipIfShort(tb, "a Redis Cluster of its own")
-	nodes, err := startCluster()
+	nodes, _, err := startCluster(false)
 	for _, n := range nodes {
 		tb.Cleanup(func() { n.discard(tb) })
 	}
@@ -193,6 +202,59 @@ func StartRedisCluster(tb testing.TB) []string {
 		tb.Fatalf("testenv: %v", err)
 	}
 	return addrsOf(nodes)
+}
+
+// ReplicatedCluster is a Redis Cluster of three masters, each with one
+// replica, started by StartReplicatedCluster.
+type ReplicatedCluster struct {
+	// Masters are the nodes started as masters, Replicas[i] the replica of
+	// Masters[i]; the roles change when a replica takes over.
+	Masters, Replicas []*RedisServer
+}
+
+// StartReplicatedCluster starts a 3-master Redis Cluster in which each
+// master has one replica, on processes of its own killed when the test
+// ends. It returns once every replica is in sync and the cluster serves
+// every slot. A replica takes over by itself when its master is gone for
+// the cluster-node-timeout (2 s). It fails the test if the cluster cannot
+// be built.
+func StartReplicatedCluster(tb testing.TB) *ReplicatedCluster {
+	tb.Helper()
+	SkipIfShort(tb, "a Redis Cluster with replicas")
+	masters, reps, err := startCluster(true)
+	for _, n := range append(append([]*RedisServer(nil), masters...), reps...) {
+		tb.Cleanup(func() { n.discard(tb) })
+	}
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	return &ReplicatedCluster{Masters: masters, Replicas: reps}
+}
+
+// Addrs are the masters' addresses, the seed nodes for a ClusterClient.
+func (c *ReplicatedCluster) Addrs() []string { return addrsOf(c.Masters) }
+
+// ReplicaOf returns the replica started for the master at addr, or nil.
+func (c *ReplicatedCluster) ReplicaOf(addr string) *RedisServer {
+	for i, m := range c.Masters {
+		if m.Addr == addr {
+			return c.Replicas[i]
+		}
+	}
+	return nil
+}
+
+// WaitReplicated waits until every replica has processed its master's
+// whole replication stream as of this call; it fails the test after 10 s.
+func (c *ReplicatedCluster) WaitReplicated(tb testing.TB) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, r := range c.Replicas {
+		if err := poll(ctx, func() error { return replicaInSync(ctx, c.Masters[i].Addr, r.Addr) }); err != nil {
+			tb.Fatalf("testenv: %v", err)
+		}
+	}
 }
 
 var (
@@ -402,6 +464,23 @@ func (r *RedisServer) launch() error {
 		"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.Dir,
 		"--save", "", "--appendonly", aof, "--appendfsync", r.opt.AppendFsync,
 		"--protected-mode", "no", "--daemonize", "no", "--logfile", "",
+		// A replica's first sync starts at once instead of after Redis'
+		// 5 s wait for more replicas to share it.
+		"--repl-diskless-sync-delay", "0",
+	}
+	if r.opt.sentinel != nil {
+		conf, err := r.opt.sentinel.write(r.Dir, r.port)
+		if err != nil {
+			return err
+		}
+		args = []string{conf, "--sentinel"}
+	}
+	if r.opt.ReplicaOf != "" {
+		host, port, err := net.SplitHostPort(r.opt.ReplicaOf)
+		if err != nil {
+			return fmt.Errorf("RedisOptions.ReplicaOf %q: %w", r.opt.ReplicaOf, err)
+		}
+		args = append(args, "--replicaof", host, port)
 	}
 	if r.opt.Cluster {
 		args = append(args,
@@ -433,7 +512,7 @@ func (r *RedisServer) launch() error {
 	r.cmd, r.done = cmd, done
 	r.mu.Unlock()
 
-	if err := waitRedisReady(r.Addr, done, redisStartTimeout); err != nil {
+	if err := waitRedisReady(r.Addr, done, redisStartTimeout, r.opt.sentinel == nil); err != nil {
 		r.kill()
 		return fmt.Errorf("redis-server on %s: %w\n%s", r.Addr, err, r.logTail())
 	}
@@ -473,8 +552,8 @@ func startOnSpawnThread(cmd *exec.Cmd) error {
 // waitRedisReady polls with a bare PING so the polling leaves no go-redis
 // dial errors in the test log. redis-server answers -LOADING to PING while
 // it replays the AOF, so +PONG also means loading has finished; INFO
-// persistence confirms it.
-func waitRedisReady(addr string, exited <-chan struct{}, timeout time.Duration) error {
+// persistence confirms it on a data node (a Sentinel has no such section).
+func waitRedisReady(addr string, exited <-chan struct{}, timeout time.Duration, data bool) error {
 	deadline := time.Now().Add(timeout)
 	last := "no answer"
 	for {
@@ -484,7 +563,8 @@ func waitRedisReady(addr string, exited <-chan struct{}, timeout time.Duration) 
 		default:
 		}
 		reply, err := rawPing(addr)
-		if err == nil && reply == "+PONG" {
+		// A Sentinel with a password answers NOAUTH: it is up.
+		if err == nil && (reply == "+PONG" || strings.HasPrefix(reply, "-NOAUTH")) {
 			break
 		}
 		if err != nil {
@@ -496,6 +576,9 @@ func waitRedisReady(addr string, exited <-chan struct{}, timeout time.Duration) 
 			return fmt.Errorf("not ready after %v (last PING: %s)", timeout, last)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if !data {
+		return nil
 	}
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DisableIdentity: true})
 	defer c.Close()
@@ -580,71 +663,109 @@ func (r *RedisServer) logTail() string {
 // slotRanges splits the 16384 slots between the three masters.
 var slotRanges = [3][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}
 
-// startCluster starts three cluster-enabled nodes, gives each a third of
-// the slots with CLUSTER ADDSLOTSRANGE, joins them with CLUSTER MEET, and
-// waits until the cluster is usable. It returns the nodes started so far
-// even on error, so the caller can kill them.
-func startCluster() ([]*RedisServer, error) {
-	var nodes []*RedisServer
+// startCluster starts three cluster-enabled masters (and, with replicas,
+// one replica of each), gives each master a third of the slots with
+// CLUSTER ADDSLOTSRANGE, joins them with CLUSTER MEET, attaches each
+// replica with CLUSTER REPLICATE, and waits until the cluster is usable and
+// every replica is in sync. It returns the nodes started so far (masters,
+// then replicas) even on error, so the caller can kill them.
+func startCluster(replicas bool) (masters, reps []*RedisServer, err error) {
 	for range slotRanges {
 		n, err := startRedis(RedisOptions{Cluster: true})
 		if err != nil {
-			return nodes, fmt.Errorf("redis cluster node: %w", err)
+			return masters, reps, fmt.Errorf("redis cluster node: %w", err)
 		}
-		nodes = append(nodes, n)
+		masters = append(masters, n)
 	}
+	if replicas {
+		for range slotRanges {
+			n, err := startRedis(RedisOptions{Cluster: true})
+			if err != nil {
+				return masters, reps, fmt.Errorf("redis cluster replica: %w", err)
+			}
+			reps = append(reps, n)
+		}
+	}
+	all := append(append([]*RedisServer(nil), masters...), reps...)
 
 	ctx, cancel := context.WithTimeout(context.Background(), clusterReadyTimeout)
 	defer cancel()
-	ids := make([]string, len(nodes))
-	for i, n := range nodes {
+	ids := make([]string, len(all))
+	for i, n := range all {
 		c := redis.NewClient(&redis.Options{Addr: n.Addr, DisableIdentity: true})
 		id, err := c.ClusterMyID(ctx).Result()
 		if err == nil {
 			ids[i] = id
-			err = c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", slotRanges[i][0], slotRanges[i][1]).Err()
+			if i < len(masters) {
+				err = c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", slotRanges[i][0], slotRanges[i][1]).Err()
+			}
 		}
 		if err == nil && i > 0 {
-			err = c.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(nodes[0].port)).Err()
+			err = c.ClusterMeet(ctx, "127.0.0.1", strconv.Itoa(masters[0].port)).Err()
 		}
 		c.Close()
 		if err != nil {
-			return nodes, fmt.Errorf("redis cluster setup on %s: %w\n%s", n.Addr, err, n.logTail())
+			return masters, reps, fmt.Errorf("redis cluster setup on %s: %w\n%s", n.Addr, err, n.logTail())
+		}
+	}
+	// A replica can follow its master once it has heard of it by gossip.
+	for i, n := range reps {
+		if err := poll(ctx, func() error {
+			c := redis.NewClient(&redis.Options{Addr: n.Addr, DisableIdentity: true})
+			defer c.Close()
+			return c.ClusterReplicate(ctx, ids[i]).Err()
+		}); err != nil {
+			return masters, reps, fmt.Errorf("redis cluster: %s replicating %s: %w\n%s", n.Addr, masters[i].Addr, err, n.logTail())
 		}
 	}
 
-	var notReady error
+	if err := poll(ctx, func() error { return clusterReady(ctx, masters, reps, ids) }); err != nil {
+		var tails []string
+		for _, n := range all {
+			tails = append(tails, n.logTail())
+		}
+		return masters, reps, fmt.Errorf("redis cluster %v not ready after %v: %v\n%s",
+			addrsOf(all), clusterReadyTimeout, err, strings.Join(tails, "\n"))
+	}
+	return masters, reps, nil
+}
+
+// poll calls check every 100 ms until it returns nil or ctx ends; then it
+// returns check's last error.
+func poll(ctx context.Context, check func() error) error {
 	for {
-		if notReady = clusterReady(ctx, nodes, ids); notReady == nil {
-			return nodes, nil
+		err := check()
+		if err == nil {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			var tails []string
-			for _, n := range nodes {
-				tails = append(tails, n.logTail())
-			}
-			return nodes, fmt.Errorf("redis cluster %v not ready after %v: %v\n%s",
-				addrsOf(nodes), clusterReadyTimeout, notReady, strings.Join(tails, "\n"))
+			return err
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// clusterReady returns nil once every node reports cluster_state:ok with
-// three known nodes, every node maps the three slot ranges to the expected
-// master, and a ClusterClient can write and read a key on every master.
-func clusterReady(ctx context.Context, nodes []*RedisServer, ids []string) error {
-	for _, n := range nodes {
-		if err := nodeAgrees(ctx, n.Addr, nodes, ids); err != nil {
+// clusterReady returns nil once every node reports cluster_state:ok and
+// knows every other, every node maps the three slot ranges to the expected
+// master (and its replica), every replica is in sync with its master, and a
+// ClusterClient can write and read a key on every master.
+func clusterReady(ctx context.Context, masters, reps []*RedisServer, ids []string) error {
+	for _, n := range append(append([]*RedisServer(nil), masters...), reps...) {
+		if err := nodeAgrees(ctx, n.Addr, masters, reps, ids); err != nil {
+			return err
+		}
+	}
+	for i, r := range reps {
+		if err := replicaInSync(ctx, masters[i].Addr, r.Addr); err != nil {
 			return err
 		}
 	}
 
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrsOf(nodes), DisableIdentity: true})
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrsOf(masters), DisableIdentity: true})
 	defer cc.Close()
 	covered := map[string]bool{}
-	for i := 0; len(covered) < len(nodes); i++ {
+	for i := 0; len(covered) < len(masters); i++ {
 		if i == 100 {
 			return fmt.Errorf("probe keys reached only %d masters", len(covered))
 		}
@@ -653,7 +774,7 @@ func clusterReady(ctx context.Context, nodes []*RedisServer, ids []string) error
 		if err != nil {
 			return fmt.Errorf("CLUSTER KEYSLOT: %w", err)
 		}
-		owner := nodes[ownerOf(int(slot))].Addr
+		owner := masters[ownerOf(int(slot))].Addr
 		if covered[owner] {
 			continue
 		}
@@ -668,15 +789,17 @@ func clusterReady(ctx context.Context, nodes []*RedisServer, ids []string) error
 	return nil
 }
 
-// nodeAgrees checks one node's CLUSTER INFO and CLUSTER SLOTS.
-func nodeAgrees(ctx context.Context, addr string, nodes []*RedisServer, ids []string) error {
+// nodeAgrees checks one node's CLUSTER INFO and CLUSTER SLOTS: master i
+// serves range i, followed by replica i when there are replicas.
+func nodeAgrees(ctx context.Context, addr string, masters, reps []*RedisServer, ids []string) error {
 	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true})
 	defer c.Close()
 	info, err := c.ClusterInfo(ctx).Result()
 	if err != nil {
 		return fmt.Errorf("%s: CLUSTER INFO: %w", addr, err)
 	}
-	for _, want := range [][2]string{{"cluster_state", "ok"}, {"cluster_known_nodes", "3"}, {"cluster_slots_assigned", "16384"}} {
+	known := strconv.Itoa(len(masters) + len(reps))
+	for _, want := range [][2]string{{"cluster_state", "ok"}, {"cluster_known_nodes", known}, {"cluster_slots_assigned", "16384"}} {
 		if got := infoField(info, want[0]); got != want[1] {
 			return fmt.Errorf("%s: CLUSTER INFO has %s:%s, want %s", addr, want[0], got, want[1])
 		}
@@ -690,11 +813,48 @@ func nodeAgrees(ctx context.Context, addr string, nodes []*RedisServer, ids []st
 	}
 	for _, s := range slots {
 		i := ownerOf(s.Start)
-		if s.Start != slotRanges[i][0] || s.End != slotRanges[i][1] || len(s.Nodes) != 1 ||
-			s.Nodes[0].ID != ids[i] || s.Nodes[0].Addr != nodes[i].Addr {
-			return fmt.Errorf("%s: CLUSTER SLOTS has %d-%d on %+v, want %d-%d on %s %s",
-				addr, s.Start, s.End, s.Nodes, slotRanges[i][0], slotRanges[i][1], ids[i], nodes[i].Addr)
+		want := []string{masters[i].Addr}
+		if len(reps) > 0 {
+			want = append(want, reps[i].Addr)
 		}
+		var got []string
+		for _, n := range s.Nodes {
+			got = append(got, n.Addr)
+		}
+		if s.Start != slotRanges[i][0] || s.End != slotRanges[i][1] || len(s.Nodes) == 0 ||
+			s.Nodes[0].ID != ids[i] || strings.Join(got, ",") != strings.Join(want, ",") {
+			return fmt.Errorf("%s: CLUSTER SLOTS has %d-%d on %+v, want %d-%d on %s %v",
+				addr, s.Start, s.End, s.Nodes, slotRanges[i][0], slotRanges[i][1], ids[i], want)
+		}
+	}
+	return nil
+}
+
+// replicaInSync returns nil once the replica at addr has its link to the
+// primary up and has processed the primary's whole replication stream as
+// of this call.
+func replicaInSync(ctx context.Context, primary, replica string) error {
+	p := redis.NewClient(&redis.Options{Addr: primary, DisableIdentity: true})
+	defer p.Close()
+	pinfo, err := p.Info(ctx, "replication").Result()
+	if err != nil {
+		return fmt.Errorf("%s: INFO replication: %w", primary, err)
+	}
+	want, _ := strconv.ParseInt(infoField(pinfo, "master_repl_offset"), 10, 64)
+	r := redis.NewClient(&redis.Options{Addr: replica, DisableIdentity: true})
+	defer r.Close()
+	rinfo, err := r.Info(ctx, "replication").Result()
+	if err != nil {
+		return fmt.Errorf("%s: INFO replication: %w", replica, err)
+	}
+	if link := infoField(rinfo, "master_link_status"); link != "up" {
+		return fmt.Errorf("%s: master_link_status:%s, want up", replica, link)
+	}
+	if host := infoField(rinfo, "master_host") + ":" + infoField(rinfo, "master_port"); host != primary {
+		return fmt.Errorf("%s: replicates %s, want %s", replica, host, primary)
+	}
+	if got, _ := strconv.ParseInt(infoField(rinfo, "slave_repl_offset"), 10, 64); got < want {
+		return fmt.Errorf("%s: at offset %d, primary %s at %d", replica, got, primary, want)
 	}
 	return nil
 }

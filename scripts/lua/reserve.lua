@@ -18,6 +18,9 @@
 -- ARGV[7] shard count K of the caller
 -- ARGV[8] epoch of the bucket the carried tokens came from (see steal.lua)
 -- ARGV[9] sweep lease in ms (absent or 0: none); see the no-token branch
+-- ARGV[10] "1" when the caller WAITs for replicas (INVITEGATE_ACK=replica):
+--          a repeat then writes its claim again (same value), so that the
+--          caller's WAIT covers the claim (see the claim branch)
 --
 -- Carried tokens are added at most once per transfer: the first run sets
 -- the transfer mark (10 minutes), a second run of the same call (a client
@@ -73,6 +76,16 @@ end
 local owner = redis.call('GET', KEYS[3])
 if owner then
   if owner == ARGV[1] then
+    -- WAIT's documented contract covers the writes of its own connection,
+    -- and this claim may have been written on another one (an earlier
+    -- attempt answered 503 when its WAIT timed out). Redis in fact sets a
+    -- connection's WAIT offset after every command, reads included, so a
+    -- WAIT right behind this script covers the claim already; the repeat
+    -- writes it again (same value) so that 200 is answered only once the
+    -- replicas hold it under the documented contract too.
+    if ARGV[10] == '1' then
+      redis.call('SET', KEYS[3], owner, 'KEEPTTL')
+    end
     return {2}
   end
   return {3, owner}
