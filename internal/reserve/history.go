@@ -41,6 +41,17 @@ func (r *Reserver) Histories(ctx context.Context) ([]History, error) {
 	return out, nil
 }
 
+// InitHistories records Redis' current history for every shard that has
+// none recorded (history.lua "init").
+func (r *Reserver) InitHistories(ctx context.Context) error {
+	for s := 0; s < r.shards; s++ {
+		if err := evalHistoryInit(ctx, r.rdb, r.keys.history(s)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RecordHistory records Redis' current history for shard s if it is still
 // from, the one the caller rebuilt the shard in; ok is false when Redis
 // has moved on to yet another (recover again).

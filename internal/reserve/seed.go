@@ -53,10 +53,10 @@ func (r *Reserver) Seeded(ctx context.Context) (bool, error) {
 // missing, once the claims and buckets are written, and checks that none was seeded for
 // another shard count.
 func (r *Reserver) MarkSeeded(ctx context.Context) error {
+	if err := r.InitHistories(ctx); err != nil {
+		return err
+	}
 	for s := 0; s < r.shards; s++ {
-		if err := evalHistoryInit(ctx, r.rdb, r.keys.history(s)); err != nil {
-			return err
-		}
 		if err := r.rdb.SetNX(ctx, r.keys.sentinel(s), r.kArg, 0).Err(); err != nil {
 			return invite.Unavailable(err)
 		}

@@ -126,11 +126,16 @@ func (s *Signups) repair(ctx context.Context, code string, err error) (again boo
 }
 
 // SeedIfNeeded seeds Redis from MongoDB unless every shard is already
-// seeded; what Redis holds is never overwritten.
+// seeded; what Redis holds is never overwritten. A seeded Redis whose
+// shards have no history recorded (seeded by an older release) gets the
+// current one, so a failover after this start is noticed.
 func (s *Signups) SeedIfNeeded(ctx context.Context) error {
 	ok, err := s.res.Seeded(ctx)
-	if err != nil || ok {
+	if err != nil {
 		return err
+	}
+	if ok {
+		return s.res.InitHistories(ctx)
 	}
 	return s.SeedAll(ctx)
 }
