@@ -16,6 +16,9 @@ type ReseedReport struct {
 	// Pending is how many reservations were still in the streams and were
 	// written to MongoDB while the code was frozen.
 	Pending int
+	// Refused is how many of them MongoDB refused for being over max_uses
+	// (Redis had admitted past the truth): they are not registrations.
+	Refused int
 	// Frozen is how long the code refused signups.
 	Frozen time.Duration
 }
@@ -104,13 +107,17 @@ func (w *Invitations) Reseed(ctx context.Context, code string) (ReseedReport, er
 	if err != nil {
 		return fail("read pending reservations", err)
 	}
-	results, err := w.store.Persist(ctx, pending)
+	results, err := w.store.Admit(ctx, pending)
 	if err != nil {
 		return fail("write pending reservations", err)
 	}
 	for i, r := range results {
 		switch r.Outcome {
 		case persist.Written, persist.AlreadyWritten:
+		case persist.Refused:
+			// Over max_uses in MongoDB: not written, so not counted
+			// below; the reconciler refuses it again, counts and acks it.
+			rep.Refused++
 		case persist.Conflict:
 			// Marks the entry as given back, so the reconciler's later
 			// pass cannot add a token to the rebuilt bucket.
