@@ -53,6 +53,9 @@ type admitState struct {
 	// seats in this process, how many registrations were left without a
 	// seat because none was free (0 normally).
 	scanned map[string]int
+	// taking counts, per code and seat, the Admit calls of this process
+	// that picked it and have not ended: the others pick other seats.
+	taking map[string]map[int]int
 }
 
 // Admit writes reservations as registrations like Persist, each after
@@ -108,6 +111,7 @@ type admission struct {
 	// mine holds, per email, the seat this call took for its entries
 	// (until they are registered).
 	mine     map[string]seatDoc
+	taking   []seatDoc // seats picked, held until the round ends
 	unseated int
 	wrote    bool // a write reached MongoDB (errors no longer mean "nothing written")
 	log      logrus.FieldLogger
@@ -184,6 +188,10 @@ type codeRound struct {
 // insert; delete what the plan replaced; read max_uses again and hold the
 // entries whose code did not change meanwhile.
 func (a *admission) round(ctx context.Context, n int) error {
+	// Seats this round picks are held from other calls of this process
+	// until its insert has landed and max_uses was checked: a snapshot
+	// read after that shows them taken.
+	defer a.release()
 	byCode := map[string]*codeRound{}
 	var codes []string
 	add := func(code string) *codeRound {
@@ -390,14 +398,10 @@ func (a *admission) plan(cr *codeRound, docs []seatDoc, registered []string, tak
 			high = append(high, ds[0])
 		}
 	}
-	var free []int
-	for k := 0; k < m; k++ {
-		if !taken[k] {
-			free = append(free, k)
-		}
-	}
+	free, open := a.s.freeSeats(cr.code, m, taken)
 	pick := newPicker(free)
-	full := len(free) == 0 && dups == 0 // every seat below max_uses is another email's
+	full := open == 0 && dups == 0 // every seat below max_uses is another email's
+	defer func() { a.hold(cr.code, reqs) }()
 
 	for i := range high {
 		d := high[i]
@@ -478,6 +482,64 @@ func (a *admission) plan(cr *codeRound, docs []seatDoc, registered []string, tak
 		reqs = append(reqs, &request{doc: seatDoc{ID: seatID(cr.code, k), Code: cr.code, K: k, Email: e}, entries: wants[e]})
 	}
 	return reqs, pre, post
+}
+
+// freeSeats returns the seats below m not in taken that no other Admit of
+// this process is taking right now (they would only collide), and how many
+// are not in taken at all.
+func (s *Store) freeSeats(code string, m int, taken map[int]bool) (free []int, open int) {
+	s.admit.mu.Lock()
+	defer s.admit.mu.Unlock()
+	busy := s.admit.taking[code]
+	for k := 0; k < m; k++ {
+		if taken[k] {
+			continue
+		}
+		open++
+		if busy[k] == 0 {
+			free = append(free, k)
+		}
+	}
+	return free, open
+}
+
+// hold marks the seats of reqs as being taken by this call until its
+// round ends (release), so that the other calls of this process pick
+// others.
+func (a *admission) hold(code string, reqs []*request) {
+	if len(reqs) == 0 {
+		return
+	}
+	a.s.admit.mu.Lock()
+	defer a.s.admit.mu.Unlock()
+	busy := a.s.admit.taking[code]
+	if busy == nil {
+		busy = map[int]int{}
+		a.s.admit.taking[code] = busy
+	}
+	for _, r := range reqs {
+		busy[r.doc.K]++
+		a.taking = append(a.taking, r.doc)
+	}
+}
+
+// release ends hold.
+func (a *admission) release() {
+	if len(a.taking) == 0 {
+		return
+	}
+	a.s.admit.mu.Lock()
+	defer a.s.admit.mu.Unlock()
+	for _, d := range a.taking {
+		busy := a.s.admit.taking[d.Code]
+		if busy[d.K]--; busy[d.K] <= 0 {
+			delete(busy, d.K)
+		}
+		if len(busy) == 0 {
+			delete(a.s.admit.taking, d.Code)
+		}
+	}
+	a.taking = nil
 }
 
 // noSeat notes that entry i found no seat in this round. When every seat
