@@ -892,3 +892,54 @@ func (s *Store) countUnseated(n int) {
 		s.metrics.Unseated.Add(float64(n))
 	}
 }
+
+// ReleaseStrandedSeats deletes the seats of code held by an email that has
+// no registration of code and is not in pending, taken before before: a
+// writer took them and the reservation never got written (its stream entry
+// was lost with Redis' data, or MongoDB refused it). A reseed calls it with
+// the code frozen and its pending reservations written, so no writer is
+// about to register on them; before spares seats of writers still under
+// way. Seats without an email are kept. It returns how many it deleted.
+func (s *Store) ReleaseStrandedSeats(ctx context.Context, code string, pending []string, before time.Time) (int, error) {
+	regs, err := s.registeredEmails(ctx, []string{code})
+	if err != nil {
+		return 0, err
+	}
+	keep := make(map[string]bool, len(regs[code])+len(pending))
+	for _, e := range regs[code] {
+		keep[e] = true
+	}
+	for _, e := range pending {
+		keep[e] = true
+	}
+	cur, err := s.seatsMajority.Find(ctx, bson.D{{Key: "code", Value: code}})
+	if err != nil {
+		return 0, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
+	}
+	var docs []seatDoc
+	if err := cur.All(ctx, &docs); err != nil {
+		return 0, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
+	}
+	var filters []bson.D
+	for _, d := range docs {
+		if d.Email == "" || keep[d.Email] || (!d.At.IsZero() && !d.At.Before(before)) {
+			continue
+		}
+		f := bson.D{{Key: "_id", Value: d.ID}, {Key: "email", Value: d.Email}}
+		if !d.At.IsZero() {
+			f = append(f, bson.E{Key: "at", Value: d.At})
+		}
+		filters = append(filters, f)
+	}
+	if len(filters) == 0 {
+		return 0, nil
+	}
+	res, err := s.seats.DeleteMany(ctx, bson.D{{Key: "$or", Value: filters}})
+	if err != nil {
+		return 0, fmt.Errorf("%w: release stranded seats: %w", ErrDatabase, err)
+	}
+	if res.DeletedCount > 0 {
+		s.log.WithFields(logrus.Fields{"code": code, "seats": res.DeletedCount}).Warn("released seats no registration holds")
+	}
+	return int(res.DeletedCount), nil
+}

@@ -287,3 +287,36 @@ func TestAdmitConflictGivesSeatBack(t *testing.T) {
 		t.Fatalf("%d other seats (%v)", n, err)
 	}
 }
+
+// TestReleaseStrandedSeats: a seat no registration holds and no pending
+// reservation waits for, older than the bound, is given back; every other
+// seat stays.
+func TestReleaseStrandedSeats(t *testing.T) {
+	ctx := context.Background()
+	st := newAdmitStore(t, invite.Invitation{Code: "gc", MaxUses: 10})
+	if res, err := st.Admit(ctx, reservations("gc", "kept", 1)); err != nil || res[0].Outcome != Written {
+		t.Fatalf("admit: %+v, %v", res, err)
+	}
+	old, young := time.Now().Add(-time.Hour), time.Now()
+	for _, d := range []seatDoc{
+		{ID: seatID("gc", 5), Code: "gc", K: 5, Email: "lost@example.com", At: old},
+		{ID: seatID("gc", 6), Code: "gc", K: 6, Email: "busy@example.com", At: young},
+		{ID: seatID("gc", 7), Code: "gc", K: 7, Email: "pending@example.com", At: old},
+		{ID: seatID("gc", 8), Code: "gc", K: 8},
+	} {
+		if _, err := st.seats.InsertOne(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := st.ReleaseStrandedSeats(ctx, "gc", []string{"pending@example.com"}, time.Now().Add(-time.Minute))
+	if err != nil || n != 1 {
+		t.Fatalf("released %d (%v), want 1", n, err)
+	}
+	left := map[string]bool{}
+	for _, s := range seatsOfCode(t, st, "gc") {
+		left[s.Email] = true
+	}
+	if left["lost@example.com"] || !left["busy@example.com"] || !left["pending@example.com"] || !left[""] || len(left) != 4 {
+		t.Fatalf("seats left for %v", left)
+	}
+}

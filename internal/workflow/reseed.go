@@ -19,9 +19,17 @@ type ReseedReport struct {
 	// Refused is how many of them MongoDB refused for being over max_uses
 	// (Redis had admitted past the truth): they are not registrations.
 	Refused int
+	// Released is how many seats in MongoDB no registration held and no
+	// pending reservation waited for; they were given back.
+	Released int
 	// Frozen is how long the code refused signups.
 	Frozen time.Duration
 }
+
+// StrandedAfter is how old a seat no registration holds must be before a
+// reseed gives it back: younger ones may belong to a writer still under
+// way (writes are bounded by 10 s; a MongoDB may finish one later).
+const StrandedAfter = time.Minute
 
 // Remaining is the code's seats left after the rebuild.
 func (r ReseedReport) Remaining() int { return max(r.MaxUses-r.Registered, 0) }
@@ -106,6 +114,17 @@ func (w *Invitations) Reseed(ctx context.Context, code string) (ReseedReport, er
 	pending, err := w.res.Pending(ctx, code)
 	if err != nil {
 		return fail("read pending reservations", err)
+	}
+	// Seats no registration holds and no pending reservation waits for
+	// (a stream entry lost with Redis' data after its seat was taken)
+	// would make MongoDB refuse signups Redis admits: give them back
+	// first, the pending reservations may need them.
+	emails := make([]string, len(pending))
+	for i, r := range pending {
+		emails[i] = r.Canonical
+	}
+	if rep.Released, err = w.store.ReleaseStrandedSeats(ctx, code, emails, w.now().Add(-StrandedAfter)); err != nil {
+		return fail("release stranded seats", err)
 	}
 	results, err := w.store.Admit(ctx, pending)
 	if err != nil {
