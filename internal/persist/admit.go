@@ -56,6 +56,9 @@ type admitState struct {
 	// taking counts, per code and seat, the Admit calls of this process
 	// that picked it and have not ended: the others pick other seats.
 	taking map[string]map[int]int
+	// released is closed (and replaced) whenever a call lets go of seats
+	// it held.
+	released chan struct{}
 }
 
 // Admit writes reservations as registrations like Persist, each after
@@ -110,8 +113,12 @@ type admission struct {
 	scan map[string]bool
 	// mine holds, per email, the seat this call took for its entries
 	// (until they are registered).
-	mine     map[string]seatDoc
-	taking   []seatDoc // seats picked, held until the round ends
+	mine   map[string]seatDoc
+	taking []seatDoc // seats picked, held until the round ends
+	// released, when set, is closed once another call of this process
+	// lets go of seats this round could not pick: the next round waits
+	// for it rather than reading the same seats again at once.
+	released chan struct{}
 	unseated int
 	wrote    bool // a write reached MongoDB (errors no longer mean "nothing written")
 	log      logrus.FieldLogger
@@ -144,6 +151,13 @@ func (a *admission) run(ctx context.Context) ([]Result, error) {
 			}
 			a.log.WithError(err).Warn("taking seats failed; the reservations without one are retried")
 			break
+		}
+		if ch := a.released; ch != nil && a.busy() {
+			a.released = nil
+			select {
+			case <-ch:
+			case <-ctx.Done():
+			}
 		}
 	}
 	if err := a.register(ctx); err != nil {
@@ -398,7 +412,12 @@ func (a *admission) plan(cr *codeRound, docs []seatDoc, registered []string, tak
 			high = append(high, ds[0])
 		}
 	}
-	free, open := a.s.freeSeats(cr.code, m, taken)
+	free, open, released := a.s.freeSeats(cr.code, m, taken)
+	if len(free) < open {
+		// Some free seats are this process's other calls' for now; if the
+		// entries run out of seats, wait for those calls' rounds to end.
+		a.released = released
+	}
 	pick := newPicker(free)
 	full := open == 0 && dups == 0 // every seat below max_uses is another email's
 	defer func() { a.hold(cr.code, reqs) }()
@@ -487,7 +506,9 @@ func (a *admission) plan(cr *codeRound, docs []seatDoc, registered []string, tak
 // freeSeats returns the seats below m not in taken that no other Admit of
 // this process is taking right now (they would only collide), and how many
 // are not in taken at all.
-func (s *Store) freeSeats(code string, m int, taken map[int]bool) (free []int, open int) {
+//
+// released is closed when one of those calls ends its round.
+func (s *Store) freeSeats(code string, m int, taken map[int]bool) (free []int, open int, released chan struct{}) {
 	s.admit.mu.Lock()
 	defer s.admit.mu.Unlock()
 	busy := s.admit.taking[code]
@@ -500,7 +521,7 @@ func (s *Store) freeSeats(code string, m int, taken map[int]bool) (free []int, o
 			free = append(free, k)
 		}
 	}
-	return free, open
+	return free, open, s.admit.released
 }
 
 // hold marks the seats of reqs as being taken by this call until its
@@ -540,6 +561,8 @@ func (a *admission) release() {
 		}
 	}
 	a.taking = nil
+	close(a.s.admit.released)
+	a.s.admit.released = make(chan struct{})
 }
 
 // noSeat notes that entry i found no seat in this round. When every seat

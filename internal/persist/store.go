@@ -87,7 +87,7 @@ func NewStore(db *mongo.Database, logger logrus.FieldLogger, now func() time.Tim
 		seats:         db.Collection(SeatsCollection, wc),
 		seatsMajority: db.Collection(SeatsCollection, majority),
 		invMajority:   db.Collection(InvitationsCollection, majority),
-		admit:         admitState{max: map[string]int{}, scanned: map[string]int{}, taking: map[string]map[int]int{}},
+		admit:         admitState{max: map[string]int{}, scanned: map[string]int{}, taking: map[string]map[int]int{}, released: make(chan struct{})},
 		log:           logger.WithField("component", "persist"),
 		now:           now,
 	}
