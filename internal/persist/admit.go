@@ -54,7 +54,7 @@ type admitState struct {
 	// seat because none was free (0 normally).
 	scanned map[string]int
 	// taking counts, per code and seat, the Admit calls of this process
-	// that picked it and have not ended: the others pick other seats.
+	// whose current round picked it: the others pick other seats.
 	taking map[string]map[int]int
 	// released is closed (and replaced) whenever a call lets go of seats
 	// it held.
@@ -66,8 +66,9 @@ type admitState struct {
 // its email already holds). A reservation for which no seat is left, or
 // whose code MongoDB does not know, is Refused and not written: MongoDB
 // never holds more than max_uses registrations of a code, whatever Redis
-// admitted. The results are in the order of rs. A returned error means
-// nothing was written (MongoDB unreachable); per-item failures are Failed.
+// admitted. The results are in the order of rs. A returned error means no
+// registration was written (MongoDB unreachable; seats taken meanwhile are
+// kept for the retry); per-item failures are Failed.
 func (s *Store) Admit(ctx context.Context, rs []invite.Reservation) ([]Result, error) {
 	a := s.newAdmission(rs, nil)
 	return a.run(ctx)
