@@ -16,9 +16,20 @@ type ReseedReport struct {
 	// Pending is how many reservations were still in the streams and were
 	// written to MongoDB while the code was frozen.
 	Pending int
+	// Refused is how many of them MongoDB refused for being over max_uses
+	// (Redis had admitted past the truth): they are not registrations.
+	Refused int
+	// Released is how many seats in MongoDB no registration held and no
+	// pending reservation waited for; they were given back.
+	Released int
 	// Frozen is how long the code refused signups.
 	Frozen time.Duration
 }
+
+// StrandedAfter is how old a seat no registration holds must be before a
+// reseed gives it back: younger ones may belong to a writer still under
+// way (writes are bounded by 10 s; a MongoDB may finish one later).
+const StrandedAfter = time.Minute
 
 // Remaining is the code's seats left after the rebuild.
 func (r ReseedReport) Remaining() int { return max(r.MaxUses-r.Registered, 0) }
@@ -104,13 +115,28 @@ func (w *Invitations) Reseed(ctx context.Context, code string) (ReseedReport, er
 	if err != nil {
 		return fail("read pending reservations", err)
 	}
-	results, err := w.store.Persist(ctx, pending)
+	// Seats no registration holds and no pending reservation waits for
+	// (a stream entry lost with Redis' data after its seat was taken)
+	// would make MongoDB refuse signups Redis admits: give them back
+	// first, the pending reservations may need them.
+	emails := make([]string, len(pending))
+	for i, r := range pending {
+		emails[i] = r.Canonical
+	}
+	if rep.Released, err = w.store.ReleaseStrandedSeats(ctx, code, emails, w.now().Add(-StrandedAfter)); err != nil {
+		return fail("release stranded seats", err)
+	}
+	results, err := w.store.Admit(ctx, pending)
 	if err != nil {
 		return fail("write pending reservations", err)
 	}
 	for i, r := range results {
 		switch r.Outcome {
 		case persist.Written, persist.AlreadyWritten:
+		case persist.Refused:
+			// Over max_uses in MongoDB: not written, so not counted
+			// below; the reconciler refuses it again, counts and acks it.
+			rep.Refused++
 		case persist.Conflict:
 			// Marks the entry as given back, so the reconciler's later
 			// pass cannot add a token to the rebuilt bucket.
