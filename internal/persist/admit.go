@@ -925,45 +925,58 @@ func (s *Store) countUnseated(n int) {
 // about to register on them; before spares seats of writers still under
 // way. Seats without an email are kept. It returns how many it deleted.
 func (s *Store) ReleaseStrandedSeats(ctx context.Context, code string, pending []string, before time.Time) (int, error) {
-	regs, err := s.registeredEmails(ctx, []string{code})
+	n, err := s.ReleaseStrandedSeatsOf(ctx, []string{code}, map[string][]string{code: pending}, before)
+	return n[code], err
+}
+
+// ReleaseStrandedSeatsOf is ReleaseStrandedSeats for several codes at
+// once (pending by code), in one read of their registrations and one of
+// their seats; it returns the seats given back per code.
+func (s *Store) ReleaseStrandedSeatsOf(ctx context.Context, codes []string, pending map[string][]string, before time.Time) (map[string]int, error) {
+	regs, err := s.registeredEmails(ctx, codes)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	keep := make(map[string]bool, len(regs[code])+len(pending))
-	for _, e := range regs[code] {
-		keep[e] = true
+	keep := make(map[string]map[string]bool, len(codes))
+	for _, code := range codes {
+		k := make(map[string]bool, len(regs[code])+len(pending[code]))
+		for _, e := range regs[code] {
+			k[e] = true
+		}
+		for _, e := range pending[code] {
+			k[e] = true
+		}
+		keep[code] = k
 	}
-	for _, e := range pending {
-		keep[e] = true
-	}
-	cur, err := s.seatsMajority.Find(ctx, bson.D{{Key: "code", Value: code}})
+	cur, err := s.seatsMajority.Find(ctx, bson.D{{Key: "code", Value: bson.D{{Key: "$in", Value: codes}}}})
 	if err != nil {
-		return 0, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
+		return nil, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
 	}
 	var docs []seatDoc
 	if err := cur.All(ctx, &docs); err != nil {
-		return 0, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
+		return nil, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
 	}
-	var filters []bson.D
+	out := map[string]int{}
+	byCode := map[string][]bson.D{}
 	for _, d := range docs {
-		if d.Email == "" || keep[d.Email] || (!d.At.IsZero() && !d.At.Before(before)) {
+		if d.Email == "" || keep[d.Code] == nil || keep[d.Code][d.Email] || (!d.At.IsZero() && !d.At.Before(before)) {
 			continue
 		}
 		f := bson.D{{Key: "_id", Value: d.ID}, {Key: "email", Value: d.Email}}
 		if !d.At.IsZero() {
 			f = append(f, bson.E{Key: "at", Value: d.At})
 		}
-		filters = append(filters, f)
+		byCode[d.Code] = append(byCode[d.Code], f)
 	}
-	if len(filters) == 0 {
-		return 0, nil
+	for code, filters := range byCode {
+		res, err := s.seats.DeleteMany(ctx, bson.D{{Key: "$or", Value: filters}})
+		if err != nil {
+			return out, fmt.Errorf("%w: release stranded seats: %w", ErrDatabase, err)
+		}
+		if res.DeletedCount > 0 {
+			out[code] = int(res.DeletedCount)
+			s.log.WithFields(logrus.Fields{"code": code, "seats": res.DeletedCount}).Warn("released seats no registration holds")
+		}
 	}
-	res, err := s.seats.DeleteMany(ctx, bson.D{{Key: "$or", Value: filters}})
-	if err != nil {
-		return 0, fmt.Errorf("%w: release stranded seats: %w", ErrDatabase, err)
-	}
-	if res.DeletedCount > 0 {
-		s.log.WithFields(logrus.Fields{"code": code, "seats": res.DeletedCount}).Warn("released seats no registration holds")
-	}
-	return int(res.DeletedCount), nil
+	return out, nil
 }

@@ -165,6 +165,16 @@ func (r *Reserver) Pending(ctx context.Context, code string) ([]invite.Reservati
 	return out, err
 }
 
+// PendingByCode returns every reservation still in the streams, by code,
+// in one pass over them.
+func (r *Reserver) PendingByCode(ctx context.Context) (map[string][]invite.Reservation, error) {
+	out := map[string][]invite.Reservation{}
+	err := r.eachPending(ctx, func(e invite.Reservation) {
+		out[e.Code] = append(out[e.Code], e)
+	})
+	return out, err
+}
+
 // OldestPending returns, per code, when its oldest reservation not yet in
 // MongoDB was made. It reads the whole backlog: an admin tool's call.
 func (r *Reserver) OldestPending(ctx context.Context) (map[string]time.Time, error) {

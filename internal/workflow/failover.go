@@ -203,8 +203,8 @@ func (f *Failover) recover(ctx context.Context) error {
 	}
 	log := f.log.WithField("shards", stale)
 	log.Warn("redis changed history (a failover or a restart); rebuilding every code from MongoDB before seats are handed out again")
-	codes := 0
-	if err := f.inv.ReseedAll(ctx, func(ReseedReport) { codes++ }); err != nil {
+	codes, err := f.inv.reseedEvery(ctx)
+	if err != nil {
 		return fmt.Errorf("reseed: %w", err)
 	}
 	for _, s := range stale {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 )
 
@@ -82,80 +83,159 @@ func (w *Invitations) ReseedAll(ctx context.Context, done func(ReseedReport)) er
 // restore its claims, rebuild its buckets from MongoDB's count, reopen.
 // It returns persist.ErrNotFound, ErrNoRedis, or a *StepError.
 func (w *Invitations) Reseed(ctx context.Context, code string) (ReseedReport, error) {
-	rep := ReseedReport{Code: code}
 	if w.res == nil {
-		return rep, ErrNoRedis
-	}
-	fail := func(step string, err error) (ReseedReport, error) {
-		return rep, &StepError{Step: step, Err: err}
+		return ReseedReport{Code: code}, ErrNoRedis
 	}
 	if _, ok, err := w.store.Invitation(ctx, code); err != nil {
-		return fail("read invitation", err)
+		return ReseedReport{Code: code}, &StepError{Step: "read invitation", Err: err}
 	} else if !ok {
-		return rep, persist.ErrNotFound
+		return ReseedReport{Code: code}, persist.ErrNotFound
 	}
-	start := w.now()
-	// The code's lock keeps seeders and other invitation changes out; the
-	// freeze keeps signups out.
-	unlock, err := w.res.Lock(ctx, code, FreezeFor)
+	f, err := w.freeze(ctx, code)
 	if err != nil {
-		return fail("lock", err)
+		return f.rep, err
 	}
-	defer unlock()
-	owner, err := w.res.Freeze(ctx, code, FreezeFor)
-	if err != nil {
-		return fail("freeze", err)
-	}
-	// Read after freezing: what the rebuild uses is what MongoDB says now.
-	inv, ok, err := w.store.Invitation(ctx, code)
-	if err != nil || !ok {
-		return fail("read invitation", fmt.Errorf("gone or unreadable: %v", err))
-	}
+	defer f.unlock()
 	pending, err := w.res.Pending(ctx, code)
 	if err != nil {
-		return fail("read pending reservations", err)
+		return f.rep, &StepError{Step: "read pending reservations", Err: err}
+	}
+	frozen := []frozenCode{f}
+	err = w.settle(ctx, frozen, map[string][]invite.Reservation{code: pending})
+	return frozen[0].rep, err
+}
+
+// frozenCode is a code a reseed holds: locked, frozen, read again.
+type frozenCode struct {
+	rep    ReseedReport
+	inv    invite.Invitation
+	owner  string // the freeze's
+	start  time.Time
+	unlock func()
+}
+
+// freeze takes code's lock (seeders and invitation changes wait) and
+// freezes it (signups wait), then reads the invitation again: what the
+// rebuild uses is what MongoDB says now.
+func (w *Invitations) freeze(ctx context.Context, code string) (frozenCode, error) {
+	f := frozenCode{rep: ReseedReport{Code: code}, start: w.now(), unlock: func() {}}
+	unlock, err := w.res.Lock(ctx, code, FreezeFor)
+	if err != nil {
+		return f, &StepError{Step: "lock", Err: err}
+	}
+	f.unlock = unlock
+	if f.owner, err = w.res.Freeze(ctx, code, FreezeFor); err != nil {
+		unlock()
+		return f, &StepError{Step: "freeze", Err: err}
+	}
+	inv, ok, err := w.store.Invitation(ctx, code)
+	if err != nil || !ok {
+		unlock()
+		return f, &StepError{Step: "read invitation", Err: fmt.Errorf("gone or unreadable: %v", err)}
+	}
+	f.inv = inv
+	return f, nil
+}
+
+// settle finishes the reseeds of frozen codes: their pending reservations
+// (read after the freeze, by code) go to MongoDB, their claims come back
+// from MongoDB, their buckets are rebuilt from MongoDB's count. Each step
+// runs once for all the codes.
+func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending map[string][]invite.Reservation) error {
+	fail := func(step string, err error) error { return &StepError{Step: step, Err: err} }
+	codes := make([]string, len(frozen))
+	emails := make(map[string][]string, len(frozen))
+	var all []invite.Reservation
+	for i, f := range frozen {
+		code := f.inv.Code
+		codes[i] = code
+		for _, r := range pending[code] {
+			emails[code] = append(emails[code], r.Canonical)
+		}
+		all = append(all, pending[code]...)
 	}
 	// Seats no registration holds and no pending reservation waits for
 	// (a stream entry lost with Redis' data after its seat was taken)
 	// would make MongoDB refuse signups Redis admits: give them back
 	// first, the pending reservations may need them.
-	emails := make([]string, len(pending))
-	for i, r := range pending {
-		emails[i] = r.Canonical
-	}
-	if rep.Released, err = w.store.ReleaseStrandedSeats(ctx, code, emails, w.now().Add(-StrandedAfter)); err != nil {
+	released, err := w.store.ReleaseStrandedSeatsOf(ctx, codes, emails, w.now().Add(-StrandedAfter))
+	if err != nil {
 		return fail("release stranded seats", err)
 	}
-	results, err := w.store.Admit(ctx, pending)
-	if err != nil {
-		return fail("write pending reservations", err)
-	}
-	for i, r := range results {
-		switch r.Outcome {
-		case persist.Written, persist.AlreadyWritten:
-		case persist.Refused:
-			// Over max_uses in MongoDB: not written, so not counted
-			// below; the reconciler refuses it again, counts and acks it.
-			rep.Refused++
-		case persist.Conflict:
-			// Marks the entry as given back, so the reconciler's later
-			// pass cannot add a token to the rebuilt bucket.
-			if _, err := w.res.GiveBack(ctx, pending[i], r.Owner); err != nil {
-				return fail("undo a refused reservation", err)
-			}
-		default:
-			return fail("write pending reservations", fmt.Errorf("MongoDB did not take %d of them", len(pending)-i))
+	refused := map[string]int{}
+	if len(all) > 0 {
+		results, err := w.store.Admit(ctx, all)
+		if err != nil {
+			return fail("write pending reservations", err)
 		}
+		for i, r := range results {
+			switch r.Outcome {
+			case persist.Written, persist.AlreadyWritten:
+			case persist.Refused:
+				// Over max_uses in MongoDB: not written, so not counted
+				// below; the reconciler refuses it again, counts and acks it.
+				refused[all[i].Code]++
+			case persist.Conflict:
+				// Marks the entry as given back, so the reconciler's later
+				// pass cannot add a token to the rebuilt bucket.
+				if _, err := w.res.GiveBack(ctx, all[i], r.Owner); err != nil {
+					return fail("undo a refused reservation", err)
+				}
+			default:
+				return fail("write pending reservations", fmt.Errorf("MongoDB did not take %d of them", len(all)-i))
+			}
+		}
+	}
+	code := ""
+	if len(frozen) == 1 {
+		code = frozen[0].inv.Code
 	}
 	counts, err := writeClaims(ctx, w.res, w.store, code, true)
 	if err != nil {
 		return fail("restore claims", err)
 	}
-	persisted := counts[code]
-	if err := w.res.Rebuild(ctx, inv, persisted, owner); err != nil {
-		return fail("rebuild buckets", err)
+	for i := range frozen {
+		f := &frozen[i]
+		c := f.inv.Code
+		if err := w.res.Rebuild(ctx, f.inv, counts[c], f.owner); err != nil {
+			return fmt.Errorf("%s: %w", c, fail("rebuild buckets", err))
+		}
+		f.rep.MaxUses, f.rep.Registered, f.rep.Pending = f.inv.MaxUses, counts[c], len(pending[c])
+		f.rep.Released, f.rep.Refused = released[c], refused[c]
+		f.rep.Frozen = w.now().Sub(f.start)
 	}
-	rep.MaxUses, rep.Registered, rep.Pending = inv.MaxUses, persisted, len(pending)
-	rep.Frozen = w.now().Sub(start)
-	return rep, nil
+	return nil
+}
+
+// reseedEvery rebuilds every code from MongoDB in one pass, for the
+// failover recovery: every code is frozen first, the streams are read
+// once, then all codes are settled together (settle). Every code refuses signups for the
+// whole pass (a few seconds), where ReseedAll closes one at a time; in
+// exchange the pass costs one read of the streams, not one per code.
+func (w *Invitations) reseedEvery(ctx context.Context) (codes int, err error) {
+	invs, err := w.store.Invitations(ctx)
+	if err != nil {
+		return 0, err
+	}
+	frozen := make([]frozenCode, 0, len(invs))
+	defer func() {
+		for _, f := range frozen {
+			f.unlock()
+		}
+	}()
+	for _, inv := range invs {
+		f, err := w.freeze(ctx, inv.Code)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", inv.Code, err)
+		}
+		frozen = append(frozen, f)
+	}
+	pending, err := w.res.PendingByCode(ctx)
+	if err != nil {
+		return 0, &StepError{Step: "read pending reservations", Err: err}
+	}
+	if err := w.settle(ctx, frozen, pending); err != nil {
+		return 0, err
+	}
+	return len(frozen), nil
 }
