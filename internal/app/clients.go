@@ -49,8 +49,6 @@ func NewRedis(cfg config.Config, poolSize int) redis.UniversalClient {
 // noeviction. Services that refuse CONFIG GET (many managed ones) are not
 // judged.
 func warnIfEvicting(ctx context.Context, rdb redis.UniversalClient, log logrus.FieldLogger) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
 	check := func(ctx context.Context, c *redis.Client) error {
 		v, err := c.ConfigGet(ctx, "maxmemory-policy").Result()
 		if err != nil {
@@ -63,12 +61,7 @@ func warnIfEvicting(ctx context.Context, rdb redis.UniversalClient, log logrus.F
 		}
 		return nil
 	}
-	switch c := rdb.(type) {
-	case *redis.ClusterClient:
-		_ = c.ForEachMaster(ctx, check)
-	case *redis.Client:
-		_ = check(ctx, c)
-	}
+	eachPrimary(ctx, rdb, check)
 }
 
 // warnIfFewReplicas logs a warning for every Redis primary with fewer
@@ -76,8 +69,6 @@ func warnIfEvicting(ctx context.Context, rdb redis.UniversalClient, log logrus.F
 // enough are back, every signup is answered 503 after
 // INVITEGATE_ACK_TIMEOUT.
 func warnIfFewReplicas(ctx context.Context, rdb redis.UniversalClient, want int, log logrus.FieldLogger) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
 	check := func(ctx context.Context, c *redis.Client) error {
 		info, err := c.Info(ctx, "replication").Result()
 		if err != nil {
@@ -96,6 +87,14 @@ func warnIfFewReplicas(ctx context.Context, rdb redis.UniversalClient, want int,
 		}
 		return nil
 	}
+	eachPrimary(ctx, rdb, check)
+}
+
+// eachPrimary runs check on every primary of rdb (one, or a cluster's
+// masters) within a 2 s bound; check logs what it finds.
+func eachPrimary(ctx context.Context, rdb redis.UniversalClient, check func(context.Context, *redis.Client) error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	switch c := rdb.(type) {
 	case *redis.ClusterClient:
 		_ = c.ForEachMaster(ctx, check)
