@@ -20,6 +20,7 @@ import (
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/workflow"
 )
 
 // TestReseedUnderTraffic: a reseed while signups flow and a reconciler
@@ -59,9 +60,12 @@ func TestReseedUnderTraffic(t *testing.T) {
 					defer wg.Done()
 					for i := 0; i < 40; i++ {
 						a, _ := email.Parse(fmt.Sprintf("h%d-%d@example.com", w, i), email.Options{})
-						for try := 0; ; try++ {
+						// A freeze ends within FreezeFor by itself, however
+						// slow the machine: retry until then, not a count.
+						giveUp := time.Now().Add(2 * workflow.FreezeFor)
+						for {
 							res, err := e.signups().Reserve(ctx, "hot", a)
-							if errors.Is(err, invite.ErrFrozen) && try < 1000 {
+							if errors.Is(err, invite.ErrFrozen) && time.Now().Before(giveUp) {
 								frozen.Add(1)
 								time.Sleep(time.Millisecond)
 								continue
