@@ -16,15 +16,8 @@ import (
 // rebuilds each code exactly under live traffic.
 func reseed(ctx context.Context, e *env, code string, all bool, stdout, stderr io.Writer) int {
 	printReport := func(r workflow.ReseedReport) {
-		pending := fmt.Sprintf("%d pending written", r.Pending)
-		if r.Refused > 0 {
-			pending = fmt.Sprintf("%d pending: %d written, %d refused as over max_uses in MongoDB", r.Pending, r.Pending-r.Refused, r.Refused)
-		}
-		if r.Released > 0 {
-			pending += fmt.Sprintf(", %d seats no registration held given back", r.Released)
-		}
-		fmt.Fprintf(stdout, "reseeded %s: max %d, registered %d, remaining %d (frozen %s, %s)\n",
-			r.Code, r.MaxUses, r.Registered, r.Remaining(), r.Frozen.Round(time.Millisecond), pending)
+		fmt.Fprintf(stdout, "reseeded %s: max %d, registered %d, remaining %d (frozen %s, %d pending written)\n",
+			r.Code, r.MaxUses, r.Registered, r.Remaining(), r.Frozen.Round(time.Millisecond), r.Pending)
 	}
 	var err error
 	switch {

@@ -100,7 +100,6 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.mongo = mc
 	m.Store = persist.NewStore(mc.Database(cfg.MongoDB), log, m.Now)
-	m.Store.SetMetrics(mets.persist)
 
 	if err := retry(ctx, log, "mongodb", func(ctx context.Context) error {
 		if err := m.Store.EnsureSchema(ctx); err != nil {

@@ -27,10 +27,9 @@ type CommitterConfig struct {
 }
 
 // Committer writes reservations to MongoDB while their signups wait
-// (INVITEGATE_ACK=mongo). Concurrent calls are coalesced into one Admit
-// (group commit): under a spike MongoDB sees a few round trips per batch
-// (the seats read and insert, max_uses checked again, the registrations'
-// unordered bulk insert), not per signup.
+// (INVITEGATE_ACK=mongo). Concurrent calls are coalesced into one unordered
+// bulk insert (group commit): under a spike MongoDB sees one round trip per
+// batch, not one per signup.
 type Committer struct {
 	st   *Store
 	cfg  CommitterConfig
@@ -75,10 +74,8 @@ func NewCommitter(st *Store, cfg CommitterConfig) *Committer {
 	return c
 }
 
-// Commit writes r as a registration, holding a seat of its code (Admit),
-// and returns its Result (Written, AlreadyWritten, Conflict, or Refused
-// when MongoDB holds max_uses registrations of the code already). It
-// returns an error wrapping ErrNotWritten
+// Commit writes r as a registration and returns its Result (Written,
+// AlreadyWritten or Conflict). It returns an error wrapping ErrNotWritten
 // when MongoDB did not confirm the write before ctx ended, or ErrDatabase
 // when MongoDB failed.
 func (c *Committer) Commit(ctx context.Context, r invite.Reservation) (Result, error) {
@@ -150,7 +147,7 @@ func (c *Committer) write() {
 			c.cfg.Batches.Observe(float64(len(rows)))
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.WriteTimeout)
-		results, err := c.st.Admit(ctx, rows)
+		results, err := c.st.Persist(ctx, rows)
 		cancel()
 		for i, req := range live {
 			if err != nil {

@@ -24,11 +24,6 @@ import (
 func TestCommitterGroupCommit(t *testing.T) {
 	ctx := context.Background()
 	st, _ := newStore(t)
-	for _, inv := range []invite.Invitation{{Code: "a", MaxUses: 200}, {Code: "b", MaxUses: 1}} {
-		if err := st.CreateInvitation(ctx, inv); err != nil {
-			t.Fatal(err)
-		}
-	}
 	hist := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "batch"})
 	c := persist.NewCommitter(st, persist.CommitterConfig{Writers: 2, Batches: hist})
 	defer c.Close()

@@ -13,12 +13,6 @@ type Metrics struct {
 	Backlog      *prometheus.GaugeVec // shard
 	Lag          *prometheus.GaugeVec // shard
 	AckBatch     prometheus.Histogram // INVITEGATE_ACK=mongo: reservations per group commit
-	// Refused counts reservations MongoDB refused for being over their
-	// code's max_uses (Redis admitted more than MongoDB holds seats for).
-	Refused prometheus.Counter
-	// Unseated counts registrations found without a seat when no seat was
-	// free (a code MongoDB already held over max_uses, e.g. old data).
-	Unseated prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg (nil: not
@@ -64,17 +58,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "With INVITEGATE_ACK=mongo, signups written to MongoDB by one group commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
 		}),
-		Refused: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invitegate_reconciler_refused_total",
-			Help: "Reservations MongoDB refused because their code already holds max_uses registrations there: Redis admitted more than the truth allows (a failover, a restored AOF). Not written, no email; run `invitectl reseed`.",
-		}),
-		Unseated: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invitegate_registrations_unseated_total",
-			Help: "Registrations found in MongoDB without a seat when none was free: their code already held more than max_uses (data from before seats, or written by an older release).",
-		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Batches, m.Rows, m.Errors, m.Claimed, m.BatchSeconds, m.Persisted, m.Backlog, m.Lag, m.AckBatch, m.Refused, m.Unseated)
+		reg.MustRegister(m.Batches, m.Rows, m.Errors, m.Claimed, m.BatchSeconds, m.Persisted, m.Backlog, m.Lag, m.AckBatch)
 	}
 	return m
 }

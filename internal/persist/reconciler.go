@@ -9,7 +9,6 @@ import (
 	backoffv5 "github.com/cenkalti/backoff/v5"
 	"github.com/sirupsen/logrus"
 
-	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/logs"
 )
@@ -77,7 +76,7 @@ type Reconciler struct {
 
 // persister is what the reconciler needs of a Store.
 type persister interface {
-	Admit(ctx context.Context, rs []invite.Reservation) ([]Result, error)
+	Persist(ctx context.Context, rs []invite.Reservation) ([]Result, error)
 }
 
 // NewReconciler returns a Reconciler draining q into st.
@@ -290,7 +289,7 @@ func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard
 		}
 		valid = append(valid, r)
 	}
-	results, err := rc.st.Admit(wctx, valid)
+	results, err := rc.st.Persist(wctx, valid)
 	if err != nil {
 		rc.m.Errors.WithLabelValues("mongo").Inc()
 		log.WithError(err).WithField("entries", len(valid)).Warn("write registrations; will retry")
@@ -319,14 +318,6 @@ func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard
 			}
 			rc.m.Rows.WithLabelValues("conflict").Inc()
 			log.WithFields(logrus.Fields{"code": r.Code, "owner": res.Owner}).Warn("mongodb refused a reservation: the email belongs to another code; token given back")
-			done = append(done, r.ID)
-		case Refused:
-			// Over the code's max_uses in MongoDB: never written, so no
-			// email goes out; settled for good. Its token is not given
-			// back (the code is full in truth); a reseed makes Redis agree.
-			rc.m.Refused.Inc()
-			log.WithFields(logrus.Fields{"code": r.Code, "email": email.Mask(r.Email), "id": r.ID, "reserved_at": r.ReservedAt}).
-				Error("mongodb refused a reservation: the code already holds max_uses registrations there (Redis admitted more than MongoDB allows); no email is sent; run `invitectl reseed` for the code")
 			done = append(done, r.ID)
 		default:
 			retry = append(retry, r)

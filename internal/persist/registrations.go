@@ -87,7 +87,7 @@ func (s *Store) Registration(ctx context.Context, canonical string) (reg Registr
 	return reg, true, nil
 }
 
-// Outcome is what happened to one reservation in Persist or Admit.
+// Outcome is what happened to one reservation in Persist.
 type Outcome int
 
 const (
@@ -99,13 +99,9 @@ const (
 	AlreadyWritten
 	// Conflict: the email belongs to another code (see Result.Owner).
 	Conflict
-	// Refused (Admit only): MongoDB holds max_uses registrations of the
-	// code already (every seat is another email's), or has no such code;
-	// nothing was written, and a retry is refused again.
-	Refused
 )
 
-// Result is the outcome of one reservation in Persist or Admit.
+// Result is the outcome of one reservation in Persist.
 type Result struct {
 	Outcome Outcome
 	Owner   string // the code MongoDB holds, for Conflict

@@ -16,10 +16,8 @@ import (
 	"github.com/invitegate/invitegate/internal/invite"
 )
 
-// SeatsCollection holds one document per seat taken, on both reservation
-// paths: _id "<code>#<k>" for k in [0, max_uses), with the code, k, the
-// canonical email holding it and when it was taken. A registration holds a
-// seat of its code (admit.go; MongoReserver here).
+// SeatsCollection holds, with INVITEGATE_RESERVER=mongo, one document per
+// seat taken: _id "<code>#<k>" for k in [0, max_uses).
 const SeatsCollection = "seats"
 
 // MongoReserver takes seats with MongoDB alone (INVITEGATE_RESERVER=mongo);
@@ -68,7 +66,7 @@ func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Addres
 		if err == nil {
 			err = invite.ErrFull
 		}
-		return invite.Result{}, errors.Join(err, m.releaseSeat(ctx, code, k, a.Canonical))
+		return invite.Result{}, errors.Join(err, m.releaseSeat(ctx, code, k))
 	}
 	r := invite.Reservation{Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: m.st.now()}
 	out, err := m.st.Persist(ctx, []invite.Reservation{r})
@@ -76,7 +74,7 @@ func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Addres
 		// This insert wrote nothing, but who did is not known yet.
 		if out[0], err = m.owner(ctx, r); err != nil {
 			// Definitely not written by this request: the seat goes back.
-			return invite.Result{}, invite.Unavailable(errors.Join(ErrDatabase, err, m.releaseSeat(ctx, code, k, a.Canonical)))
+			return invite.Result{}, invite.Unavailable(errors.Join(ErrDatabase, err, m.releaseSeat(ctx, code, k)))
 		}
 	}
 	if err != nil || out[0].Outcome == Failed {
@@ -86,9 +84,9 @@ func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Addres
 	}
 	switch out[0].Outcome {
 	case AlreadyWritten: // the same email won a concurrent request
-		return invite.Result{Outcome: invite.Existing}, m.releaseSeat(ctx, code, k, a.Canonical)
+		return invite.Result{Outcome: invite.Existing}, m.releaseSeat(ctx, code, k)
 	case Conflict:
-		return invite.Result{}, errors.Join(invite.ErrEmailTaken, m.releaseSeat(ctx, code, k, a.Canonical))
+		return invite.Result{}, errors.Join(invite.ErrEmailTaken, m.releaseSeat(ctx, code, k))
 	}
 	return invite.Result{Outcome: invite.Created}, nil
 }
@@ -139,7 +137,7 @@ func (m *MongoReserver) takeSeat(ctx context.Context, inv invite.Invitation, can
 		return 0, invite.ErrFull
 	}
 	try := func(k int) (bool, error) {
-		_, err := m.seats.InsertOne(ctx, seatDoc{ID: seatID(inv.Code, k), Code: inv.Code, K: k, Email: canonical, At: m.st.now().UTC()})
+		_, err := m.seats.InsertOne(ctx, bson.D{{Key: "_id", Value: seatID(inv.Code, k)}, {Key: "code", Value: inv.Code}, {Key: "k", Value: k}, {Key: "email", Value: canonical}})
 		if mongo.IsDuplicateKeyError(err) {
 			return false, nil
 		}
@@ -219,14 +217,13 @@ const ownerAttempts = 8
 // deadline: a seat not given back stays taken for good.
 const releaseTimeout = 5 * time.Second
 
-// releaseSeat deletes seat k of code if canonical holds it (never another
-// email's). It runs past ctx's deadline or cancellation (up to
-// releaseTimeout): its caller knows the seat is not needed, often when the
-// request's time is nearly spent.
-func (m *MongoReserver) releaseSeat(ctx context.Context, code string, k int, canonical string) error {
+// releaseSeat deletes seat k of code. It runs past ctx's deadline or
+// cancellation (up to releaseTimeout): its caller knows the seat is not
+// needed, often when the request's time is nearly spent.
+func (m *MongoReserver) releaseSeat(ctx context.Context, code string, k int) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
 	defer cancel()
-	if _, err := m.seats.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatID(code, k)}, {Key: "email", Value: canonical}}); err != nil {
+	if _, err := m.seats.DeleteOne(ctx, bson.D{{Key: "_id", Value: seatID(code, k)}}); err != nil {
 		return invite.Unavailable(fmt.Errorf("release a seat: %w", err))
 	}
 	return nil
@@ -243,24 +240,24 @@ func (m *MongoReserver) Taken(ctx context.Context, code string) (int, error) {
 
 func seatID(code string, k int) string { return code + "#" + strconv.Itoa(k) }
 
-// SeatRegistrations takes a seat for every registration that holds none
-// (Store.SeatRegistrations), for a deployment that starts using the
-// MongoDB path with registrations an earlier release wrote without seats.
-// Seats already there are kept. Nothing may serve signups while it runs.
+// SeatRegistrations takes a seat for every registration, for a
+// deployment that starts using the MongoDB path with registrations made
+// by the Redis path. Seats already there are kept. Nothing may serve
+// signups while it runs.
 func (m *MongoReserver) SeatRegistrations(ctx context.Context) error {
 	counts, err := m.st.Counts(ctx)
 	if err != nil {
 		return err
 	}
-	codes := make([]string, 0, len(counts))
-	for code := range counts {
-		codes = append(codes, code)
+	for code, n := range counts {
+		for k := 0; k < n; k++ {
+			_, err := m.seats.InsertOne(ctx, bson.D{{Key: "_id", Value: seatID(code, k)}, {Key: "code", Value: code}, {Key: "k", Value: k}})
+			if err != nil && !mongo.IsDuplicateKeyError(err) {
+				return fmt.Errorf("%w: %w", ErrDatabase, err)
+			}
+		}
 	}
-	if len(codes) == 0 {
-		return nil
-	}
-	_, err = m.st.SeatRegistrations(ctx, codes)
-	return err
+	return nil
 }
 
 // seatedSetting is present once SeatRegistrations completed for the current

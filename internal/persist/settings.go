@@ -98,10 +98,8 @@ func (s *Store) ExpectReserver(ctx context.Context, mode string) error {
 
 // CheckReserver records which reservation path the deployment uses
 // ("redis" or "mongo") on first start and returns ErrSettingsMismatch when a
-// process is configured with the other. Both paths keep a seat per
-// registration in the seats collection, but registrations written by
-// releases before the Redis path did have none, and the MongoDB path
-// counts seats: a switch to it seats them first (EnsureSeated). fresh is
+// process is configured with the other: the MongoDB path counts seats in
+// the seats collection, which the Redis path does not maintain. fresh is
 // true when this call recorded the path (the first start, or the first
 // after an operator removed the setting to switch paths).
 func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err error) {

@@ -56,14 +56,6 @@ type Store struct {
 	// regMajority reads registrations with majority read concern.
 	regMajority *mongo.Collection
 	settings    *mongo.Collection
-	// seats holds the seats every registration takes first (admit.go,
-	// seats.go); seatsMajority reads them with majority read concern.
-	seats         *mongo.Collection
-	seatsMajority *mongo.Collection
-	// invMajority reads invitations with majority read concern.
-	invMajority *mongo.Collection
-	admit       admitState
-	metrics     *Metrics
 	log         logrus.FieldLogger
 	now         func() time.Time
 }
@@ -77,25 +69,17 @@ func NewStore(db *mongo.Database, logger logrus.FieldLogger, now func() time.Tim
 	}
 	logger = logs.OrQuiet(logger)
 	wc := options.Collection().SetWriteConcern(writeconcern.Majority())
-	majority := options.Collection().SetWriteConcern(writeconcern.Majority()).SetReadConcern(readconcern.Majority())
 	return &Store{
-		db:            db,
-		inv:           db.Collection(InvitationsCollection, wc),
-		reg:           db.Collection(RegistrationsCollection, wc),
-		regMajority:   db.Collection(RegistrationsCollection, majority),
-		settings:      db.Collection(SettingsCollection, wc),
-		seats:         db.Collection(SeatsCollection, wc),
-		seatsMajority: db.Collection(SeatsCollection, majority),
-		invMajority:   db.Collection(InvitationsCollection, majority),
-		admit:         admitState{max: map[string]int{}, scanned: map[string]int{}, taking: map[string]map[int]int{}, released: make(chan struct{})},
-		log:           logger.WithField("component", "persist"),
-		now:           now,
+		db:  db,
+		inv: db.Collection(InvitationsCollection, wc),
+		reg: db.Collection(RegistrationsCollection, wc),
+		regMajority: db.Collection(RegistrationsCollection, options.Collection().
+			SetWriteConcern(writeconcern.Majority()).SetReadConcern(readconcern.Majority())),
+		settings: db.Collection(SettingsCollection, wc),
+		log:      logger.WithField("component", "persist"),
+		now:      now,
 	}
 }
-
-// SetMetrics makes the store count, in m, the registrations it finds
-// without a seat and cannot seat (m.Unseated). Call it before use.
-func (s *Store) SetMetrics(m *Metrics) { s.metrics = m }
 
 // EnsureSchema creates the indexes the service relies on. It is idempotent.
 func (s *Store) EnsureSchema(ctx context.Context) error {
@@ -121,11 +105,6 @@ func (s *Store) EnsureSchema(ctx context.Context) error {
 		if _, err := s.reg.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: keys, Options: options.Index().SetName(name)}); err != nil {
 			return fmt.Errorf("%w: create index: %w", ErrDatabase, err)
 		}
-	}
-	// Every registration takes a seat first; a code's seats are read by
-	// code. Idempotent (a single-field index).
-	if _, err := s.seats.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "code", Value: 1}}, Options: options.Index().SetName("code_1")}); err != nil {
-		return fmt.Errorf("%w: create index: %w", ErrDatabase, err)
 	}
 	return nil
 }

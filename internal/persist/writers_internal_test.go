@@ -85,7 +85,7 @@ type slowStore struct {
 	worstGap  time.Duration
 }
 
-func (s *slowStore) Admit(_ context.Context, rs []invite.Reservation) ([]Result, error) {
+func (s *slowStore) Persist(_ context.Context, rs []invite.Reservation) ([]Result, error) {
 	if s.q != nil {
 		s.q.mu.Lock()
 		s.mu.Lock()

@@ -73,18 +73,10 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 	if err != nil {
 		return invite.Result{}, invite.Unavailable(err)
 	}
-	switch out.Outcome {
-	case persist.Conflict:
+	if out.Outcome == persist.Conflict {
 		// MongoDB has the email on another code (Redis had lost the
 		// claim); the reconciler gives this reservation's seat back.
 		return invite.Result{}, invite.ErrEmailTaken
-	case persist.Refused:
-		// MongoDB holds max_uses registrations of the code already: Redis
-		// admitted past the truth (a failover, a restored AOF). Full, never
-		// 201. Redis keeps the token taken (the code is full in truth)
-		// and the claim; the reconciler refuses the entry again, counts
-		// it and alerts; a reseed makes Redis agree with MongoDB.
-		return invite.Result{}, invite.ErrFull
 	}
 	d.markPersisted(ctx, a.Canonical, code)
 	return res, nil

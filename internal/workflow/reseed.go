@@ -17,20 +17,9 @@ type ReseedReport struct {
 	// Pending is how many reservations were still in the streams and were
 	// written to MongoDB while the code was frozen.
 	Pending int
-	// Refused is how many of them MongoDB refused for being over max_uses
-	// (Redis had admitted past the truth): they are not registrations.
-	Refused int
-	// Released is how many seats in MongoDB no registration held and no
-	// pending reservation waited for; they were given back.
-	Released int
 	// Frozen is how long the code refused signups.
 	Frozen time.Duration
 }
-
-// StrandedAfter is how old a seat no registration holds must be before a
-// reseed gives it back: younger ones may belong to a writer still under
-// way (writes are bounded by 10 s; a MongoDB may finish one later).
-const StrandedAfter = time.Minute
 
 // Remaining is the code's seats left after the rebuild.
 func (r ReseedReport) Remaining() int { return max(r.MaxUses-r.Registered, 0) }
@@ -143,38 +132,18 @@ func (w *Invitations) freeze(ctx context.Context, code string) (frozenCode, erro
 // runs once for all the codes.
 func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending map[string][]invite.Reservation) error {
 	fail := func(step string, err error) error { return &StepError{Step: step, Err: err} }
-	codes := make([]string, len(frozen))
-	emails := make(map[string][]string, len(frozen))
 	var all []invite.Reservation
-	for i, f := range frozen {
-		code := f.inv.Code
-		codes[i] = code
-		for _, r := range pending[code] {
-			emails[code] = append(emails[code], r.Canonical)
-		}
-		all = append(all, pending[code]...)
+	for _, f := range frozen {
+		all = append(all, pending[f.inv.Code]...)
 	}
-	// Seats no registration holds and no pending reservation waits for
-	// (a stream entry lost with Redis' data after its seat was taken)
-	// would make MongoDB refuse signups Redis admits: give them back
-	// first, the pending reservations may need them.
-	released, err := w.store.ReleaseStrandedSeatsOf(ctx, codes, emails, w.now().Add(-StrandedAfter))
-	if err != nil {
-		return fail("release stranded seats", err)
-	}
-	refused := map[string]int{}
 	if len(all) > 0 {
-		results, err := w.store.Admit(ctx, all)
+		results, err := w.store.Persist(ctx, all)
 		if err != nil {
 			return fail("write pending reservations", err)
 		}
 		for i, r := range results {
 			switch r.Outcome {
 			case persist.Written, persist.AlreadyWritten:
-			case persist.Refused:
-				// Over max_uses in MongoDB: not written, so not counted
-				// below; the reconciler refuses it again, counts and acks it.
-				refused[all[i].Code]++
 			case persist.Conflict:
 				// Marks the entry as given back, so the reconciler's later
 				// pass cannot add a token to the rebuilt bucket.
@@ -201,7 +170,6 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 			return fmt.Errorf("%s: %w", c, fail("rebuild buckets", err))
 		}
 		f.rep.MaxUses, f.rep.Registered, f.rep.Pending = f.inv.MaxUses, counts[c], len(pending[c])
-		f.rep.Released, f.rep.Refused = released[c], refused[c]
 		f.rep.Frozen = w.now().Sub(f.start)
 	}
 	return nil
