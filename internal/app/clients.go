@@ -28,7 +28,7 @@ func NewRedis(cfg config.Config, poolSize int) redis.UniversalClient {
 	if cfg.Ack == config.AckReplica {
 		read += cfg.AckTimeout
 	}
-	return redis.NewUniversalClient(&redis.UniversalOptions{
+	o := &redis.UniversalOptions{
 		Addrs:            cfg.RedisAddrs,
 		IsClusterMode:    cfg.RedisCluster,
 		MasterName:       cfg.SentinelMaster,
@@ -40,8 +40,25 @@ func NewRedis(cfg config.Config, poolSize int) redis.UniversalClient {
 		PoolSize:         poolSize,
 		// A hung node holds a request only until its deadline.
 		ContextTimeoutEnabled: true,
-	})
+	}
+	if cfg.RedisCluster {
+		co := o.Cluster()
+		// go-redis reloads the slot map on a MOVED, and otherwise only
+		// every ClusterStateReloadInterval (60 s by default). A master that
+		// died and stays dead answers no MOVED: its slots' commands fail
+		// with a connection error until the periodic reload, so after its
+		// replica took over, signups on its shards got 503 for up to a
+		// minute (53–60 s measured, TestClusterFailover). One CLUSTER SLOTS
+		// a second per client bounds that to about a second.
+		co.ClusterStateReloadInterval = clusterReloadEvery
+		return redis.NewClusterClient(co)
+	}
+	return redis.NewUniversalClient(o)
 }
+
+// clusterReloadEvery is how stale a cluster client's slot map may get
+// without a MOVED (see NewRedis).
+const clusterReloadEvery = time.Second
 
 // warnIfEvicting logs a warning for every Redis primary whose
 // maxmemory-policy is not noeviction: evicting a claim or a bucket could
