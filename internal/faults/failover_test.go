@@ -75,6 +75,7 @@ func TestSentinelFailover(t *testing.T) {
 		// which shows the loss check can fail.
 		{name: "replica-reconciler-behind", ack: "replica", reconcilerBehind: true, assert: true, assertRecovery: true},
 		{name: "redis-reconciler-behind", ack: "redis", reconcilerBehind: true, wantLoss: true},
+		{name: "replica-give-up-reconciler-behind", ack: "replica", giveUp: true, reconcilerBehind: true, assert: true, assertRecovery: true},
 	} {
 		t.Run(c.name, func(t *testing.T) { runFailover(t, layout{sentinel: true}, c) })
 	}
