@@ -287,6 +287,9 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	burstDone := make(chan struct{})
 	go func() { defer close(burstDone); burst.run(t, emails("fo-new", 64)) }()
 	addedAtCut := reservationsAdded(v.primary.Addr, s.ns, v.shards)
+	if addedAtCut < 0 {
+		t.Fatalf("cannot read the streams of %s", v.primary.Addr)
+	}
 	var addedAtKill int64
 	waitFor(t, 15*time.Second, "the primary to take a reservation alone", func() bool {
 		addedAtKill = reservationsAdded(v.primary.Addr, s.ns, v.shards)
@@ -297,7 +300,11 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	createdAlone := sp.admitted.Load() + burst.admitted.Load() - createdAtCut
 	v.replica.Resume(t)
 	waitFor(t, 10*time.Second, "the replica to see its primary gone", func() bool { return linkDown(v.replica.Addr) })
-	missed := addedAtKill - reservationsAdded(v.replica.Addr, s.ns, v.shards)
+	onReplica := reservationsAdded(v.replica.Addr, s.ns, v.shards)
+	if onReplica < 0 {
+		t.Fatalf("cannot read the streams of %s", v.replica.Addr)
+	}
+	missed := addedAtKill - onReplica
 	if missed < 1 {
 		t.Fatalf("the replica to be promoted misses %d reservations; the fault did not make it stale", missed)
 	}
