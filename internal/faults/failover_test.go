@@ -195,7 +195,13 @@ func emailShard(canonical string, k int) int {
 // reservationsAdded is how many reservations the node at addr ever appended
 // to the streams of shards (XINFO STREAM entries-added), or -1.
 func reservationsAdded(addr, ns string, shards []int) int64 {
-	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: addr, DisableIdentity: true, MaxRetries: -1,
+		// A cluster replica redirects reads of its master's keys unless
+		// asked READONLY; a node outside a cluster refuses READONLY.
+		OnConnect: func(ctx context.Context, cn *redis.Conn) error {
+			_ = cn.ReadOnly(ctx).Err()
+			return nil
+		}})
 	defer c.Close()
 	var n int64
 	for _, sh := range shards {
