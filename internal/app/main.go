@@ -236,13 +236,19 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 			Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Now: m.Now, Logger: log,
 		})
 		host, _ := os.Hostname()
-		m.reconciler = persist.NewReconciler(streams, m.Store, persist.ReconcilerConfig{
+		rc := persist.ReconcilerConfig{
 			Consumer:  fmt.Sprintf("%s-%d-%d", host, os.Getpid(), m.Now().UnixNano()),
 			ClaimIdle: cfg.ClaimIdle,
 			Now:       m.Now,
 			Logger:    log,
 			Metrics:   mets.persist,
-		})
+		}
+		if cfg.Ack == config.AckMongo {
+			// Signups wait on the group commit for up to AckTimeout: the
+			// reconciler leaves their entries to it (persist.ReconcilerConfig.Defer).
+			rc.Defer = cfg.AckTimeout
+		}
+		m.reconciler = persist.NewReconciler(streams, m.Store, rc)
 	}
 	return nil
 }
