@@ -244,9 +244,11 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 			Metrics:   mets.persist,
 		}
 		if cfg.Ack == config.AckMongo {
-			// Signups wait on the group commit for up to AckTimeout: the
-			// reconciler leaves their entries to it (persist.ReconcilerConfig.Defer).
-			rc.Defer = cfg.AckTimeout
+			// Signups wait on the group commit for up to AckTimeout, and
+			// its insert may go on for its own timeout after that: the
+			// reconciler leaves their entries to it meanwhile
+			// (persist.ReconcilerConfig.Defer).
+			rc.Defer = cfg.AckTimeout + persist.CommitWriteTimeout
 		}
 		m.reconciler = persist.NewReconciler(streams, m.Store, rc)
 	}

@@ -127,8 +127,8 @@ func TestReconcilerLeavesCommittedEntries(t *testing.T) {
 			t.Errorf("entry %s written %s after its reservation, before Defer (%s)", r.ID, at.Sub(reserved), deferFor)
 		}
 	}
-	if q.looks != 2 {
-		t.Errorf("the group commit's marks were read %d times, want 2 (before and after the wait)", q.looks)
+	if q.looks < 2 {
+		t.Errorf("the group commit's marks were read %d times, want at least 2 (before and during the wait)", q.looks)
 	}
 }
 

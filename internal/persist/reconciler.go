@@ -59,10 +59,12 @@ type ReconcilerConfig struct {
 	// for more, until the stream is empty or this passes (default 5s).
 	DrainTimeout time.Duration
 	// Defer (INVITEGATE_ACK=mongo) is how long a reservation is left to the
-	// group commit that its signup waits on: the reconciler acknowledges
-	// what that commit wrote and writes only the rest, once they are Defer
-	// old, instead of inserting the same registrations alongside it
-	// (default 0: write everything at once; at most ClaimIdle/2).
+	// group commit that its signup waits on (the caller's wait plus the
+	// commit's own write timeout): the reconciler acknowledges what that
+	// commit wrote as soon as it sees its mark, and writes only the rest,
+	// once they are Defer old, instead of inserting the same registrations
+	// alongside it (default 0: write everything at once; at most
+	// ClaimIdle/2, so the batch is not taken over meanwhile).
 	Defer time.Duration
 	// StatsEvery is how often backlog and lag are measured (default 1s).
 	StatsEvery time.Duration
@@ -210,33 +212,41 @@ func (rc *Reconciler) drain(ctx context.Context, log logrus.FieldLogger, shard i
 
 // skipCommitted acknowledges the reservations of batch that the
 // INVITEGATE_ACK=mongo group commit already wrote and returns the others.
-// With wait, it first gives the others until they are Defer old (the
-// commit their signups wait on is usually under way), then looks again.
-// Without Defer it returns batch as it is; when Redis cannot say, it
-// returns what it has not settled: writing twice is harmless.
+// With wait, it gives the others until they are Defer old (the commit
+// their signups wait on is usually under way), looking at the marks again
+// at growing intervals, and returns what is still unwritten then. Without
+// Defer it returns batch as it is; when Redis cannot say, it returns what
+// it has not settled: writing twice is harmless.
 func (rc *Reconciler) skipCommitted(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation, wait bool) []invite.Reservation {
 	if rc.cfg.Defer <= 0 || len(batch) == 0 {
 		return batch
 	}
 	rest := rc.ackCommitted(ctx, log, shard, batch)
-	if !wait || len(rest) == 0 {
+	if !wait {
 		return rest
 	}
-	youngest := rest[0].ReservedAt
-	for _, r := range rest[1:] {
-		if r.ReservedAt.After(youngest) {
-			youngest = r.ReservedAt
+	step := 20 * time.Millisecond
+	for len(rest) > 0 && ctx.Err() == nil {
+		youngest := rest[0].ReservedAt
+		for _, r := range rest[1:] {
+			if r.ReservedAt.After(youngest) {
+				youngest = r.ReservedAt
+			}
 		}
-	}
-	if d := youngest.Add(rc.cfg.Defer).Sub(rc.cfg.Now()); d > 0 {
-		t := time.NewTimer(min(d, rc.cfg.Defer))
+		d := youngest.Add(rc.cfg.Defer).Sub(rc.cfg.Now())
+		if d <= 0 {
+			break
+		}
+		t := time.NewTimer(min(d, step, rc.cfg.Defer))
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
 		}
+		step = min(2*step, time.Second)
+		rest = rc.ackCommitted(context.WithoutCancel(ctx), log, shard, rest)
 	}
-	return rc.ackCommitted(context.WithoutCancel(ctx), log, shard, rest)
+	return rest
 }
 
 // ackCommitted acknowledges the reservations of batch MongoDB already holds
