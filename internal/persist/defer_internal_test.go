@@ -7,7 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/reserve"
+	"github.com/invitegate/invitegate/internal/testenv"
 )
 
 // commitQueue hands out one batch of reservations once; the group commit
@@ -146,5 +151,58 @@ func TestReconcilerWithoutDeferWritesAtOnce(t *testing.T) {
 	runUntilWritten(t, rc, &q.batchQueue)
 	if q.looks != 0 || len(st.written) != 1 {
 		t.Fatalf("marks read %d times, %d entries written; want 0 and 1", q.looks, len(st.written))
+	}
+}
+
+// TestReconcilerBoundsItsWaitOnSkewedClocks: an entry is stamped with the
+// reserving replica's clock. One whose replica runs an hour ahead, left
+// unmarked (its commit failed), is still written about Defer after the
+// reconciler read it, and so is the entry of a healthy replica in the same
+// batch; the shard does not stall for the skew (real redis-server).
+func TestReconcilerBoundsItsWaitOnSkewedClocks(t *testing.T) {
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
+	t.Cleanup(func() { c.Close() })
+	ns := testenv.KeyPrefix(t)
+	ahead := reserve.New(c, reserve.Config{Namespace: ns, Shards: 1, Now: func() time.Time { return time.Now().Add(time.Hour) }})
+	good := reserve.New(c, reserve.Config{Namespace: ns, Shards: 1})
+	if err := good.SeedBuckets(ctx, invite.Invitation{Code: "c", MaxUses: 10}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := good.MarkSeeded(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []struct {
+		r *reserve.Reserver
+		e string
+	}{{ahead, "ahead@example.com"}, {good, "good@example.com"}} {
+		a, err := email.Parse(in.e, email.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := in.r.Reserve(ctx, "c", a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &recordStore{written: map[string]time.Time{}}
+	rc := NewReconciler(good, nil, ReconcilerConfig{Defer: 300 * time.Millisecond, StatsEvery: time.Hour, Block: 10 * time.Millisecond})
+	rc.st = st
+	rctx, cancel := context.WithCancel(ctx)
+	finished := make(chan struct{})
+	go func() { defer close(finished); rc.Run(rctx) }()
+	defer func() { cancel(); <-finished }()
+	deadline := time.After(30 * time.Second)
+	for {
+		st.mu.Lock()
+		n := len(st.written)
+		st.mu.Unlock()
+		if n == 2 {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("%d of 2 entries written 30 s after they were read, with Defer 300ms: the wait followed the skewed clock", n)
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
 }

@@ -113,6 +113,7 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 	if cfg.HoldFor <= 0 {
 		cfg.HoldFor = 2 * cfg.ClaimIdle
 	}
+	deferWanted := cfg.Defer
 	cfg.Defer = min(max(cfg.Defer, 0), cfg.ClaimIdle/2)
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Second
@@ -124,6 +125,10 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 		cfg.Now = time.Now
 	}
 	cfg.Logger = logs.OrQuiet(cfg.Logger)
+	if deferWanted > cfg.Defer {
+		cfg.Logger.WithFields(logrus.Fields{"wanted": deferWanted.String(), "kept": cfg.Defer.String()}).
+			Warn("the reconciler leaves entries to the group commit for at most half of INVITEGATE_RECONCILER_CLAIM_IDLE: slower commits may be inserted twice (harmless, but it adds to MongoDB's load); lower INVITEGATE_ACK_TIMEOUT or raise the claim idle time")
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -226,6 +231,7 @@ func (rc *Reconciler) skipCommitted(ctx context.Context, log logrus.FieldLogger,
 		return rest
 	}
 	step := 20 * time.Millisecond
+	start := time.Now() // monotonic: never wait longer than Defer after reading
 	for len(rest) > 0 && ctx.Err() == nil {
 		youngest := rest[0].ReservedAt
 		for _, r := range rest[1:] {
@@ -233,7 +239,7 @@ func (rc *Reconciler) skipCommitted(ctx context.Context, log logrus.FieldLogger,
 				youngest = r.ReservedAt
 			}
 		}
-		d := youngest.Add(rc.cfg.Defer).Sub(rc.cfg.Now())
+		d := min(youngest.Add(rc.cfg.Defer).Sub(rc.cfg.Now()), rc.cfg.Defer-time.Since(start))
 		if d <= 0 {
 			break
 		}
