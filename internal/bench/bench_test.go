@@ -103,7 +103,7 @@ func TestViralSpike(t *testing.T) {
 		t.Logf("could not lower the MongoDB-wire server's priority: %v", err)
 	}
 	var tab table
-	var rounds, rounds16, roundsR series
+	var rounds, rounds16, roundsR, roundsM series
 	sections := benchSections(t)
 	if sections["k1"] {
 		benchK1(t, bin, mongoSrv, sz, &tab, &rounds)
@@ -121,9 +121,12 @@ func TestViralSpike(t *testing.T) {
 	if sections["replica"] {
 		benchAckReplica(t, bin, mongoSrv, sz, &tab, &roundsR)
 	}
+	if sections["mongo"] {
+		benchAckMongo(t, bin, mongoSrv, sz, &tab, &roundsM)
+	}
 
 	tab.print(os.Stdout)
-	for _, r := range append(append(rounds.all(), rounds16.all()...), append(roundsR.all(), tab.rows...)...) {
+	for _, r := range append(append(rounds.all(), rounds16.all()...), append(append(roundsR.all(), roundsM.all()...), tab.rows...)...) {
 		if r.check != "ok" {
 			t.Errorf("%s: %s", r.name, r.check)
 		}
@@ -131,7 +134,7 @@ func TestViralSpike(t *testing.T) {
 }
 
 // benchSectionNames are the parts of TestViralSpike, in the order they run.
-var benchSectionNames = []string{"k1", "k16", "baseline", "replica"}
+var benchSectionNames = []string{"k1", "k16", "baseline", "replica", "mongo"}
 
 // benchSections returns the sections INVITEGATE_BENCH_ONLY names
 // (comma-separated, e.g. "replica" or "k1,baseline"); empty: all of them.
@@ -244,6 +247,37 @@ func benchAckReplica(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, s
 	tab.add(s.run(t, "retry storm K=1, with a replica, ack=redis", s.svc, load{prefix: "rfill", codes: retry, n: sz.retry, repeat: true}))
 	tab.add(s.run(t, fmt.Sprintf("fill %d codes K=1, ack=replica", fills), ack, load{prefix: "afill", codes: retryAcked, n: sz.retry}))
 	tab.add(s.run(t, "retry storm K=1, ack=replica", ack, load{prefix: "afill", codes: retryAcked, n: sz.retry, repeat: true}))
+}
+
+// benchAckMongo measures INVITEGATE_ACK=mongo against the default on the
+// same stores: each round a spike of twice a code's capacity (2,000 emails
+// on a code of 1,000 at full size) on a fresh code per service. Every
+// admission waits for MongoDB's group commit; the outcomes column shows
+// whether any was answered 503.
+func benchAckMongo(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
+	s := newStack(t, bin, mongoSrv, "redis", 1, sz)
+	plain := make([][]string, sz.rounds)
+	acked := make([][]string, sz.rounds)
+	for i := range sz.rounds {
+		plain[i] = s.codes(t, fmt.Sprintf("mplain%d", i), 1)
+		acked[i] = s.codes(t, fmt.Sprintf("macked%d", i), 1)
+	}
+	s.start(t)
+	// A namespace of its own: its streams and consumer group are its own,
+	// so the ack=redis service's reconciler does not write its entries
+	// alongside its group commit.
+	ack := s.startService(t, "INVITEGATE_ACK=mongo", "INVITEGATE_REDIS_NAMESPACE=igmongo")
+	var ratios []float64
+	for i := range sz.rounds {
+		r := s.run(t, "spike 2 × capacity K=1, ack=redis", s.svc, load{prefix: fmt.Sprintf("mplain%d", i), codes: plain[i], n: 2 * sz.capacity})
+		m := s.run(t, "spike 2 × capacity K=1, ack=mongo", ack, load{prefix: fmt.Sprintf("macked%d", i), codes: acked[i], n: 2 * sz.capacity})
+		rounds.add(r)
+		rounds.add(m)
+		ratios = append(ratios, m.rps/r.rps)
+	}
+	rounds.medians(tab)
+	sort.Float64s(ratios)
+	t.Logf("spike 2 × capacity, ack=mongo / ack=redis: %.2f (median of the rounds' ratios %.2f)", ratios[len(ratios)/2], ratios)
 }
 
 // series collects the rounds of closed-loop runs by scenario name.
