@@ -30,6 +30,7 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/sirupsen/logrus"
 
 	"github.com/invitegate/invitegate/internal/email"
@@ -304,14 +305,11 @@ type Metrics struct {
 // NewMetrics creates the collectors and registers them with reg (nil: not
 // registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		Sent:     prometheus.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_sent_total", Help: "Further-instructions emails the SMTP server accepted."}),
-		Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_attempts_failed_total", Help: "Delivery attempts that failed (each is retried until the last)."}),
-		GaveUp:   prometheus.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_gave_up_total", Help: "Emails given up after their last failed attempt."}),
-		State:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "invitegate_mail_registrations", Help: "Registrations by the state of their email (pending, sent, failed), counted every 10 s."}, []string{"state"}),
+	f := promauto.With(reg)
+	return &Metrics{
+		Sent:     f.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_sent_total", Help: "Further-instructions emails the SMTP server accepted."}),
+		Failures: f.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_attempts_failed_total", Help: "Delivery attempts that failed (each is retried until the last)."}),
+		GaveUp:   f.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_gave_up_total", Help: "Emails given up after their last failed attempt."}),
+		State:    f.NewGaugeVec(prometheus.GaugeOpts{Name: "invitegate_mail_registrations", Help: "Registrations by the state of their email (pending, sent, failed), counted every 10 s."}, []string{"state"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Sent, m.Failures, m.GaveUp, m.State)
-	}
-	return m
 }
