@@ -18,6 +18,7 @@ package mail
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"embed"
@@ -33,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/defaults"
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/logs"
 	"github.com/invitegate/invitegate/internal/persist"
@@ -96,36 +98,16 @@ type Mailer struct {
 
 // New returns a Mailer over st sending through send.
 func New(st Store, send Sender, cfg Config) *Mailer {
-	if cfg.Game == "" {
-		cfg.Game = "Our Super Game"
-	}
-	if cfg.Domain == "" {
-		cfg.Domain = "invitegate.local"
-	}
-	if cfg.Owner == "" {
-		cfg.Owner = "mailer"
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 8
-	}
-	if cfg.RetryBase <= 0 {
-		cfg.RetryBase = 30 * time.Second
-	}
-	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = time.Hour
-	}
-	if cfg.Lease <= 0 {
-		cfg.Lease = 10 * time.Minute
-	}
-	if cfg.SendTimeout <= 0 {
-		cfg.SendTimeout = 30 * time.Second
-	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = time.Second
-	}
-	if cfg.Batch <= 0 {
-		cfg.Batch = 100
-	}
+	cfg.Game = cmp.Or(cfg.Game, "Our Super Game")
+	cfg.Domain = cmp.Or(cfg.Domain, "invitegate.local")
+	cfg.Owner = cmp.Or(cfg.Owner, "mailer")
+	defaults.Positive(&cfg.MaxAttempts, 8)
+	defaults.Positive(&cfg.RetryBase, 30*time.Second)
+	defaults.Positive(&cfg.RetryMax, time.Hour)
+	defaults.Positive(&cfg.Lease, 10*time.Minute)
+	defaults.Positive(&cfg.SendTimeout, 30*time.Second)
+	defaults.Positive(&cfg.Poll, time.Second)
+	defaults.Positive(&cfg.Batch, 100)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/defaults"
 	"github.com/invitegate/invitegate/internal/logs"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
@@ -102,12 +103,8 @@ func (s FailoverState) Reason() string {
 // NewFailover returns the failover recovery for inv's deployment, which
 // must run on Redis.
 func NewFailover(inv *Invitations, cfg FailoverConfig) *Failover {
-	if cfg.CheckEvery <= 0 {
-		cfg.CheckEvery = time.Second
-	}
-	if cfg.LockTTL <= 0 {
-		cfg.LockTTL = 2 * time.Minute
-	}
+	defaults.Positive(&cfg.CheckEvery, time.Second)
+	defaults.Positive(&cfg.LockTTL, 2*time.Minute)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewFailoverMetrics(nil)
 	}
