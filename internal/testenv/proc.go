@@ -103,14 +103,7 @@ func (p *Process) Start(tb testing.TB) {
 	p.cmd, p.done = cmd, done
 	p.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		if resp, err := client.Get("http://" + p.Admin + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	for Readyz(p.Admin) != http.StatusOK {
 		select {
 		case <-done:
 			tb.Fatalf("testenv: invitegate %s exited at start:\n%s", p.Mode, p.Output())

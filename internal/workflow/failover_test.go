@@ -67,7 +67,7 @@ func staleFailover(t *testing.T, shards, before, after int) (c *redis.Client, pe
 		persisted = append(persisted, signup(i))
 	}
 	// B holds everything so far.
-	waitFor(t, "the replica to catch up", func() bool { n, err := c.Wait(ctx, 1, 100*time.Millisecond).Result(); return err == nil && n == 1 })
+	testenv.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool { n, err := c.Wait(ctx, 1, 100*time.Millisecond).Result(); return err == nil && n == 1 })
 	b.Pause(t)
 	if err := c.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
 		t.Fatal(err)
@@ -97,17 +97,6 @@ type failoverEnv struct {
 
 func (e failoverEnv) reserver(c redis.UniversalClient) *reserve.Reserver {
 	return reserve.New(c, reserve.Config{Namespace: e.ns, Shards: e.shards})
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestFailoverRecovery: after a failover to a replica that missed the
