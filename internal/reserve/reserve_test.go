@@ -117,15 +117,6 @@ func miniBackend() backend {
 	}}
 }
 
-func addr(tb testing.TB, s string) email.Address {
-	tb.Helper()
-	a, err := email.Parse(s, email.Options{})
-	if err != nil {
-		tb.Fatalf("parse %q: %v", s, err)
-	}
-	return a
-}
-
 func newReserver(tb testing.TB, c redis.UniversalClient, src source, shards int, now func() time.Time) *reserve.Reserver {
 	tb.Helper()
 	r := reserve.New(c, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now})
@@ -167,7 +158,7 @@ func TestOutcomes(t *testing.T) {
 					{"x", "e.x.t+spam@googlemail.com", 0, invite.ErrFull},
 				}
 				for i, s := range steps {
-					res, err := r.Reserve(ctx, s.code, addr(t, s.email))
+					res, err := r.Reserve(ctx, s.code, testenv.Address(t, s.email))
 					if s.wantErr != nil {
 						if !errors.Is(err, s.wantErr) {
 							t.Fatalf("step %d %s %s: err = %v, want %v", i, s.code, s.email, err, s.wantErr)
@@ -211,7 +202,7 @@ func spike(tb testing.TB, r *reserve.Reserver, code string, emails []string) (cr
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			res, err := r.Reserve(context.Background(), code, addr(tb, em))
+			res, err := r.Reserve(context.Background(), code, testenv.Address(tb, em))
 			switch {
 			case err == nil && res.Outcome == invite.Created:
 				c.Add(1)
@@ -324,7 +315,7 @@ func TestTokenStealing(t *testing.T) {
 			var same []string
 			for i := 0; len(same) < 40; i++ {
 				em := fmt.Sprintf("u%d@example.com", i)
-				if r.ShardOf(addr(t, em).Canonical) == 3 {
+				if r.ShardOf(testenv.Address(t, em).Canonical) == 3 {
 					same = append(same, em)
 				}
 			}
@@ -350,13 +341,13 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	})
 	seed(t, r, newSource(invite.Invitation{Code: "so", MaxUses: 4}))
 	for i := 0; i < 4; i++ {
-		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("w%d@example.com", i))); err != nil {
+		if _, err := r.Reserve(ctx, "so", testenv.Address(t, fmt.Sprintf("w%d@example.com", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	before := testutil.ToFloat64(m.Sweeps)
 	for i := 0; i < 500; i++ {
-		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("l%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
+		if _, err := r.Reserve(ctx, "so", testenv.Address(t, fmt.Sprintf("l%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
 			t.Fatalf("err = %v, want ErrFull", err)
 		}
 	}
@@ -371,7 +362,7 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	before = testutil.ToFloat64(m.Sweeps)
 	crowd := make([]email.Address, 400)
 	for i := range crowd {
-		crowd[i] = addr(t, fmt.Sprintf("z%d@example.com", i))
+		crowd[i] = testenv.Address(t, fmt.Sprintf("z%d@example.com", i))
 	}
 	var wg sync.WaitGroup
 	for _, a := range crowd {
@@ -390,7 +381,7 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	nowNs.Add(int64(500 * time.Millisecond))
 	before = testutil.ToFloat64(m.Sweeps)
 	for i := 0; i < 200; i++ {
-		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("y%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
+		if _, err := r.Reserve(ctx, "so", testenv.Address(t, fmt.Sprintf("y%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
 			t.Fatalf("err = %v, want ErrFull", err)
 		}
 	}
@@ -406,7 +397,7 @@ func TestGiveBackOnce(t *testing.T) {
 	ctx := context.Background()
 	src := newSource(invite.Invitation{Code: "g", MaxUses: 2})
 	r := newReserver(t, realBackends()[0].client(t), src, 1, nil)
-	a := addr(t, "x@example.com")
+	a := testenv.Address(t, "x@example.com")
 	res, err := r.Reserve(ctx, "g", a)
 	if err != nil {
 		t.Fatal(err)
@@ -434,7 +425,7 @@ func TestRedisDown(t *testing.T) {
 	r := reserve.New(c, reserve.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := r.Reserve(ctx, "x", addr(t, "a@example.com"))
+	_, err := r.Reserve(ctx, "x", testenv.Address(t, "a@example.com"))
 	if !errors.Is(err, invite.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
@@ -475,7 +466,7 @@ func TestLostBucketKeepsTheEpoch(t *testing.T) {
 	ctx := context.Background()
 	c := realBackends()[0].client(t)
 	r := newReserver(t, c, newSource(invite.Invitation{Code: "lb", MaxUses: 100}), 4, nil)
-	lost := r.ShardOf(addr(t, "lost0@example.com").Canonical)
+	lost := r.ShardOf(testenv.Address(t, "lost0@example.com").Canonical)
 	if err := c.Del(ctx, r.BucketKey(lost, "lb")).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +479,7 @@ func TestLostBucketKeepsTheEpoch(t *testing.T) {
 	}
 	created := 0
 	for i := 0; created < 5 && i < 2000; i++ {
-		a := addr(t, fmt.Sprintf("lost%d@example.com", i))
+		a := testenv.Address(t, fmt.Sprintf("lost%d@example.com", i))
 		if r.ShardOf(a.Canonical) != lost {
 			continue
 		}
@@ -510,7 +501,7 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	src := newSource(invite.Invitation{Code: "rb", MaxUses: 40})
 	r := newReserver(t, realBackends()[0].client(t), src, 4, nil)
 	for i := 0; i < 10; i++ {
-		if _, err := r.Reserve(ctx, "rb", addr(t, fmt.Sprintf("r%d@example.com", i))); err != nil {
+		if _, err := r.Reserve(ctx, "rb", testenv.Address(t, fmt.Sprintf("r%d@example.com", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -518,7 +509,7 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Reserve(ctx, "rb", addr(t, "frozen@example.com")); !errors.Is(err, invite.ErrFrozen) {
+	if _, err := r.Reserve(ctx, "rb", testenv.Address(t, "frozen@example.com")); !errors.Is(err, invite.ErrFrozen) {
 		t.Fatalf("signup while frozen: %v, want ErrFrozen", err)
 	}
 	ownerB, err := r.Freeze(ctx, "rb", time.Minute)
@@ -538,7 +529,7 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	if rem, _, _ := r.Remaining(ctx, "rb"); rem != 28 {
 		t.Fatalf("remaining after rebuild %d, want 28", rem)
 	}
-	if res, err := r.Reserve(ctx, "rb", addr(t, "after@example.com")); err != nil || res.Outcome != invite.Created {
+	if res, err := r.Reserve(ctx, "rb", testenv.Address(t, "after@example.com")); err != nil || res.Outcome != invite.Created {
 		t.Fatalf("after rebuild: %v %v", res.Outcome, err)
 	}
 	// An expired freeze cannot be rebuilt either.
@@ -575,13 +566,13 @@ func TestPipelineReloadsFlushedScripts(t *testing.T) {
 			}
 			for i := 0; i < 3; i++ {
 				flush()
-				res, err := r.Reserve(ctx, "fl", addr(t, fmt.Sprintf("f%d@example.com", i)))
+				res, err := r.Reserve(ctx, "fl", testenv.Address(t, fmt.Sprintf("f%d@example.com", i)))
 				if err != nil || res.Outcome != invite.Created {
 					t.Fatalf("after SCRIPT FLUSH: %+v, %v; want Created", res, err)
 				}
 			}
 			// And the pipeline carries the next calls again.
-			res, err := r.Reserve(ctx, "fl", addr(t, "f0@example.com"))
+			res, err := r.Reserve(ctx, "fl", testenv.Address(t, "f0@example.com"))
 			if err != nil || res.Outcome != invite.Existing {
 				t.Fatalf("repeat: %+v, %v; want Existing", res, err)
 			}
@@ -617,7 +608,7 @@ func TestStatus(t *testing.T) {
 				want("nope", "", reserve.ErrNoBucket)
 				want("../x", "", invite.ErrUnknownCode)
 				for i := 0; i < 3; i++ {
-					if _, err := r.Reserve(ctx, "st", addr(t, fmt.Sprintf("s%d@example.com", i))); err != nil {
+					if _, err := r.Reserve(ctx, "st", testenv.Address(t, fmt.Sprintf("s%d@example.com", i))); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -650,7 +641,7 @@ func TestPipelineOnlyUnderACrowd(t *testing.T) {
 	})
 	seed(t, r, newSource(invite.Invitation{Code: "crowd", MaxUses: 1000}))
 	for i := 0; i < 20; i++ {
-		if _, err := r.Reserve(ctx, "crowd", addr(t, fmt.Sprintf("alone%d@example.com", i))); err != nil {
+		if _, err := r.Reserve(ctx, "crowd", testenv.Address(t, fmt.Sprintf("alone%d@example.com", i))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/email"
 )
 
 // Emails returns n distinct addresses: prefix0@example.com, prefix1@…
@@ -21,6 +23,17 @@ func Emails(prefix string, n int) []string {
 		out[i] = fmt.Sprintf("%s%d@example.com", prefix, i)
 	}
 	return out
+}
+
+// Address parses s with the default options; it fails the test if s is
+// not an address.
+func Address(tb testing.TB, s string) email.Address {
+	tb.Helper()
+	a, err := email.Parse(s, email.Options{})
+	if err != nil {
+		tb.Fatalf("parse %q: %v", s, err)
+	}
+	return a
 }
 
 // FreeAddr returns a loopback host:port that was free a moment ago, for a
