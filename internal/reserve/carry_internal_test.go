@@ -164,26 +164,27 @@ func TestSweepLeaseScript(t *testing.T) {
 		}
 		return rep.status
 	}
-	so := func() string { return rdb.HGet(ctx, r.keys.bucket(0, "c"), "so").Val() }
-	if got := call("first", 5000, 0); got != stEmpty || so() != "5100" {
-		t.Fatalf("first after expiry: status %d, so %s; want 5 (sweep) and a lease to 5100", got, so())
+	steps := []struct {
+		what    string
+		who     string
+		now     int64
+		markTTL int64
+		want    reserveStatus
+		so      string // the bucket's sold-out mark or lease after the call ("": not checked)
+	}{
+		{"first after expiry: a sweep and a lease", "first", 5000, 0, stEmpty, "5100"},
+		{"resend of the lease holder's call", "first", 5000, 0, stEmpty, ""},
+		{"another caller within the lease, same millisecond", "second", 5000, 0, stSoldOut, ""},
+		{"another caller within the lease", "second", 5040, 0, stSoldOut, ""},
+		{"the sweeper's mark replaces the lease", "first", 5060, 2000, stSoldOut, "7060"},
+		{"after the lease, under the mark", "third", 5200, 0, stSoldOut, ""},
+		{"the former lease holder under the mark", "first", 5300, 0, stSoldOut, ""},
 	}
-	if got := call("first", 5000, 0); got != stEmpty {
-		t.Fatalf("resend of the lease holder's call: %d, want 5", got)
-	}
-	if got := call("second", 5000, 0); got != stSoldOut {
-		t.Fatalf("another caller within the lease, same millisecond: %d, want 4", got)
-	}
-	if got := call("second", 5040, 0); got != stSoldOut {
-		t.Fatalf("another caller within the lease: %d, want 4", got)
-	}
-	if got := call("first", 5060, 2000); got != stSoldOut || so() != "7060" {
-		t.Fatalf("the sweeper's mark: status %d, so %s; want 4 and a mark to 7060", got, so())
-	}
-	if got := call("third", 5200, 0); got != stSoldOut {
-		t.Fatalf("after the lease, under the mark: %d, want 4", got)
-	}
-	if got := call("first", 5300, 0); got != stSoldOut {
-		t.Fatalf("the former lease holder under the mark: %d, want 4", got)
+	for _, st := range steps {
+		got := call(st.who, st.now, st.markTTL)
+		so := rdb.HGet(ctx, r.keys.bucket(0, "c"), "so").Val()
+		if got != st.want || (st.so != "" && so != st.so) {
+			t.Fatalf("%s: status %d, so %s; want %d and so %q", st.what, got, so, st.want, st.so)
+		}
 	}
 }
