@@ -25,6 +25,14 @@ func seedOne(tb testing.TB, r *Reserver, code string, max int) {
 	}
 }
 
+// sharedRedis returns a client of the shared redis-server, closed when
+// the test ends.
+func sharedRedis(tb testing.TB) *redis.Client {
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(tb)})
+	tb.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 // afterSteal is a Client that runs hook once a steal.lua call has returned
 // from Redis: between a token move's steal and its deposit.
 type afterSteal struct {
@@ -56,8 +64,7 @@ func (c afterSteal) Eval(ctx context.Context, script string, keys []string, args
 // the second run would create a seat.
 func TestCarryAppliedOnce(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := sharedRedis(t)
 	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
 	seedOne(t, r, "c", 2)
 	// One token per shard. Move shard 1's to shard 0.
@@ -65,10 +72,7 @@ func TestCarryAppliedOnce(t *testing.T) {
 	if err != nil || taken != 1 {
 		t.Fatalf("steal: %d %v", taken, err)
 	}
-	a, err := email.Parse("carrier@example.com", email.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := testenv.Address(t, "carrier@example.com")
 	in := reserveCall{
 		sentinel: r.keys.sentinel(0), bucket: r.keys.bucket(0, "c"), claim: r.keys.claim(0, a.Canonical), stream: r.keys.stream(0),
 		transfer: r.keys.transfer(0, "t1"),
@@ -101,8 +105,7 @@ func TestCarryAppliedOnce(t *testing.T) {
 // full. Before moves ran on a detached context, the deposit failed with the
 // canceled context and the stolen token was lost until a reseed.
 func TestMoveSurvivesItsRequest(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := sharedRedis(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	// The second signup's request ends right after the steal.
 	r := New(afterSteal{Client: rdb, hook: cancel}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
@@ -111,10 +114,7 @@ func TestMoveSurvivesItsRequest(t *testing.T) {
 	// has to move shard 1's token.
 	var on0 []email.Address
 	for i := 0; len(on0) < 2; i++ {
-		a, err := email.Parse(fmt.Sprintf("mover%d@example.com", i), email.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		a := testenv.Address(t, fmt.Sprintf("mover%d@example.com", i))
 		if shardOf(a.Canonical, 2) == 0 {
 			on0 = append(on0, a)
 		}
@@ -142,8 +142,7 @@ func TestMoveSurvivesItsRequest(t *testing.T) {
 // the same millisecond, and a requested mark replaces the lease.
 func TestSweepLeaseScript(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := sharedRedis(t)
 	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 1})
 	seedOne(t, r, "c", 1)
 	if err := rdb.HSet(ctx, r.keys.bucket(0, "c"), "tok", 0, "so", 1000).Err(); err != nil { // empty, mark expired long ago
@@ -151,10 +150,7 @@ func TestSweepLeaseScript(t *testing.T) {
 	}
 	call := func(who string, now, markTTL int64) reserveStatus {
 		t.Helper()
-		a, err := email.Parse(who+"@example.com", email.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		a := testenv.Address(t, who+"@example.com")
 		rep, err := evalReserve(ctx, rdb, nil, reserveCall{
 			sentinel: r.keys.sentinel(0), bucket: r.keys.bucket(0, "c"), claim: r.keys.claim(0, a.Canonical), stream: r.keys.stream(0),
 			code: "c", canonical: a.Canonical, email: a.Normalized, now: now, markTTL: markTTL, shards: r.kArg, sweepLease: 100,
