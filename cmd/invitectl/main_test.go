@@ -37,6 +37,16 @@ func (c ctl) run(t *testing.T, args ...string) (code int, stdout, stderr string)
 	return code, out.String(), errb.String()
 }
 
+// must runs invitectl and fails the test, with what it printed, unless it
+// exits 0.
+func (c ctl) must(t *testing.T, args ...string) {
+	t.Helper()
+	code, out, errOut := c.run(t, args...)
+	if code != 0 {
+		t.Fatalf("invitectl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
+}
+
 func TestCreateListReseed(t *testing.T) {
 	c := newCtl(t, "4")
 	for _, tt := range []struct {
@@ -130,9 +140,7 @@ func TestCreateListReseed(t *testing.T) {
 			t.Fatalf("after wipe %s still seeded", r.Code)
 		}
 	}
-	if code, out, errOut := c.run(t, "reseed"); code != 0 {
-		t.Fatalf("reseed: %d %s %s", code, out, errOut)
-	}
+	c.must(t, "reseed")
 	for _, r := range listJSON(t, c) {
 		if r.Code == "beta" && (r.Remaining != 4 || r.Persisted != 1 || !r.Seeded) {
 			t.Fatalf("after reseed beta = %+v, want remaining 4, persisted 1", r)
