@@ -161,12 +161,7 @@ func benchSections(t *testing.T) map[string]bool {
 // machine does not decide a ratio.
 func benchK1(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
 	s := newStack(t, bin, mongoSrv, "redis", 1, sz)
-	spikes := make([][]string, sz.rounds)
-	plainSpikes := make([][]string, sz.rounds)
-	for i := range sz.rounds {
-		spikes[i] = s.codes(t, fmt.Sprintf("spike%d", i), 1)
-		plainSpikes[i] = s.codes(t, fmt.Sprintf("plain%d", i), 1)
-	}
+	spikes, plainSpikes := s.roundCodes(t, "spike"), s.roundCodes(t, "plain")
 	retry := s.codes(t, "retry", max(1, sz.retry/sz.capacity))
 	rated := map[int][]string{}
 	for _, rate := range sz.rates {
@@ -196,10 +191,7 @@ func benchK1(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes,
 // round trip.
 func benchK16(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds16 *series) {
 	s16 := newStack(t, bin, mongoSrv, "redis", 16, sz)
-	spikes16 := make([][]string, sz.rounds)
-	for i := range sz.rounds {
-		spikes16[i] = s16.codes(t, fmt.Sprintf("spike%d", i), 1)
-	}
+	spikes16 := s16.roundCodes(t, "spike")
 	s16.start(t)
 	floor16 := s16.startFloor(t)
 	for i := range sz.rounds {
@@ -215,12 +207,7 @@ func benchK16(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes
 // differing. The floor runs against the primary.
 func benchAckReplica(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
 	s := newStack(t, bin, mongoSrv, "sentinel", 1, sz)
-	spikes := make([][]string, sz.rounds)
-	acked := make([][]string, sz.rounds)
-	for i := range sz.rounds {
-		spikes[i] = s.codes(t, fmt.Sprintf("rspike%d", i), 1)
-		acked[i] = s.codes(t, fmt.Sprintf("aspike%d", i), 1)
-	}
+	spikes, acked := s.roundCodes(t, "rspike"), s.roundCodes(t, "aspike")
 	fills := max(1, sz.retry/sz.capacity)
 	retry := s.codes(t, "rretry", fills)
 	retryAcked := s.codes(t, "aretry", fills)
@@ -235,6 +222,16 @@ func benchAckReplica(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, s
 	rounds.medians(tab)
 	s.fillAndRetry(t, tab, s.svc, "K=1, with a replica, ack=redis", "rfill", retry)
 	s.fillAndRetry(t, tab, ack, "K=1, ack=replica", "afill", retryAcked)
+}
+
+// roundCodes creates a fresh code for each round: <prefix><i>-0.
+func (s *stack) roundCodes(t *testing.T, prefix string) [][]string {
+	t.Helper()
+	out := make([][]string, s.sz.rounds)
+	for i := range out {
+		out[i] = s.codes(t, fmt.Sprintf("%s%d", prefix, i), 1)
+	}
+	return out
 }
 
 // floorRound adds to rounds one round of the floor: sz.spike signups of
