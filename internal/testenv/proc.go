@@ -20,34 +20,26 @@ import (
 	"github.com/invitegate/invitegate/internal/embedded"
 )
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
+// buildInvitegate builds cmd/invitegate, once per test process.
+var buildInvitegate = sync.OnceValues(func() (string, error) {
+	dir, err := processDir()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "invitegate")
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/invitegate/invitegate/cmd/invitegate").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
 
 // BuildInvitegate builds cmd/invitegate once per test process and returns
 // the binary's path. It fails the test if the build fails.
 func BuildInvitegate(tb testing.TB) string {
 	tb.Helper()
-	SkipIfShort(tb, "go build of cmd/invitegate")
-	buildOnce.Do(func() {
-		dir, err := processDir()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin = filepath.Join(dir, "invitegate")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		out, err := exec.Command(goBin, "build", "-o", buildBin, "github.com/invitegate/invitegate/cmd/invitegate").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatalf("testenv: %v", buildErr)
-	}
-	return buildBin
+	return shared(tb, "go build of cmd/invitegate", buildInvitegate)
 }
 
 // Process is one invitegate process (serve or reconcile) started from a
