@@ -81,9 +81,7 @@ type RedisServer struct {
 	port int
 	opt  RedisOptions
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd has exited and been reaped
+	proc
 }
 
 // StartRedis starts a redis-server of its own on a free loopback port with
@@ -480,17 +478,10 @@ func (r *RedisServer) launch() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The server must not outlive the test binary, even if it crashes.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startOnSpawnThread(cmd); err != nil {
+	done, err := r.start(cmd)
+	if err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	r.mu.Lock()
-	r.cmd, r.done = cmd, done
-	r.mu.Unlock()
 
 	if err := waitRedisReady(r.Addr, done, redisStartTimeout, r.opt.sentinel == nil); err != nil {
 		r.kill()
@@ -600,18 +591,6 @@ func rawPing(addr string) (string, error) {
 	}
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return strings.TrimSpace(line), err
-}
-
-// kill sends SIGKILL and waits until the process has been reaped.
-func (r *RedisServer) kill() {
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill() // fails harmlessly if it already exited
-	<-done
 }
 
 // discard kills the server at the end of a test and removes its directory,
