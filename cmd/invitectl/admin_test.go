@@ -51,9 +51,7 @@ func remaining(t *testing.T, e *env, code string) int {
 func TestSetMaxDisableEnable(t *testing.T) {
 	c := newCtl(t, "4")
 	e := c.connect(t)
-	if code, _, errOut := c.run(t, "create", "live", "--max", "10"); code != 0 {
-		t.Fatal(errOut)
-	}
+	c.must(t, "create", "live", "--max", "10")
 	if got := reserveN(t, e, "live", "a", 6); got != 6 {
 		t.Fatalf("created %d, want 6", got)
 	}
@@ -88,9 +86,7 @@ func TestSetMaxDisableEnable(t *testing.T) {
 		t.Fatalf("full code admitted %d", got)
 	}
 	// Raising the max reopens it at once: no stale sold-out mark.
-	if code, _, errOut := c.run(t, "set-max", "live", "7"); code != 0 {
-		t.Fatal(errOut)
-	}
+	c.must(t, "set-max", "live", "7")
 	if got := reserveN(t, e, "live", "c", 5); got != 1 {
 		t.Fatalf("after +1 seat, admitted %d, want 1", got)
 	}
@@ -98,21 +94,15 @@ func TestSetMaxDisableEnable(t *testing.T) {
 	ctx := context.Background()
 	a0, _ := email.Parse("a0@example.com", email.Options{})
 	fresh, _ := email.Parse("fresh@example.com", email.Options{})
-	if code, _, errOut := c.run(t, "create", "door", "--max", "5"); code != 0 {
-		t.Fatal(errOut)
-	}
-	if code, _, errOut := c.run(t, "disable", "door"); code != 0 {
-		t.Fatal(errOut)
-	}
+	c.must(t, "create", "door", "--max", "5")
+	c.must(t, "disable", "door")
 	if _, err := e.signups().Reserve(ctx, "door", fresh); !errors.Is(err, invite.ErrDisabled) {
 		t.Fatalf("disabled code: %v", err)
 	}
 	if res, err := e.signups().Reserve(ctx, "live", a0); err != nil || res.Outcome != invite.Existing {
 		t.Fatalf("registered email elsewhere: %v %v", res.Outcome, err)
 	}
-	if code, _, _ := c.run(t, "enable", "door"); code != 0 {
-		t.Fatal("enable failed")
-	}
+	c.must(t, "enable", "door")
 	if res, err := e.signups().Reserve(ctx, "door", fresh); err != nil || res.Outcome != invite.Created {
 		t.Fatalf("enabled code: %v %v", res.Outcome, err)
 	}
@@ -132,9 +122,7 @@ func TestSetMaxDisableEnable(t *testing.T) {
 func TestSetMaxDuringSpike(t *testing.T) {
 	c := newCtl(t, "8")
 	e := c.connect(t)
-	if code, _, errOut := c.run(t, "create", "spk", "--max", "100"); code != 0 {
-		t.Fatal(errOut)
-	}
+	c.must(t, "create", "spk", "--max", "100")
 	var created atomic.Int64
 	var wg sync.WaitGroup
 	start := make(chan struct{})

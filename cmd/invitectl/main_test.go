@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/testenv"
 	"github.com/invitegate/invitegate/internal/workflow"
 )
@@ -36,6 +35,16 @@ func (c ctl) run(t *testing.T, args ...string) (code int, stdout, stderr string)
 	var out, errb bytes.Buffer
 	code = run(context.Background(), args, func(k string) string { return c.env[k] }, &out, &errb)
 	return code, out.String(), errb.String()
+}
+
+// must runs invitectl and fails the test, with what it printed, unless it
+// exits 0.
+func (c ctl) must(t *testing.T, args ...string) {
+	t.Helper()
+	code, out, errOut := c.run(t, args...)
+	if code != 0 {
+		t.Fatalf("invitectl %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errOut)
+	}
 }
 
 func TestCreateListReseed(t *testing.T) {
@@ -72,8 +81,7 @@ func TestCreateListReseed(t *testing.T) {
 	defer e.close()
 	ctx := context.Background()
 	for _, s := range []string{"a@example.com", "b@example.com"} {
-		a, _ := email.Parse(s, email.Options{})
-		res, err := e.signups().Reserve(ctx, "beta", a)
+		res, err := e.signups().Reserve(ctx, "beta", testenv.Address(t, s))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,9 +140,7 @@ func TestCreateListReseed(t *testing.T) {
 			t.Fatalf("after wipe %s still seeded", r.Code)
 		}
 	}
-	if code, out, errOut := c.run(t, "reseed"); code != 0 {
-		t.Fatalf("reseed: %d %s %s", code, out, errOut)
-	}
+	c.must(t, "reseed")
 	for _, r := range listJSON(t, c) {
 		if r.Code == "beta" && (r.Remaining != 4 || r.Persisted != 1 || !r.Seeded) {
 			t.Fatalf("after reseed beta = %+v, want remaining 4, persisted 1", r)

@@ -29,9 +29,7 @@ func TestReseedUnderTraffic(t *testing.T) {
 			ctx := context.Background()
 			c := newCtl(t, shards)
 			e := c.connect(t)
-			if code, _, errOut := c.run(t, "create", "hot", "--max", "200"); code != 0 {
-				t.Fatal(errOut)
-			}
+			c.must(t, "create", "hot", "--max", "200")
 			// The reconciler gets a pool of its own, as in the service:
 			// its blocking reads must not starve the signups.
 			recRDB := redis.NewClient(&redis.Options{Addr: c.env["INVITEGATE_REDIS_ADDRS"], PoolSize: 16})
@@ -128,9 +126,7 @@ func TestReseedRestoresStrandedTokens(t *testing.T) {
 	ctx := context.Background()
 	c := newCtl(t, "4")
 	e := c.connect(t)
-	if code, _, errOut := c.run(t, "create", "leak", "--max", "40"); code != 0 {
-		t.Fatal(errOut)
-	}
+	c.must(t, "create", "leak", "--max", "40")
 	if got := reserveN(t, e, "leak", "l", 10); got != 10 {
 		t.Fatalf("created %d", got)
 	}
@@ -143,18 +139,14 @@ func TestReseedRestoresStrandedTokens(t *testing.T) {
 	if rem := remaining(t, e, "leak"); rem != 25 {
 		t.Fatalf("remaining before reseed %d, want 25", rem)
 	}
-	if code, out, errOut := c.run(t, "reseed", "leak"); code != 0 {
-		t.Fatalf("reseed: %d %s %s", code, out, errOut)
-	}
+	c.must(t, "reseed", "leak")
 	if rem := remaining(t, e, "leak"); rem != 30 {
 		t.Fatalf("remaining after reseed %d, want 30", rem)
 	}
 	if n, _ := e.store.Count(ctx, "leak"); n != 10 {
 		t.Fatalf("reseed wrote %d registrations, want the 10 pending", n)
 	}
-	if code, _, _ := c.run(t, "reseed", "--all"); code != 0 {
-		t.Fatal("reseed --all failed")
-	}
+	c.must(t, "reseed", "--all")
 	if code, _, _ := c.run(t, "reseed", "nope"); code != exitMissing {
 		t.Fatal("reseed of an unknown code should exit 4")
 	}

@@ -18,16 +18,12 @@ func TestThroughSentinel(t *testing.T) {
 	c.env["INVITEGATE_REDIS_SENTINEL_MASTER"] = g.MasterName
 	c.env["INVITEGATE_REDIS_SENTINEL_PASSWORD"] = "pw"
 
-	if code, out, errOut := c.run(t, "create", "sen", "--max", "4"); code != exitOK {
-		t.Fatalf("create: %d %s %s", code, out, errOut)
-	}
+	c.must(t, "create", "sen", "--max", "4")
 	g.WaitReplicated(t)
 	old := g.Primary(t)
 	old.Kill(t)
 	g.WaitForPromotion(t, old, 30*time.Second)
-	if code, out, errOut := c.run(t, "set-max", "sen", "6"); code != exitOK {
-		t.Fatalf("set-max after the failover: %d %s %s", code, out, errOut)
-	}
+	c.must(t, "set-max", "sen", "6") // after the failover
 	rows := listJSON(t, c)
 	if len(rows) != 1 || rows[0].MaxUses != 6 || rows[0].Remaining != 6 || !rows[0].Seeded {
 		t.Fatalf("list after the failover: %+v, want sen with 6 of 6 remaining", rows)

@@ -30,20 +30,7 @@ func start(t *testing.T, dataDir string) (string, func()) {
 	go func() {
 		done <- run(ctx, []string{"serve", "--http-addr", api, "--admin-addr", admin}, func(k string) string { return env[k] }, &out, io.Discard)
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dev server not ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitFor(t, 30*time.Second, "the dev server to become ready", func() bool { return testenv.Readyz(admin) == http.StatusOK })
 	return api, func() {
 		cancel()
 		if code := <-done; code != 0 {

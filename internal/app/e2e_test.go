@@ -118,7 +118,7 @@ func (e *env) startMode(tb testing.TB, mode app.Mode) (m *app.Main, stop func())
 	}
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx) }()
-	waitReady(tb, m.AdminAddr)
+	testenv.WaitFor(tb, 10*time.Second, "the service to become ready", func() bool { return testenv.Readyz(m.AdminAddr) == http.StatusOK })
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -130,22 +130,6 @@ func (e *env) startMode(tb testing.TB, mode app.Mode) (m *app.Main, stop func())
 	}
 	tb.Cleanup(stop)
 	return m, stop
-}
-
-func waitReady(tb testing.TB, admin string) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	tb.Fatal("service did not become ready")
 }
 
 var client = &http.Client{
@@ -544,20 +528,7 @@ func TestShutdownSequence(t *testing.T) {
 	}
 	stopped := make(chan struct{})
 	go func() { stop(); close(stopped) }()
-	deadline := time.Now().Add(time.Second)
-	for {
-		resp, err := http.Get("http://" + m.AdminAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 503 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("/readyz did not turn 503 after shutdown began")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.WaitFor(t, time.Second, "/readyz to turn 503 after shutdown began", func() bool { return testenv.Readyz(m.AdminAddr) == http.StatusServiceUnavailable })
 	if resp := signup("during@example.com"); resp.StatusCode != 201 || !resp.Close {
 		t.Fatalf("during the grace period: %d, close=%v; want 201 with Connection: close", resp.StatusCode, resp.Close)
 	}

@@ -236,13 +236,21 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 			Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Now: m.Now, Logger: log,
 		})
 		host, _ := os.Hostname()
-		m.reconciler = persist.NewReconciler(streams, m.Store, persist.ReconcilerConfig{
+		rc := persist.ReconcilerConfig{
 			Consumer:  fmt.Sprintf("%s-%d-%d", host, os.Getpid(), m.Now().UnixNano()),
 			ClaimIdle: cfg.ClaimIdle,
 			Now:       m.Now,
 			Logger:    log,
 			Metrics:   mets.persist,
-		})
+		}
+		if cfg.Ack == config.AckMongo {
+			// Signups wait on the group commit for up to AckTimeout, and
+			// its insert may go on for its own timeout after that: the
+			// reconciler leaves their entries to it meanwhile
+			// (persist.ReconcilerConfig.Defer).
+			rc.Defer = cfg.AckTimeout + persist.CommitWriteTimeout
+		}
+		m.reconciler = persist.NewReconciler(streams, m.Store, rc)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	api "github.com/invitegate/invitegate/internal/http"
 	"github.com/invitegate/invitegate/internal/mail"
@@ -28,24 +29,17 @@ type metrics struct {
 // the one list of what /metrics exports; the tests' metricNames reads it
 // too.
 func registerMetrics(reg prometheus.Registerer) metrics {
-	m := metrics{
-		http:     api.NewMetrics(reg),
-		mail:     mail.NewMetrics(reg),
-		reserve:  reserve.NewMetrics(reg),
-		persist:  persist.NewMetrics(reg),
-		failover: workflow.NewFailoverMetrics(reg),
-		depUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "invitegate_dependency_up",
-			Help: "1 when the last health check of a dependency (redis, mongodb) succeeded.",
-		}, []string{"dependency"}),
-		remaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "invitegate_invitation_remaining",
-			Help: "Seats left per invitation code in Redis (codes are created by staff, so the label is bounded).",
-		}, []string{"code"}),
+	f := promauto.With(reg)
+	reg.MustRegister(buildInfo(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return metrics{
+		http:      api.NewMetrics(reg),
+		mail:      mail.NewMetrics(reg),
+		reserve:   reserve.NewMetrics(reg),
+		persist:   persist.NewMetrics(reg),
+		failover:  workflow.NewFailoverMetrics(reg),
+		depUp:     f.NewGaugeVec(prometheus.GaugeOpts{Name: "invitegate_dependency_up", Help: "1 when the last health check of a dependency (redis, mongodb) succeeded."}, []string{"dependency"}),
+		remaining: f.NewGaugeVec(prometheus.GaugeOpts{Name: "invitegate_invitation_remaining", Help: "Seats left per invitation code in Redis (codes are created by staff, so the label is bounded)."}, []string{"code"}),
 	}
-	reg.MustRegister(m.depUp, m.remaining, buildInfo(),
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return m
 }
 
 // buildInfo is invitegate_build_info{version, revision, goversion} = 1.

@@ -103,7 +103,7 @@ func TestViralSpike(t *testing.T) {
 		t.Logf("could not lower the MongoDB-wire server's priority: %v", err)
 	}
 	var tab table
-	var rounds, rounds16, roundsR series
+	var rounds, rounds16, roundsR, roundsM series
 	sections := benchSections(t)
 	if sections["k1"] {
 		benchK1(t, bin, mongoSrv, sz, &tab, &rounds)
@@ -121,9 +121,12 @@ func TestViralSpike(t *testing.T) {
 	if sections["replica"] {
 		benchAckReplica(t, bin, mongoSrv, sz, &tab, &roundsR)
 	}
+	if sections["mongo"] {
+		benchAckMongo(t, bin, mongoSrv, sz, &tab, &roundsM)
+	}
 
 	tab.print(os.Stdout)
-	for _, r := range append(append(rounds.all(), rounds16.all()...), append(roundsR.all(), tab.rows...)...) {
+	for _, r := range append(append(rounds.all(), rounds16.all()...), append(append(roundsR.all(), roundsM.all()...), tab.rows...)...) {
 		if r.check != "ok" {
 			t.Errorf("%s: %s", r.name, r.check)
 		}
@@ -131,7 +134,7 @@ func TestViralSpike(t *testing.T) {
 }
 
 // benchSectionNames are the parts of TestViralSpike, in the order they run.
-var benchSectionNames = []string{"k1", "k16", "baseline", "replica"}
+var benchSectionNames = []string{"k1", "k16", "baseline", "replica", "mongo"}
 
 // benchSections returns the sections INVITEGATE_BENCH_ONLY names
 // (comma-separated, e.g. "replica" or "k1,baseline"); empty: all of them.
@@ -161,12 +164,7 @@ func benchSections(t *testing.T) map[string]bool {
 // machine does not decide a ratio.
 func benchK1(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
 	s := newStack(t, bin, mongoSrv, "redis", 1, sz)
-	spikes := make([][]string, sz.rounds)
-	plainSpikes := make([][]string, sz.rounds)
-	for i := range sz.rounds {
-		spikes[i] = s.codes(t, fmt.Sprintf("spike%d", i), 1)
-		plainSpikes[i] = s.codes(t, fmt.Sprintf("plain%d", i), 1)
-	}
+	spikes, plainSpikes := s.roundCodes(t, "spike"), s.roundCodes(t, "plain")
 	retry := s.codes(t, "retry", max(1, sz.retry/sz.capacity))
 	rated := map[int][]string{}
 	for _, rate := range sz.rates {
@@ -178,16 +176,12 @@ func benchK1(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes,
 	plain := s.startService(t, "INVITEGATE_REDIS_PIPELINE=false")
 	floor := s.startFloor(t)
 	for i := range sz.rounds {
-		fp := fmt.Sprintf("floor%d", i)
-		rounds.add(s.run(t, "floor", floor, load{prefix: fp, codes: []string{"floor"}, n: sz.spike}))
-		rounds.add(s.run(t, "spike K=1", s.svc, load{prefix: fmt.Sprintf("spike%d", i), codes: spikes[i], n: sz.spike}))
-		rounds.add(s.run(t, "sold out K=1", s.svc, load{prefix: fmt.Sprintf("late%d", i), codes: spikes[i], n: sz.spike}))
-		rounds.add(s.run(t, "spike K=1, no pipelining", plain, load{prefix: fmt.Sprintf("plain%d", i), codes: plainSpikes[i], n: sz.spike}))
-		rounds.add(s.run(t, "sold out K=1, no pipelining", plain, load{prefix: fmt.Sprintf("plainlate%d", i), codes: plainSpikes[i], n: sz.spike}))
+		s.floorRound(t, rounds, floor, fmt.Sprintf("floor%d", i))
+		s.spikeRound(t, rounds, s.svc, "K=1", "", i, spikes[i])
+		s.spikeRound(t, rounds, plain, "K=1, no pipelining", "plain", i, plainSpikes[i])
 	}
 	rounds.medians(tab)
-	tab.add(s.run(t, fmt.Sprintf("fill %d codes K=1", len(retry)), s.svc, load{prefix: "fill", codes: retry, n: sz.retry}))
-	tab.add(s.run(t, "retry storm K=1", s.svc, load{prefix: "fill", codes: retry, n: sz.retry, repeat: true}))
+	s.fillAndRetry(t, tab, s.svc, "K=1", "fill", retry)
 	for _, rate := range sz.rates {
 		tab.add(s.run(t, fmt.Sprintf("floor @ %d/s", rate), floor, load{prefix: fmt.Sprintf("floorat%d", rate), codes: []string{"floor"}, rate: rate}))
 		tab.add(s.run(t, fmt.Sprintf("3 codes K=1 @ %d/s", rate), s.svc, load{prefix: fmt.Sprintf("rate%d", rate), codes: rated[rate], rate: rate}))
@@ -200,16 +194,12 @@ func benchK1(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes,
 // round trip.
 func benchK16(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds16 *series) {
 	s16 := newStack(t, bin, mongoSrv, "redis", 16, sz)
-	spikes16 := make([][]string, sz.rounds)
-	for i := range sz.rounds {
-		spikes16[i] = s16.codes(t, fmt.Sprintf("spike%d", i), 1)
-	}
+	spikes16 := s16.roundCodes(t, "spike")
 	s16.start(t)
 	floor16 := s16.startFloor(t)
 	for i := range sz.rounds {
-		rounds16.add(s16.run(t, "floor", floor16, load{prefix: fmt.Sprintf("floor%d", i), codes: []string{"floor"}, n: sz.spike}))
-		rounds16.add(s16.run(t, "spike K=16", s16.svc, load{prefix: fmt.Sprintf("spike%d", i), codes: spikes16[i], n: sz.spike}))
-		rounds16.add(s16.run(t, "sold out K=16", s16.svc, load{prefix: fmt.Sprintf("late%d", i), codes: spikes16[i], n: sz.spike}))
+		s16.floorRound(t, rounds16, floor16, fmt.Sprintf("floor%d", i))
+		s16.spikeRound(t, rounds16, s16.svc, "K=16", "", i, spikes16[i])
 	}
 	rounds16.medians(tab)
 }
@@ -220,12 +210,7 @@ func benchK16(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes
 // differing. The floor runs against the primary.
 func benchAckReplica(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
 	s := newStack(t, bin, mongoSrv, "sentinel", 1, sz)
-	spikes := make([][]string, sz.rounds)
-	acked := make([][]string, sz.rounds)
-	for i := range sz.rounds {
-		spikes[i] = s.codes(t, fmt.Sprintf("rspike%d", i), 1)
-		acked[i] = s.codes(t, fmt.Sprintf("aspike%d", i), 1)
-	}
+	spikes, acked := s.roundCodes(t, "rspike"), s.roundCodes(t, "aspike")
 	fills := max(1, sz.retry/sz.capacity)
 	retry := s.codes(t, "rretry", fills)
 	retryAcked := s.codes(t, "aretry", fills)
@@ -233,17 +218,79 @@ func benchAckReplica(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, s
 	ack := s.startService(t, "INVITEGATE_ACK=replica")
 	floor := s.startFloor(t)
 	for i := range sz.rounds {
-		rounds.add(s.run(t, "floor", floor, load{prefix: fmt.Sprintf("rfloor%d", i), codes: []string{"floor"}, n: sz.spike}))
-		rounds.add(s.run(t, "spike K=1, with a replica, ack=redis", s.svc, load{prefix: fmt.Sprintf("rspike%d", i), codes: spikes[i], n: sz.spike}))
-		rounds.add(s.run(t, "sold out K=1, with a replica, ack=redis", s.svc, load{prefix: fmt.Sprintf("rlate%d", i), codes: spikes[i], n: sz.spike}))
-		rounds.add(s.run(t, "spike K=1, ack=replica", ack, load{prefix: fmt.Sprintf("aspike%d", i), codes: acked[i], n: sz.spike}))
-		rounds.add(s.run(t, "sold out K=1, ack=replica", ack, load{prefix: fmt.Sprintf("alate%d", i), codes: acked[i], n: sz.spike}))
+		s.floorRound(t, rounds, floor, fmt.Sprintf("rfloor%d", i))
+		s.spikeRound(t, rounds, s.svc, "K=1, with a replica, ack=redis", "r", i, spikes[i])
+		s.spikeRound(t, rounds, ack, "K=1, ack=replica", "a", i, acked[i])
 	}
 	rounds.medians(tab)
-	tab.add(s.run(t, fmt.Sprintf("fill %d codes K=1, with a replica, ack=redis", fills), s.svc, load{prefix: "rfill", codes: retry, n: sz.retry}))
-	tab.add(s.run(t, "retry storm K=1, with a replica, ack=redis", s.svc, load{prefix: "rfill", codes: retry, n: sz.retry, repeat: true}))
-	tab.add(s.run(t, fmt.Sprintf("fill %d codes K=1, ack=replica", fills), ack, load{prefix: "afill", codes: retryAcked, n: sz.retry}))
-	tab.add(s.run(t, "retry storm K=1, ack=replica", ack, load{prefix: "afill", codes: retryAcked, n: sz.retry, repeat: true}))
+	s.fillAndRetry(t, tab, s.svc, "K=1, with a replica, ack=redis", "rfill", retry)
+	s.fillAndRetry(t, tab, ack, "K=1, ack=replica", "afill", retryAcked)
+}
+
+// roundCodes creates a fresh code for each round: <prefix><i>-0.
+func (s *stack) roundCodes(t *testing.T, prefix string) [][]string {
+	t.Helper()
+	out := make([][]string, s.sz.rounds)
+	for i := range out {
+		out[i] = s.codes(t, fmt.Sprintf("%s%d", prefix, i), 1)
+	}
+	return out
+}
+
+// floorRound adds to rounds one round of the floor: sz.spike signups of
+// new emails (prefix) on its one code.
+func (s *stack) floorRound(t *testing.T, rounds *series, floor server, prefix string) {
+	t.Helper()
+	rounds.add(s.run(t, "floor", floor, load{prefix: prefix, codes: []string{"floor"}, n: s.sz.spike}))
+}
+
+// spikeRound adds to rounds round i of a spike on codes, scenario "spike
+// <what>" (sz.spike new emails <stem>spike<i>-…), then as many more once
+// the codes are full, "sold out <what>" (<stem>late<i>-…).
+func (s *stack) spikeRound(t *testing.T, rounds *series, srv server, what, stem string, i int, codes []string) {
+	t.Helper()
+	rounds.add(s.run(t, "spike "+what, srv, load{prefix: fmt.Sprintf("%sspike%d", stem, i), codes: codes, n: s.sz.spike}))
+	rounds.add(s.run(t, "sold out "+what, srv, load{prefix: fmt.Sprintf("%slate%d", stem, i), codes: codes, n: s.sz.spike}))
+}
+
+// fillAndRetry adds to tab the fill of codes, "fill <n> codes <what>"
+// (sz.retry signups), then the very same signups again, "retry storm
+// <what>".
+func (s *stack) fillAndRetry(t *testing.T, tab *table, srv server, what, prefix string, codes []string) {
+	t.Helper()
+	tab.add(s.run(t, fmt.Sprintf("fill %d codes %s", len(codes), what), srv, load{prefix: prefix, codes: codes, n: s.sz.retry}))
+	tab.add(s.run(t, "retry storm "+what, srv, load{prefix: prefix, codes: codes, n: s.sz.retry, repeat: true}))
+}
+
+// benchAckMongo measures INVITEGATE_ACK=mongo against the default on the
+// same stores: each round a spike of twice a code's capacity (2,000 emails
+// on a code of 1,000 at full size) on a fresh code per service. Every
+// admission waits for MongoDB's group commit; the outcomes column shows
+// whether any was answered 503.
+func benchAckMongo(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
+	s := newStack(t, bin, mongoSrv, "redis", 1, sz)
+	plain := make([][]string, sz.rounds)
+	acked := make([][]string, sz.rounds)
+	for i := range sz.rounds {
+		plain[i] = s.codes(t, fmt.Sprintf("mplain%d", i), 1)
+		acked[i] = s.codes(t, fmt.Sprintf("macked%d", i), 1)
+	}
+	s.start(t)
+	// A namespace of its own: its streams and consumer group are its own,
+	// so the ack=redis service's reconciler does not write its entries
+	// alongside its group commit.
+	ack := s.startService(t, "INVITEGATE_ACK=mongo", "INVITEGATE_REDIS_NAMESPACE=igmongo")
+	var ratios []float64
+	for i := range sz.rounds {
+		r := s.run(t, "spike 2 × capacity K=1, ack=redis", s.svc, load{prefix: fmt.Sprintf("mplain%d", i), codes: plain[i], n: 2 * sz.capacity})
+		m := s.run(t, "spike 2 × capacity K=1, ack=mongo", ack, load{prefix: fmt.Sprintf("macked%d", i), codes: acked[i], n: 2 * sz.capacity})
+		rounds.add(r)
+		rounds.add(m)
+		ratios = append(ratios, m.rps/r.rps)
+	}
+	rounds.medians(tab)
+	sort.Float64s(ratios)
+	t.Logf("spike 2 × capacity, ack=mongo / ack=redis: %.2f (median of the rounds' ratios %.2f)", ratios[len(ratios)/2], ratios)
 }
 
 // series collects the rounds of closed-loop runs by scenario name.

@@ -5,6 +5,7 @@ package http
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/defaults"
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/logs"
@@ -124,22 +126,14 @@ func (s *sampler) allow(now time.Time) (int64, bool) {
 
 // New returns the public HTTP handler.
 func New(res Reserver, cfg Config) http.Handler {
-	if cfg.MaxBody <= 0 {
-		cfg.MaxBody = 4 << 10
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 3 * time.Second
-	}
-	if cfg.RetryAfter <= 0 {
-		cfg.RetryAfter = time.Second
-	}
+	defaults.Positive(&cfg.MaxBody, 4<<10)
+	defaults.Positive(&cfg.Timeout, 3*time.Second)
+	defaults.Positive(&cfg.RetryAfter, time.Second)
 	cfg.Logger = logs.OrQuiet(cfg.Logger)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	if cfg.ClientIPHeader == "" {
-		cfg.ClientIPHeader = "X-Forwarded-For"
-	}
+	cfg.ClientIPHeader = cmp.Or(cfg.ClientIPHeader, "X-Forwarded-For")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 )
 
 // Metrics are the API's Prometheus collectors. Labels are bounded: route
@@ -17,28 +18,18 @@ type Metrics struct {
 	LimiterErrors prometheus.Counter
 }
 
+// latencyBuckets span a signup's latency, from 0.5 ms to 5 s.
+var latencyBuckets = []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5}
+
 // NewMetrics creates the collectors and registers them with reg (nil: not
 // registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "invitegate_http_requests_total",
-			Help: "Public API requests by route, status and outcome.",
-		}, []string{"route", "status", "outcome"}),
-		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "invitegate_http_request_duration_seconds",
-			Help:    "Public API request latency by route and outcome.",
-			Buckets: []float64{.0005, .001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5},
-		}, []string{"route", "outcome"}),
-		LimiterErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invitegate_rate_limiter_errors_total",
-			Help: "Signups let through because the rate limiter's Redis call failed.",
-		}),
+	f := promauto.With(reg)
+	return &Metrics{
+		Requests:      f.NewCounterVec(prometheus.CounterOpts{Name: "invitegate_http_requests_total", Help: "Public API requests by route, status and outcome."}, []string{"route", "status", "outcome"}),
+		Duration:      f.NewHistogramVec(prometheus.HistogramOpts{Name: "invitegate_http_request_duration_seconds", Help: "Public API request latency by route and outcome.", Buckets: latencyBuckets}, []string{"route", "outcome"}),
+		LimiterErrors: f.NewCounter(prometheus.CounterOpts{Name: "invitegate_rate_limiter_errors_total", Help: "Signups let through because the rate limiter's Redis call failed."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Requests, m.Duration, m.LimiterErrors)
-	}
-	return m
 }
 
 func (m *Metrics) observe(route string, status int, outcome string, d time.Duration) {

@@ -18,6 +18,7 @@ package mail
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"embed"
@@ -30,8 +31,10 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/defaults"
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/logs"
 	"github.com/invitegate/invitegate/internal/persist"
@@ -95,36 +98,16 @@ type Mailer struct {
 
 // New returns a Mailer over st sending through send.
 func New(st Store, send Sender, cfg Config) *Mailer {
-	if cfg.Game == "" {
-		cfg.Game = "Our Super Game"
-	}
-	if cfg.Domain == "" {
-		cfg.Domain = "invitegate.local"
-	}
-	if cfg.Owner == "" {
-		cfg.Owner = "mailer"
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 8
-	}
-	if cfg.RetryBase <= 0 {
-		cfg.RetryBase = 30 * time.Second
-	}
-	if cfg.RetryMax <= 0 {
-		cfg.RetryMax = time.Hour
-	}
-	if cfg.Lease <= 0 {
-		cfg.Lease = 10 * time.Minute
-	}
-	if cfg.SendTimeout <= 0 {
-		cfg.SendTimeout = 30 * time.Second
-	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = time.Second
-	}
-	if cfg.Batch <= 0 {
-		cfg.Batch = 100
-	}
+	cfg.Game = cmp.Or(cfg.Game, "Our Super Game")
+	cfg.Domain = cmp.Or(cfg.Domain, "invitegate.local")
+	cfg.Owner = cmp.Or(cfg.Owner, "mailer")
+	defaults.Positive(&cfg.MaxAttempts, 8)
+	defaults.Positive(&cfg.RetryBase, 30*time.Second)
+	defaults.Positive(&cfg.RetryMax, time.Hour)
+	defaults.Positive(&cfg.Lease, 10*time.Minute)
+	defaults.Positive(&cfg.SendTimeout, 30*time.Second)
+	defaults.Positive(&cfg.Poll, time.Second)
+	defaults.Positive(&cfg.Batch, 100)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -304,14 +287,11 @@ type Metrics struct {
 // NewMetrics creates the collectors and registers them with reg (nil: not
 // registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		Sent:     prometheus.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_sent_total", Help: "Further-instructions emails the SMTP server accepted."}),
-		Failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_attempts_failed_total", Help: "Delivery attempts that failed (each is retried until the last)."}),
-		GaveUp:   prometheus.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_gave_up_total", Help: "Emails given up after their last failed attempt."}),
-		State:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "invitegate_mail_registrations", Help: "Registrations by the state of their email (pending, sent, failed), counted every 10 s."}, []string{"state"}),
+	f := promauto.With(reg)
+	return &Metrics{
+		Sent:     f.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_sent_total", Help: "Further-instructions emails the SMTP server accepted."}),
+		Failures: f.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_attempts_failed_total", Help: "Delivery attempts that failed (each is retried until the last)."}),
+		GaveUp:   f.NewCounter(prometheus.CounterOpts{Name: "invitegate_mail_gave_up_total", Help: "Emails given up after their last failed attempt."}),
+		State:    f.NewGaugeVec(prometheus.GaugeOpts{Name: "invitegate_mail_registrations", Help: "Registrations by the state of their email (pending, sent, failed), counted every 10 s."}, []string{"state"}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Sent, m.Failures, m.GaveUp, m.State)
-	}
-	return m
 }

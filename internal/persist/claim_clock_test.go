@@ -86,3 +86,7 @@ func TestReconcilerClaimsEveryHalfClaimIdle(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func (q *idleQueue) Committed(_ context.Context, _ int, rs []invite.Reservation) ([]bool, error) {
+	return make([]bool, len(rs)), nil
+}

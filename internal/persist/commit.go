@@ -50,6 +50,9 @@ type commitResult struct {
 	err error
 }
 
+// CommitWriteTimeout is a Committer's default WriteTimeout.
+const CommitWriteTimeout = 5 * time.Second
+
 // ErrNotWritten is returned by Commit when MongoDB did not take the
 // reservation in time; it may still be written later, by this batch or by
 // the reconciler.
@@ -64,7 +67,7 @@ func NewCommitter(st *Store, cfg CommitterConfig) *Committer {
 		cfg.Writers = 4
 	}
 	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 5 * time.Second
+		cfg.WriteTimeout = CommitWriteTimeout
 	}
 	c := &Committer{st: st, cfg: cfg, reqs: make(chan commitReq, cfg.Batch*cfg.Writers), stop: make(chan struct{})}
 	for i := 0; i < cfg.Writers; i++ {

@@ -25,6 +25,9 @@ type Queue interface {
 	Keep(ctx context.Context, shard int, consumer string, ids ...string) error
 	GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error)
 	Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error)
+	// Committed reports which of shard's reservations MongoDB already
+	// holds, written by the INVITEGATE_ACK=mongo group commit.
+	Committed(ctx context.Context, shard int, rs []invite.Reservation) ([]bool, error)
 }
 
 // ReconcilerConfig tunes a Reconciler. Zero values take the defaults noted.
@@ -55,6 +58,14 @@ type ReconcilerConfig struct {
 	// worker keeps writing what is already in its stream, without waiting
 	// for more, until the stream is empty or this passes (default 5s).
 	DrainTimeout time.Duration
+	// Defer (INVITEGATE_ACK=mongo) is how long a reservation is left to the
+	// group commit that its signup waits on (the caller's wait plus the
+	// commit's own write timeout): the reconciler acknowledges what that
+	// commit wrote as soon as it sees its mark, and writes only the rest,
+	// once they are Defer old, instead of inserting the same registrations
+	// alongside it (default 0: write everything at once; at most
+	// ClaimIdle/2, so the batch is not taken over meanwhile).
+	Defer time.Duration
 	// StatsEvery is how often backlog and lag are measured (default 1s).
 	StatsEvery time.Duration
 	Now        func() time.Time
@@ -102,6 +113,8 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 	if cfg.HoldFor <= 0 {
 		cfg.HoldFor = 2 * cfg.ClaimIdle
 	}
+	deferWanted := cfg.Defer
+	cfg.Defer = min(max(cfg.Defer, 0), cfg.ClaimIdle/2)
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 5 * time.Second
 	}
@@ -112,6 +125,10 @@ func NewReconciler(q Queue, st *Store, cfg ReconcilerConfig) *Reconciler {
 		cfg.Now = time.Now
 	}
 	cfg.Logger = logs.OrQuiet(cfg.Logger)
+	if deferWanted > cfg.Defer {
+		cfg.Logger.WithFields(logrus.Fields{"wanted": deferWanted.String(), "kept": cfg.Defer.String()}).
+			Warn("the reconciler leaves entries to the group commit for at most half of INVITEGATE_RECONCILER_CLAIM_IDLE: slower commits may be inserted twice (harmless, but it adds to MongoDB's load); lower INVITEGATE_ACK_TIMEOUT or raise the claim idle time")
+	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
@@ -175,7 +192,7 @@ func (rc *Reconciler) work(ctx context.Context, shard int) {
 			continue
 		}
 		bo.reset()
-		if len(batch) > 0 {
+		if batch = rc.skipCommitted(ctx, log, shard, batch, true); len(batch) > 0 {
 			rc.process(ctx, log, shard, batch)
 		}
 	}
@@ -192,8 +209,82 @@ func (rc *Reconciler) drain(ctx context.Context, log logrus.FieldLogger, shard i
 		if err != nil || len(batch) == 0 {
 			return
 		}
-		rc.process(ctx, log, shard, batch)
+		if batch = rc.skipCommitted(ctx, log, shard, batch, false); len(batch) > 0 {
+			rc.process(ctx, log, shard, batch)
+		}
 	}
+}
+
+// skipCommitted acknowledges the reservations of batch that the
+// INVITEGATE_ACK=mongo group commit already wrote and returns the others.
+// With wait, it gives the others until they are Defer old (the commit
+// their signups wait on is usually under way), looking at the marks again
+// at growing intervals, and returns what is still unwritten then. Without
+// Defer it returns batch as it is; when Redis cannot say, it returns what
+// it has not settled: writing twice is harmless.
+func (rc *Reconciler) skipCommitted(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation, wait bool) []invite.Reservation {
+	if rc.cfg.Defer <= 0 || len(batch) == 0 {
+		return batch
+	}
+	rest := rc.ackCommitted(ctx, log, shard, batch)
+	if !wait {
+		return rest
+	}
+	step := 20 * time.Millisecond
+	start := time.Now() // monotonic: never wait longer than Defer after reading
+	for len(rest) > 0 && ctx.Err() == nil {
+		youngest := rest[0].ReservedAt
+		for _, r := range rest[1:] {
+			if r.ReservedAt.After(youngest) {
+				youngest = r.ReservedAt
+			}
+		}
+		d := min(youngest.Add(rc.cfg.Defer).Sub(rc.cfg.Now()), rc.cfg.Defer-time.Since(start))
+		if d <= 0 {
+			break
+		}
+		t := time.NewTimer(min(d, step, rc.cfg.Defer))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		step = min(2*step, time.Second)
+		rest = rc.ackCommitted(context.WithoutCancel(ctx), log, shard, rest)
+	}
+	return rest
+}
+
+// ackCommitted acknowledges the reservations of batch MongoDB already holds
+// from the group commit and returns the others.
+func (rc *Reconciler) ackCommitted(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) []invite.Reservation {
+	ctx, cancel := context.WithTimeout(ctx, rc.cfg.WriteTimeout)
+	defer cancel()
+	done, err := rc.q.Committed(ctx, shard, batch)
+	if err != nil {
+		rc.m.Errors.WithLabelValues("redis").Inc()
+		log.WithError(err).Warn("read the group commit's marks; writing the batch")
+		return batch
+	}
+	var ids []string
+	rest := batch[:0:0]
+	for i, r := range batch {
+		if done[i] {
+			ids = append(ids, r.ID)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	if len(ids) == 0 {
+		return batch
+	}
+	if err := rc.q.Ack(ctx, shard, ids...); err != nil {
+		rc.m.Errors.WithLabelValues("redis").Inc()
+		log.WithError(err).Warn("acknowledge reservations")
+		return batch
+	}
+	rc.m.Rows.WithLabelValues("committed").Add(float64(len(ids)))
+	return rest
 }
 
 // process writes batch until every reservation is settled or ctx is

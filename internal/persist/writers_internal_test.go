@@ -156,3 +156,7 @@ func runUntilWritten(t *testing.T, rc *Reconciler, q *batchQueue) {
 		t.Fatalf("%d of %d batches written", n, q.shards)
 	}
 }
+
+func (q *batchQueue) Committed(_ context.Context, _ int, rs []invite.Reservation) ([]bool, error) {
+	return make([]bool, len(rs)), nil
+}

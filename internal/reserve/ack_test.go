@@ -96,7 +96,7 @@ func TestAckReplica(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					a := addr(t, fmt.Sprintf("up%d@example.com", i))
+					a := testenv.Address(t, fmt.Sprintf("up%d@example.com", i))
 					res, err := r.Reserve(ctx, "acked", a)
 					if err != nil || res.Outcome != invite.Created {
 						t.Errorf("%s with the replica up: %v, %v; want created", a.Canonical, res.Outcome, err)
@@ -108,7 +108,7 @@ func TestAckReplica(t *testing.T) {
 				}()
 			}
 			wg.Wait()
-			if _, err := r.Reserve(ctx, "other", addr(t, "up0@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
+			if _, err := r.Reserve(ctx, "other", testenv.Address(t, "up0@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
 				t.Fatalf("up0 on another code: %v, want ErrEmailTaken", err)
 			}
 
@@ -119,7 +119,7 @@ func TestAckReplica(t *testing.T) {
 					replica.Resume(t)
 				}
 			}()
-			late := addr(t, "late@example.com")
+			late := testenv.Address(t, "late@example.com")
 			start := time.Now()
 			_, err := r.Reserve(ctx, "acked", late)
 			if took := time.Since(start); !errors.Is(err, reserve.ErrNotReplicated) || !errors.Is(err, invite.ErrUnavailable) || took < ackTimeout || took > ackTimeout+2*time.Second {
@@ -136,7 +136,7 @@ func TestAckReplica(t *testing.T) {
 			}
 			// Rejections acknowledge nothing: they do not wait for it.
 			start = time.Now()
-			if _, err := r.Reserve(ctx, "other", addr(t, "up1@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
+			if _, err := r.Reserve(ctx, "other", testenv.Address(t, "up1@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
 				t.Fatalf("an email of another code with the replica stopped: %v, want ErrEmailTaken", err)
 			}
 			if took := time.Since(start); took >= ackTimeout {
@@ -147,7 +147,7 @@ func TestAckReplica(t *testing.T) {
 			// none is answered created, and none takes more than a seat.
 			crowd := make([]email.Address, 40)
 			for i := range crowd {
-				crowd[i] = addr(t, fmt.Sprintf("crowd%d@example.com", i))
+				crowd[i] = testenv.Address(t, fmt.Sprintf("crowd%d@example.com", i))
 			}
 			for _, a := range crowd {
 				wg.Add(1)
@@ -214,7 +214,7 @@ func TestAckReplicaOnCluster(t *testing.T) {
 		return m.Options().Addr
 	}
 	for i := range 30 {
-		a := addr(t, fmt.Sprintf("c%d@example.com", i))
+		a := testenv.Address(t, fmt.Sprintf("c%d@example.com", i))
 		res, err := r.Reserve(ctx, "cl", a)
 		if err != nil || res.Outcome != invite.Created {
 			t.Fatalf("%s: %v, %v; want created", a.Canonical, res.Outcome, err)
@@ -232,7 +232,7 @@ func TestAckReplicaOnCluster(t *testing.T) {
 		if i == 60 {
 			t.Fatalf("after 60 signups: %d refused, %d created", len(refused), len(created))
 		}
-		a := addr(t, fmt.Sprintf("p%d@example.com", i))
+		a := testenv.Address(t, fmt.Sprintf("p%d@example.com", i))
 		res, err := r.Reserve(ctx, "cl", a)
 		switch {
 		case errors.Is(err, reserve.ErrNotReplicated):
@@ -284,7 +284,7 @@ func TestAckReplicaStealWaitsOnCluster(t *testing.T) {
 	}
 	// a's shard s is emptied; every other shard too but j, on another
 	// master, which keeps 2 tokens.
-	a := addr(t, "mover@example.com")
+	a := testenv.Address(t, "mover@example.com")
 	if n, _, err := r.Remaining(ctx, "mv"); err != nil || n != k {
 		t.Fatalf("%d remaining (%v), want %d", n, err, k)
 	}

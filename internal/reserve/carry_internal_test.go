@@ -25,6 +25,14 @@ func seedOne(tb testing.TB, r *Reserver, code string, max int) {
 	}
 }
 
+// sharedRedis returns a client of the shared redis-server, closed when
+// the test ends.
+func sharedRedis(tb testing.TB) *redis.Client {
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(tb)})
+	tb.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
 // afterSteal is a Client that runs hook once a steal.lua call has returned
 // from Redis: between a token move's steal and its deposit.
 type afterSteal struct {
@@ -56,8 +64,7 @@ func (c afterSteal) Eval(ctx context.Context, script string, keys []string, args
 // the second run would create a seat.
 func TestCarryAppliedOnce(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := sharedRedis(t)
 	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
 	seedOne(t, r, "c", 2)
 	// One token per shard. Move shard 1's to shard 0.
@@ -65,10 +72,7 @@ func TestCarryAppliedOnce(t *testing.T) {
 	if err != nil || taken != 1 {
 		t.Fatalf("steal: %d %v", taken, err)
 	}
-	a, err := email.Parse("carrier@example.com", email.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := testenv.Address(t, "carrier@example.com")
 	in := reserveCall{
 		sentinel: r.keys.sentinel(0), bucket: r.keys.bucket(0, "c"), claim: r.keys.claim(0, a.Canonical), stream: r.keys.stream(0),
 		transfer: r.keys.transfer(0, "t1"),
@@ -101,8 +105,7 @@ func TestCarryAppliedOnce(t *testing.T) {
 // full. Before moves ran on a detached context, the deposit failed with the
 // canceled context and the stolen token was lost until a reseed.
 func TestMoveSurvivesItsRequest(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := sharedRedis(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	// The second signup's request ends right after the steal.
 	r := New(afterSteal{Client: rdb, hook: cancel}, Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
@@ -111,10 +114,7 @@ func TestMoveSurvivesItsRequest(t *testing.T) {
 	// has to move shard 1's token.
 	var on0 []email.Address
 	for i := 0; len(on0) < 2; i++ {
-		a, err := email.Parse(fmt.Sprintf("mover%d@example.com", i), email.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		a := testenv.Address(t, fmt.Sprintf("mover%d@example.com", i))
 		if shardOf(a.Canonical, 2) == 0 {
 			on0 = append(on0, a)
 		}
@@ -142,8 +142,7 @@ func TestMoveSurvivesItsRequest(t *testing.T) {
 // the same millisecond, and a requested mark replaces the lease.
 func TestSweepLeaseScript(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := sharedRedis(t)
 	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 1})
 	seedOne(t, r, "c", 1)
 	if err := rdb.HSet(ctx, r.keys.bucket(0, "c"), "tok", 0, "so", 1000).Err(); err != nil { // empty, mark expired long ago
@@ -151,10 +150,7 @@ func TestSweepLeaseScript(t *testing.T) {
 	}
 	call := func(who string, now, markTTL int64) reserveStatus {
 		t.Helper()
-		a, err := email.Parse(who+"@example.com", email.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		a := testenv.Address(t, who+"@example.com")
 		rep, err := evalReserve(ctx, rdb, nil, reserveCall{
 			sentinel: r.keys.sentinel(0), bucket: r.keys.bucket(0, "c"), claim: r.keys.claim(0, a.Canonical), stream: r.keys.stream(0),
 			code: "c", canonical: a.Canonical, email: a.Normalized, now: now, markTTL: markTTL, shards: r.kArg, sweepLease: 100,
@@ -164,26 +160,27 @@ func TestSweepLeaseScript(t *testing.T) {
 		}
 		return rep.status
 	}
-	so := func() string { return rdb.HGet(ctx, r.keys.bucket(0, "c"), "so").Val() }
-	if got := call("first", 5000, 0); got != stEmpty || so() != "5100" {
-		t.Fatalf("first after expiry: status %d, so %s; want 5 (sweep) and a lease to 5100", got, so())
+	steps := []struct {
+		what    string
+		who     string
+		now     int64
+		markTTL int64
+		want    reserveStatus
+		so      string // the bucket's sold-out mark or lease after the call ("": not checked)
+	}{
+		{"first after expiry: a sweep and a lease", "first", 5000, 0, stEmpty, "5100"},
+		{"resend of the lease holder's call", "first", 5000, 0, stEmpty, ""},
+		{"another caller within the lease, same millisecond", "second", 5000, 0, stSoldOut, ""},
+		{"another caller within the lease", "second", 5040, 0, stSoldOut, ""},
+		{"the sweeper's mark replaces the lease", "first", 5060, 2000, stSoldOut, "7060"},
+		{"after the lease, under the mark", "third", 5200, 0, stSoldOut, ""},
+		{"the former lease holder under the mark", "first", 5300, 0, stSoldOut, ""},
 	}
-	if got := call("first", 5000, 0); got != stEmpty {
-		t.Fatalf("resend of the lease holder's call: %d, want 5", got)
-	}
-	if got := call("second", 5000, 0); got != stSoldOut {
-		t.Fatalf("another caller within the lease, same millisecond: %d, want 4", got)
-	}
-	if got := call("second", 5040, 0); got != stSoldOut {
-		t.Fatalf("another caller within the lease: %d, want 4", got)
-	}
-	if got := call("first", 5060, 2000); got != stSoldOut || so() != "7060" {
-		t.Fatalf("the sweeper's mark: status %d, so %s; want 4 and a mark to 7060", got, so())
-	}
-	if got := call("third", 5200, 0); got != stSoldOut {
-		t.Fatalf("after the lease, under the mark: %d, want 4", got)
-	}
-	if got := call("first", 5300, 0); got != stSoldOut {
-		t.Fatalf("the former lease holder under the mark: %d, want 4", got)
+	for _, st := range steps {
+		got := call(st.who, st.now, st.markTTL)
+		so := rdb.HGet(ctx, r.keys.bucket(0, "c"), "so").Val()
+		if got != st.want || (st.so != "" && so != st.so) {
+			t.Fatalf("%s: status %d, so %s; want %d and so %q", st.what, got, so, st.want, st.so)
+		}
 	}
 }

@@ -37,8 +37,9 @@ func (k keys) bucket(s int, code string) string { return k.tags[s] + ":b:" + cod
 func (k keys) claim(s int, canonical string) string { return k.tags[s] + ":e:" + canonical }
 
 // persisted records, with INVITEGATE_ACK=mongo, that MongoDB holds the
-// email's registration; its value is the code. The "d" stays: replicas of
-// an older release read and write the same key.
+// email's registration: the value is "<code>" or, after the group commit
+// wrote a new reservation, "<code>|<stream entry ID>" (MarkPersisted).
+// The "d" stays: replicas of an older release read and write the same key.
 func (k keys) persisted(s int, canonical string) string { return k.tags[s] + ":d:" + canonical }
 
 // history is the replication ID of the Redis history shard s was seeded

@@ -1,6 +1,9 @@
 package reserve
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
 
 // Metrics are the reservation layer's Prometheus collectors.
 type Metrics struct {
@@ -15,26 +18,11 @@ type Metrics struct {
 // NewMetrics creates the collectors and registers them with reg (nil: not
 // registered, for tests and tools).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		Sweeps: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invitegate_reserve_sweeps_total",
-			Help: "Requests that found their shard's bucket empty and looked for tokens on other shards.",
-		}),
-		TokensMoved: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invitegate_reserve_tokens_moved_total",
-			Help: "Tokens moved from one shard's bucket to another's.",
-		}),
-		GiveBacks: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invitegate_reserve_tokens_given_back_total",
-			Help: "Tokens returned because MongoDB refused a reservation (the email belonged to another code).",
-		}),
-		NotReplicated: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invitegate_reserve_not_replicated_total",
-			Help: "Signups (and token moves) not confirmed by the Redis replicas within INVITEGATE_ACK_TIMEOUT (INVITEGATE_ACK=replica): answered 503.",
-		}),
+	f := promauto.With(reg)
+	return &Metrics{
+		Sweeps:        f.NewCounter(prometheus.CounterOpts{Name: "invitegate_reserve_sweeps_total", Help: "Requests that found their shard's bucket empty and looked for tokens on other shards."}),
+		TokensMoved:   f.NewCounter(prometheus.CounterOpts{Name: "invitegate_reserve_tokens_moved_total", Help: "Tokens moved from one shard's bucket to another's."}),
+		GiveBacks:     f.NewCounter(prometheus.CounterOpts{Name: "invitegate_reserve_tokens_given_back_total", Help: "Tokens returned because MongoDB refused a reservation (the email belonged to another code)."}),
+		NotReplicated: f.NewCounter(prometheus.CounterOpts{Name: "invitegate_reserve_not_replicated_total", Help: "Signups (and token moves) not confirmed by the Redis replicas within INVITEGATE_ACK_TIMEOUT (INVITEGATE_ACK=replica): answered 503."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Sweeps, m.TokensMoved, m.GiveBacks, m.NotReplicated)
-	}
-	return m
 }

@@ -8,6 +8,7 @@
 package reserve
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -18,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/defaults"
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/logs"
@@ -104,6 +106,7 @@ const moveTimeout = 2 * time.Second
 type Client interface {
 	redis.Scripter
 	Get(ctx context.Context, key string) *redis.StringCmd
+	MGet(ctx context.Context, keys ...string) *redis.SliceCmd
 	Set(ctx context.Context, key string, value any, expiration time.Duration) *redis.StatusCmd
 	SetNX(ctx context.Context, key string, value any, expiration time.Duration) *redis.BoolCmd
 	Exists(ctx context.Context, keys ...string) *redis.IntCmd
@@ -126,24 +129,16 @@ var (
 
 // New returns a Reserver over rdb.
 func New(rdb Client, cfg Config) *Reserver {
-	if cfg.Namespace == "" {
-		cfg.Namespace = DefaultNamespace
-	}
-	if cfg.Shards <= 0 {
-		cfg.Shards = 1
-	}
-	if cfg.SoldOutTTL <= 0 {
-		cfg.SoldOutTTL = 2 * time.Second
-	}
+	cfg.Namespace = cmp.Or(cfg.Namespace, DefaultNamespace)
+	defaults.Positive(&cfg.Shards, 1)
+	defaults.Positive(&cfg.SoldOutTTL, 2*time.Second)
 	if cfg.SweepLease == 0 {
 		cfg.SweepLease = 100 * time.Millisecond
 	}
 	if cfg.PipelineAbove == 0 {
 		cfg.PipelineAbove = 4
 	}
-	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = 500 * time.Millisecond
-	}
+	defaults.Positive(&cfg.AckTimeout, 500*time.Millisecond)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

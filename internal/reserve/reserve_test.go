@@ -117,15 +117,6 @@ func miniBackend() backend {
 	}}
 }
 
-func addr(tb testing.TB, s string) email.Address {
-	tb.Helper()
-	a, err := email.Parse(s, email.Options{})
-	if err != nil {
-		tb.Fatalf("parse %q: %v", s, err)
-	}
-	return a
-}
-
 func newReserver(tb testing.TB, c redis.UniversalClient, src source, shards int, now func() time.Time) *reserve.Reserver {
 	tb.Helper()
 	r := reserve.New(c, reserve.Config{Namespace: testenv.KeyPrefix(tb), Shards: shards, Now: now})
@@ -133,58 +124,64 @@ func newReserver(tb testing.TB, c redis.UniversalClient, src source, shards int,
 	return r
 }
 
-func TestOutcomes(t *testing.T) {
-	for _, b := range append(append(realBackends(), pipelinedBackends()...), miniBackend()) {
+// eachK runs test as a subtest "backend/K=k" on every backend, once with
+// one shard and once with sixteen.
+func eachK(t *testing.T, backends []backend, test func(t *testing.T, b backend, k int)) {
+	for _, b := range backends {
 		for _, k := range []int{1, 16} {
-			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
-				ctx := context.Background()
-				now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-				src := newSource(
-					invite.Invitation{Code: "x", MaxUses: 2},
-					invite.Invitation{Code: "y", MaxUses: 1},
-					invite.Invitation{Code: "off", MaxUses: 5, Disabled: true},
-					invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: now.Add(-time.Minute)},
-				)
-				r := b.reserver(t, src, k, func() time.Time { return now })
-
-				steps := []struct {
-					code, email string
-					want        invite.Outcome
-					wantErr     error
-				}{
-					{"x", "a@example.com", invite.Created, nil},
-					{"x", "A@Example.com", invite.Existing, nil},
-					{"y", "a@example.com", 0, invite.ErrEmailTaken},
-					{"x", "b@example.com", invite.Created, nil},
-					{"x", "c@example.com", 0, invite.ErrFull},
-					{"x", "a@example.com", invite.Existing, nil}, // full, but registered here: 200
-					{"y", "d@example.com", invite.Created, nil},
-					{"y", "a@example.com", 0, invite.ErrEmailTaken}, // registered elsewhere beats full: 409
-					{"off", "e@example.com", 0, invite.ErrDisabled},
-					{"old", "e@example.com", 0, invite.ErrExpired},
-					{"nope", "e@example.com", 0, reserve.ErrNoBucket}, // workflow.Signups seeds or answers unknown
-					{"bad/code", "e@example.com", 0, invite.ErrUnknownCode},
-					{"x", "e.x.t+spam@googlemail.com", 0, invite.ErrFull},
-				}
-				for i, s := range steps {
-					res, err := r.Reserve(ctx, s.code, addr(t, s.email))
-					if s.wantErr != nil {
-						if !errors.Is(err, s.wantErr) {
-							t.Fatalf("step %d %s %s: err = %v, want %v", i, s.code, s.email, err, s.wantErr)
-						}
-						continue
-					}
-					if err != nil || res.Outcome != s.want {
-						t.Fatalf("step %d %s %s: got %v, %v; want %v", i, s.code, s.email, res.Outcome, err, s.want)
-					}
-				}
-				rem, ok, err := r.Remaining(ctx, "x")
-				if err != nil || !ok || rem != 0 {
-					t.Fatalf("Remaining(x) = %d, %v, %v; want 0, true, nil", rem, ok, err)
-				}
-			})
+			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) { test(t, b, k) })
 		}
 	}
+}
+
+func TestOutcomes(t *testing.T) {
+	eachK(t, append(append(realBackends(), pipelinedBackends()...), miniBackend()), func(t *testing.T, b backend, k int) {
+		ctx := context.Background()
+		now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+		src := newSource(
+			invite.Invitation{Code: "x", MaxUses: 2},
+			invite.Invitation{Code: "y", MaxUses: 1},
+			invite.Invitation{Code: "off", MaxUses: 5, Disabled: true},
+			invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: now.Add(-time.Minute)},
+		)
+		r := b.reserver(t, src, k, func() time.Time { return now })
+
+		steps := []struct {
+			code, email string
+			want        invite.Outcome
+			wantErr     error
+		}{
+			{"x", "a@example.com", invite.Created, nil},
+			{"x", "A@Example.com", invite.Existing, nil},
+			{"y", "a@example.com", 0, invite.ErrEmailTaken},
+			{"x", "b@example.com", invite.Created, nil},
+			{"x", "c@example.com", 0, invite.ErrFull},
+			{"x", "a@example.com", invite.Existing, nil}, // full, but registered here: 200
+			{"y", "d@example.com", invite.Created, nil},
+			{"y", "a@example.com", 0, invite.ErrEmailTaken}, // registered elsewhere beats full: 409
+			{"off", "e@example.com", 0, invite.ErrDisabled},
+			{"old", "e@example.com", 0, invite.ErrExpired},
+			{"nope", "e@example.com", 0, reserve.ErrNoBucket}, // workflow.Signups seeds or answers unknown
+			{"bad/code", "e@example.com", 0, invite.ErrUnknownCode},
+			{"x", "e.x.t+spam@googlemail.com", 0, invite.ErrFull},
+		}
+		for i, s := range steps {
+			res, err := r.Reserve(ctx, s.code, testenv.Address(t, s.email))
+			if s.wantErr != nil {
+				if !errors.Is(err, s.wantErr) {
+					t.Fatalf("step %d %s %s: err = %v, want %v", i, s.code, s.email, err, s.wantErr)
+				}
+				continue
+			}
+			if err != nil || res.Outcome != s.want {
+				t.Fatalf("step %d %s %s: got %v, %v; want %v", i, s.code, s.email, res.Outcome, err, s.want)
+			}
+		}
+		rem, ok, err := r.Remaining(ctx, "x")
+		if err != nil || !ok || rem != 0 {
+			t.Fatalf("Remaining(x) = %d, %v, %v; want 0, true, nil", rem, ok, err)
+		}
+	})
 }
 
 // spikeInFlight bounds the reservations a spike has in flight at once: the
@@ -211,7 +208,7 @@ func spike(tb testing.TB, r *reserve.Reserver, code string, emails []string) (cr
 		go func() {
 			defer wg.Done()
 			defer func() { <-slots }()
-			res, err := r.Reserve(context.Background(), code, addr(tb, em))
+			res, err := r.Reserve(context.Background(), code, testenv.Address(tb, em))
 			switch {
 			case err == nil && res.Outcome == invite.Created:
 				c.Add(1)
@@ -239,79 +236,71 @@ func spike(tb testing.TB, r *reserve.Reserver, code string, emails []string) (cr
 // distinct emails on a code of 1,000 admit exactly 1,000, leave 0 remaining
 // and 1,000 entries in the streams.
 func TestSpikeExactCapacity(t *testing.T) {
-	for _, b := range append(realBackends(), pipelinedBackends()...) {
-		for _, k := range []int{1, 16} {
-			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
-				ctx := context.Background()
-				r := b.reserver(t, newSource(invite.Invitation{Code: "spike", MaxUses: 1000}), k, nil)
-				created, _, full, _ := spike(t, r, "spike", testenv.Emails("s", 5000))
-				if created != 1000 || full != 4000 {
-					t.Fatalf("created %d, rejected %d; want 1000, 4000", created, full)
-				}
-				rem, _, err := r.Remaining(ctx, "spike")
-				if err != nil || rem != 0 {
-					t.Fatalf("remaining = %d, %v; want 0", rem, err)
-				}
-				var backlog int64
-				for s := 0; s < k; s++ {
-					n, _, err := r.Backlog(ctx, s)
-					if err != nil {
-						t.Fatal(err)
-					}
-					backlog += n
-				}
-				if backlog != 1000 {
-					t.Fatalf("stream entries = %d, want 1000", backlog)
-				}
-			})
+	eachK(t, append(realBackends(), pipelinedBackends()...), func(t *testing.T, b backend, k int) {
+		ctx := context.Background()
+		r := b.reserver(t, newSource(invite.Invitation{Code: "spike", MaxUses: 1000}), k, nil)
+		created, _, full, _ := spike(t, r, "spike", testenv.Emails("s", 5000))
+		if created != 1000 || full != 4000 {
+			t.Fatalf("created %d, rejected %d; want 1000, 4000", created, full)
 		}
-	}
+		rem, _, err := r.Remaining(ctx, "spike")
+		if err != nil || rem != 0 {
+			t.Fatalf("remaining = %d, %v; want 0", rem, err)
+		}
+		var backlog int64
+		for s := 0; s < k; s++ {
+			n, _, err := r.Backlog(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			backlog += n
+		}
+		if backlog != 1000 {
+			t.Fatalf("stream entries = %d, want 1000", backlog)
+		}
+	})
 }
 
 // TestSameEmailsThreeCodes is I2 under a race: the same emails hit three
 // codes at once; each email wins exactly one code.
 func TestSameEmailsThreeCodes(t *testing.T) {
-	for _, b := range append(realBackends(), pipelinedBackends()...) {
-		for _, k := range []int{1, 16} {
-			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
-				codes := []string{"c1", "c2", "c3"}
-				src := newSource(invite.Invitation{Code: "c1", MaxUses: 1000}, invite.Invitation{Code: "c2", MaxUses: 1000}, invite.Invitation{Code: "c3", MaxUses: 1000})
-				r := b.reserver(t, src, k, nil)
-				list := testenv.Emails("m", 1500)
-				var wg sync.WaitGroup
-				results := make([]map[string]bool, len(codes))
-				counts := make([]int64, len(codes))
-				for i, c := range codes {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						counts[i], _, _, results[i] = spike(t, r, c, list)
-					}()
-				}
-				wg.Wait()
-				total := counts[0] + counts[1] + counts[2]
-				if total != 1500 {
-					t.Fatalf("total wins %d, want 1500 (one per email)", total)
-				}
-				for _, em := range list {
-					n := 0
-					for i := range codes {
-						if results[i][em] {
-							n++
-						}
-					}
-					if n != 1 {
-						t.Fatalf("%s won %d codes, want 1", em, n)
-					}
-				}
-				for i, c := range codes {
-					if counts[i] > 1000 {
-						t.Fatalf("%s admitted %d > 1000", c, counts[i])
-					}
-				}
-			})
+	eachK(t, append(realBackends(), pipelinedBackends()...), func(t *testing.T, b backend, k int) {
+		codes := []string{"c1", "c2", "c3"}
+		src := newSource(invite.Invitation{Code: "c1", MaxUses: 1000}, invite.Invitation{Code: "c2", MaxUses: 1000}, invite.Invitation{Code: "c3", MaxUses: 1000})
+		r := b.reserver(t, src, k, nil)
+		list := testenv.Emails("m", 1500)
+		var wg sync.WaitGroup
+		results := make([]map[string]bool, len(codes))
+		counts := make([]int64, len(codes))
+		for i, c := range codes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				counts[i], _, _, results[i] = spike(t, r, c, list)
+			}()
 		}
-	}
+		wg.Wait()
+		total := counts[0] + counts[1] + counts[2]
+		if total != 1500 {
+			t.Fatalf("total wins %d, want 1500 (one per email)", total)
+		}
+		for _, em := range list {
+			n := 0
+			for i := range codes {
+				if results[i][em] {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("%s won %d codes, want 1", em, n)
+			}
+		}
+		for i, c := range codes {
+			if counts[i] > 1000 {
+				t.Fatalf("%s admitted %d > 1000", c, counts[i])
+			}
+		}
+	})
 }
 
 // TestTokenStealing: with 16 shards and a capacity of 16, every shard holds
@@ -324,7 +313,7 @@ func TestTokenStealing(t *testing.T) {
 			var same []string
 			for i := 0; len(same) < 40; i++ {
 				em := fmt.Sprintf("u%d@example.com", i)
-				if r.ShardOf(addr(t, em).Canonical) == 3 {
+				if r.ShardOf(testenv.Address(t, em).Canonical) == 3 {
 					same = append(same, em)
 				}
 			}
@@ -350,13 +339,13 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	})
 	seed(t, r, newSource(invite.Invitation{Code: "so", MaxUses: 4}))
 	for i := 0; i < 4; i++ {
-		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("w%d@example.com", i))); err != nil {
+		if _, err := r.Reserve(ctx, "so", testenv.Address(t, fmt.Sprintf("w%d@example.com", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	before := testutil.ToFloat64(m.Sweeps)
 	for i := 0; i < 500; i++ {
-		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("l%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
+		if _, err := r.Reserve(ctx, "so", testenv.Address(t, fmt.Sprintf("l%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
 			t.Fatalf("err = %v, want ErrFull", err)
 		}
 	}
@@ -371,7 +360,7 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	before = testutil.ToFloat64(m.Sweeps)
 	crowd := make([]email.Address, 400)
 	for i := range crowd {
-		crowd[i] = addr(t, fmt.Sprintf("z%d@example.com", i))
+		crowd[i] = testenv.Address(t, fmt.Sprintf("z%d@example.com", i))
 	}
 	var wg sync.WaitGroup
 	for _, a := range crowd {
@@ -390,7 +379,7 @@ func TestSoldOutCostsOneCall(t *testing.T) {
 	nowNs.Add(int64(500 * time.Millisecond))
 	before = testutil.ToFloat64(m.Sweeps)
 	for i := 0; i < 200; i++ {
-		if _, err := r.Reserve(ctx, "so", addr(t, fmt.Sprintf("y%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
+		if _, err := r.Reserve(ctx, "so", testenv.Address(t, fmt.Sprintf("y%d@example.com", i))); !errors.Is(err, invite.ErrFull) {
 			t.Fatalf("err = %v, want ErrFull", err)
 		}
 	}
@@ -406,7 +395,7 @@ func TestGiveBackOnce(t *testing.T) {
 	ctx := context.Background()
 	src := newSource(invite.Invitation{Code: "g", MaxUses: 2})
 	r := newReserver(t, realBackends()[0].client(t), src, 1, nil)
-	a := addr(t, "x@example.com")
+	a := testenv.Address(t, "x@example.com")
 	res, err := r.Reserve(ctx, "g", a)
 	if err != nil {
 		t.Fatal(err)
@@ -434,7 +423,7 @@ func TestRedisDown(t *testing.T) {
 	r := reserve.New(c, reserve.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err := r.Reserve(ctx, "x", addr(t, "a@example.com"))
+	_, err := r.Reserve(ctx, "x", testenv.Address(t, "a@example.com"))
 	if !errors.Is(err, invite.ErrUnavailable) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
@@ -475,7 +464,7 @@ func TestLostBucketKeepsTheEpoch(t *testing.T) {
 	ctx := context.Background()
 	c := realBackends()[0].client(t)
 	r := newReserver(t, c, newSource(invite.Invitation{Code: "lb", MaxUses: 100}), 4, nil)
-	lost := r.ShardOf(addr(t, "lost0@example.com").Canonical)
+	lost := r.ShardOf(testenv.Address(t, "lost0@example.com").Canonical)
 	if err := c.Del(ctx, r.BucketKey(lost, "lb")).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -488,7 +477,7 @@ func TestLostBucketKeepsTheEpoch(t *testing.T) {
 	}
 	created := 0
 	for i := 0; created < 5 && i < 2000; i++ {
-		a := addr(t, fmt.Sprintf("lost%d@example.com", i))
+		a := testenv.Address(t, fmt.Sprintf("lost%d@example.com", i))
 		if r.ShardOf(a.Canonical) != lost {
 			continue
 		}
@@ -510,7 +499,7 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	src := newSource(invite.Invitation{Code: "rb", MaxUses: 40})
 	r := newReserver(t, realBackends()[0].client(t), src, 4, nil)
 	for i := 0; i < 10; i++ {
-		if _, err := r.Reserve(ctx, "rb", addr(t, fmt.Sprintf("r%d@example.com", i))); err != nil {
+		if _, err := r.Reserve(ctx, "rb", testenv.Address(t, fmt.Sprintf("r%d@example.com", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -518,7 +507,7 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Reserve(ctx, "rb", addr(t, "frozen@example.com")); !errors.Is(err, invite.ErrFrozen) {
+	if _, err := r.Reserve(ctx, "rb", testenv.Address(t, "frozen@example.com")); !errors.Is(err, invite.ErrFrozen) {
 		t.Fatalf("signup while frozen: %v, want ErrFrozen", err)
 	}
 	ownerB, err := r.Freeze(ctx, "rb", time.Minute)
@@ -538,7 +527,7 @@ func TestRebuildNeedsItsFreeze(t *testing.T) {
 	if rem, _, _ := r.Remaining(ctx, "rb"); rem != 28 {
 		t.Fatalf("remaining after rebuild %d, want 28", rem)
 	}
-	if res, err := r.Reserve(ctx, "rb", addr(t, "after@example.com")); err != nil || res.Outcome != invite.Created {
+	if res, err := r.Reserve(ctx, "rb", testenv.Address(t, "after@example.com")); err != nil || res.Outcome != invite.Created {
 		t.Fatalf("after rebuild: %v %v", res.Outcome, err)
 	}
 	// An expired freeze cannot be rebuilt either.
@@ -575,13 +564,13 @@ func TestPipelineReloadsFlushedScripts(t *testing.T) {
 			}
 			for i := 0; i < 3; i++ {
 				flush()
-				res, err := r.Reserve(ctx, "fl", addr(t, fmt.Sprintf("f%d@example.com", i)))
+				res, err := r.Reserve(ctx, "fl", testenv.Address(t, fmt.Sprintf("f%d@example.com", i)))
 				if err != nil || res.Outcome != invite.Created {
 					t.Fatalf("after SCRIPT FLUSH: %+v, %v; want Created", res, err)
 				}
 			}
 			// And the pipeline carries the next calls again.
-			res, err := r.Reserve(ctx, "fl", addr(t, "f0@example.com"))
+			res, err := r.Reserve(ctx, "fl", testenv.Address(t, "f0@example.com"))
 			if err != nil || res.Outcome != invite.Existing {
 				t.Fatalf("repeat: %+v, %v; want Existing", res, err)
 			}
@@ -593,38 +582,34 @@ func TestPipelineReloadsFlushedScripts(t *testing.T) {
 // live counters: open, full once every shard is empty, disabled, expired,
 // no counters for a code Redis does not hold (workflow.Signups seeds it).
 func TestStatus(t *testing.T) {
-	for _, b := range append(realBackends(), miniBackend()) {
-		for _, k := range []int{1, 16} {
-			t.Run(fmt.Sprintf("%s/K=%d", b.name, k), func(t *testing.T) {
-				ctx := context.Background()
-				now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
-				src := newSource(
-					invite.Invitation{Code: "st", MaxUses: 3},
-					invite.Invitation{Code: "off", MaxUses: 5, Disabled: true},
-					invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: now.Add(-time.Minute)},
-				)
-				r := b.reserver(t, src, k, func() time.Time { return now })
-				want := func(code string, st invite.Status, wantErr error) {
-					t.Helper()
-					got, err := r.Status(ctx, code)
-					if got != st || !errors.Is(err, wantErr) {
-						t.Fatalf("Status(%q) = %q, %v; want %q, %v", code, got, err, st, wantErr)
-					}
-				}
-				want("st", invite.StatusOpen, nil)
-				want("off", invite.StatusDisabled, nil)
-				want("old", invite.StatusExpired, nil)
-				want("nope", "", reserve.ErrNoBucket)
-				want("../x", "", invite.ErrUnknownCode)
-				for i := 0; i < 3; i++ {
-					if _, err := r.Reserve(ctx, "st", addr(t, fmt.Sprintf("s%d@example.com", i))); err != nil {
-						t.Fatal(err)
-					}
-				}
-				want("st", invite.StatusFull, nil)
-			})
+	eachK(t, append(realBackends(), miniBackend()), func(t *testing.T, b backend, k int) {
+		ctx := context.Background()
+		now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+		src := newSource(
+			invite.Invitation{Code: "st", MaxUses: 3},
+			invite.Invitation{Code: "off", MaxUses: 5, Disabled: true},
+			invite.Invitation{Code: "old", MaxUses: 5, ExpiresAt: now.Add(-time.Minute)},
+		)
+		r := b.reserver(t, src, k, func() time.Time { return now })
+		want := func(code string, st invite.Status, wantErr error) {
+			t.Helper()
+			got, err := r.Status(ctx, code)
+			if got != st || !errors.Is(err, wantErr) {
+				t.Fatalf("Status(%q) = %q, %v; want %q, %v", code, got, err, st, wantErr)
+			}
 		}
-	}
+		want("st", invite.StatusOpen, nil)
+		want("off", invite.StatusDisabled, nil)
+		want("old", invite.StatusExpired, nil)
+		want("nope", "", reserve.ErrNoBucket)
+		want("../x", "", invite.ErrUnknownCode)
+		for i := 0; i < 3; i++ {
+			if _, err := r.Reserve(ctx, "st", testenv.Address(t, fmt.Sprintf("s%d@example.com", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want("st", invite.StatusFull, nil)
+	})
 }
 
 // countingPipe counts the calls that took the pipeline.
@@ -650,7 +635,7 @@ func TestPipelineOnlyUnderACrowd(t *testing.T) {
 	})
 	seed(t, r, newSource(invite.Invitation{Code: "crowd", MaxUses: 1000}))
 	for i := 0; i < 20; i++ {
-		if _, err := r.Reserve(ctx, "crowd", addr(t, fmt.Sprintf("alone%d@example.com", i))); err != nil {
+		if _, err := r.Reserve(ctx, "crowd", testenv.Address(t, fmt.Sprintf("alone%d@example.com", i))); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/invitegate/invitegate/internal/testenv"
 )
 
@@ -44,8 +42,7 @@ func TestEveryScriptListed(t *testing.T) {
 // missing one.
 func TestAdjust(t *testing.T) {
 	ctx := context.Background()
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-	t.Cleanup(func() { rdb.Close() })
+	rdb := sharedRedis(t)
 	k := newKeys(testenv.KeyPrefix(t), 1)
 	yes, no := true, false
 	for _, tt := range []struct {

@@ -9,8 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/invitegate/invitegate/internal/email"
 )
 
 // Emails returns n distinct addresses: prefix0@example.com, prefix1@…
@@ -20,6 +23,17 @@ func Emails(prefix string, n int) []string {
 		out[i] = fmt.Sprintf("%s%d@example.com", prefix, i)
 	}
 	return out
+}
+
+// Address parses s with the default options; it fails the test if s is
+// not an address.
+func Address(tb testing.TB, s string) email.Address {
+	tb.Helper()
+	a, err := email.Parse(s, email.Options{})
+	if err != nil {
+		tb.Fatalf("parse %q: %v", s, err)
+	}
+	return a
 }
 
 // FreeAddr returns a loopback host:port that was free a moment ago, for a
@@ -85,4 +99,31 @@ func Metric(tb testing.TB, admin, name string) []float64 {
 		}
 	}
 	return out
+}
+
+// WaitFor polls cond every 20ms until it holds; it fails the test if cond
+// does not hold within d.
+func WaitFor(tb testing.TB, d time.Duration, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// probeClient asks a probe; a listener that hangs counts as no answer.
+var probeClient = &http.Client{Timeout: time.Second}
+
+// Readyz returns the status an admin listener's /readyz answers: 200
+// ready, 503 not (yet, or no longer); 0 when nothing answers.
+func Readyz(admin string) int {
+	resp, err := probeClient.Get("http://" + admin + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -20,34 +20,26 @@ import (
 	"github.com/invitegate/invitegate/internal/embedded"
 )
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
+// buildInvitegate builds cmd/invitegate, once per test process.
+var buildInvitegate = sync.OnceValues(func() (string, error) {
+	dir, err := processDir()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "invitegate")
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(goBin, "build", "-o", bin, "github.com/invitegate/invitegate/cmd/invitegate").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
 
 // BuildInvitegate builds cmd/invitegate once per test process and returns
 // the binary's path. It fails the test if the build fails.
 func BuildInvitegate(tb testing.TB) string {
 	tb.Helper()
-	SkipIfShort(tb, "go build of cmd/invitegate")
-	buildOnce.Do(func() {
-		dir, err := processDir()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildBin = filepath.Join(dir, "invitegate")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		out, err := exec.Command(goBin, "build", "-o", buildBin, "github.com/invitegate/invitegate/cmd/invitegate").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		tb.Fatalf("testenv: %v", buildErr)
-	}
-	return buildBin
+	return shared(tb, "go build of cmd/invitegate", buildInvitegate)
 }
 
 // Process is one invitegate process (serve or reconcile) started from a
@@ -59,10 +51,8 @@ type Process struct {
 	Public string // host:port of the public listener (serve)
 	Admin  string // host:port of the admin listener
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *Buffer
+	proc
+	out *Buffer
 }
 
 // NewProcess returns a Process on fresh free addresses; Start runs it. It
@@ -72,9 +62,9 @@ func NewProcess(tb testing.TB, bin, mode string, env ...string) *Process {
 	SkipIfShort(tb, "an invitegate process")
 	p := &Process{Bin: bin, Mode: mode, Env: env, Public: FreeAddr(tb), Admin: FreeAddr(tb), out: &Buffer{}}
 	tb.Cleanup(func() {
-		p.signal(syscall.SIGTERM)
+		_ = p.signal(syscall.SIGTERM)
 		if !p.wait(30 * time.Second) {
-			p.signal(syscall.SIGKILL)
+			_ = p.signal(syscall.SIGKILL)
 			p.wait(5 * time.Second)
 		}
 		if tb.Failed() {
@@ -94,23 +84,12 @@ func (p *Process) Start(tb testing.TB) {
 	fmt.Fprintf(p.out, "--- start %s\n", time.Now().Format(time.StampMilli))
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startOnSpawnThread(cmd); err != nil {
+	done, err := p.start(cmd)
+	if err != nil {
 		tb.Fatalf("testenv: start invitegate: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		if resp, err := client.Get("http://" + p.Admin + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	for Readyz(p.Admin) != http.StatusOK {
 		select {
 		case <-done:
 			tb.Fatalf("testenv: invitegate %s exited at start:\n%s", p.Mode, p.Output())
@@ -127,9 +106,9 @@ func (p *Process) Start(tb testing.TB) {
 // clean exit; it fails the test on a timeout or a non-zero exit code.
 func (p *Process) Stop(tb testing.TB) {
 	tb.Helper()
-	p.signal(syscall.SIGTERM)
+	_ = p.signal(syscall.SIGTERM)
 	if !p.wait(30 * time.Second) {
-		p.signal(syscall.SIGKILL)
+		_ = p.signal(syscall.SIGKILL)
 		tb.Fatalf("testenv: invitegate %s did not exit within 30s of SIGTERM:\n%s", p.Mode, p.Output())
 	}
 	p.mu.Lock()
@@ -144,7 +123,7 @@ func (p *Process) Stop(tb testing.TB) {
 // drain, connections cut mid-request.
 func (p *Process) Kill(tb testing.TB) {
 	tb.Helper()
-	p.signal(syscall.SIGKILL)
+	_ = p.signal(syscall.SIGKILL)
 	if !p.wait(10 * time.Second) {
 		tb.Fatalf("testenv: invitegate %s survived SIGKILL", p.Mode)
 	}
@@ -153,23 +132,13 @@ func (p *Process) Kill(tb testing.TB) {
 // Pause stops the process with SIGSTOP: it holds whatever it was doing.
 func (p *Process) Pause(tb testing.TB) {
 	tb.Helper()
-	p.signal(syscall.SIGSTOP)
+	_ = p.signal(syscall.SIGSTOP)
 }
 
 // Resume continues a process stopped by Pause.
 func (p *Process) Resume(tb testing.TB) {
 	tb.Helper()
-	p.signal(syscall.SIGCONT)
-}
-
-// Pid is the process ID of the running process (0 before Start).
-func (p *Process) Pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return 0
-	}
-	return p.cmd.Process.Pid
+	_ = p.signal(syscall.SIGCONT)
 }
 
 // Output returns what the process wrote to stdout and stderr so far.
@@ -181,17 +150,55 @@ func (p *Process) Output() string {
 	return s
 }
 
-func (p *Process) signal(sig os.Signal) {
+// proc is a child process once started: its command, and a channel closed
+// once it has exited and been reaped. Process, Child and RedisServer embed
+// it.
+type proc struct {
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// start starts cmd (on the spawn thread, see startOnSpawnThread) in place
+// of the one before; the channel it returns is closed once cmd has exited.
+func (p *proc) start(cmd *exec.Cmd) (<-chan struct{}, error) {
+	if err := startOnSpawnThread(cmd); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.mu.Unlock()
+	return done, nil
+}
+
+// Pid is the process ID of the running process (0 before it started).
+func (p *proc) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// signal sends sig to the process; nothing if it never started.
+func (p *proc) signal(sig os.Signal) error {
 	p.mu.Lock()
 	cmd := p.cmd
 	p.mu.Unlock()
-	if cmd != nil {
-		_ = cmd.Process.Signal(sig)
+	if cmd == nil {
+		return nil
 	}
+	return cmd.Process.Signal(sig)
 }
 
 // wait reports whether the process exited within d (true if never started).
-func (p *Process) wait(d time.Duration) bool {
+func (p *proc) wait(d time.Duration) bool {
 	p.mu.Lock()
 	done := p.done
 	p.mu.Unlock()
@@ -204,6 +211,19 @@ func (p *Process) wait(d time.Duration) bool {
 	case <-time.After(d):
 		return false
 	}
+}
+
+// kill sends SIGKILL and waits until the process has been reaped; nothing
+// if it never started.
+func (p *proc) kill() {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill() // fails harmlessly if it already exited
+	<-done
 }
 
 // Buffer is a bytes.Buffer safe for concurrent writers: process output,
@@ -230,26 +250,15 @@ func (s *Buffer) String() string {
 // partitioned Redis. Resume undoes it.
 func (r *RedisServer) Pause(tb testing.TB) {
 	tb.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	if err := r.signal(syscall.SIGSTOP); err != nil {
 		tb.Fatalf("testenv: SIGSTOP redis-server: %v", err)
 	}
-}
-
-// Pid is the process ID of the running server.
-func (r *RedisServer) Pid() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.cmd.Process.Pid
 }
 
 // Resume continues a server stopped by Pause.
 func (r *RedisServer) Resume(tb testing.TB) {
 	tb.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+	if err := r.signal(syscall.SIGCONT); err != nil {
 		tb.Fatalf("testenv: SIGCONT redis-server: %v", err)
 	}
 }
@@ -331,10 +340,8 @@ type Child struct {
 	name string
 	env  []string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *Buffer
+	proc
+	out *Buffer
 }
 
 // NewChild returns a Child that runs the test binary with env added; Restart
@@ -363,14 +370,10 @@ func (c *Child) Restart(tb testing.TB) {
 	cmd.Env = append(os.Environ(), c.env...)
 	cmd.Stdout, cmd.Stderr = c.out, c.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startOnSpawnThread(cmd); err != nil {
+	done, err := c.start(cmd)
+	if err != nil {
 		tb.Fatalf("testenv: start %s: %v", c.name, err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	c.mu.Lock()
-	c.cmd, c.done = cmd, done
-	c.mu.Unlock()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(c.out.String()[from:], "ready") {
 		select {
@@ -389,25 +392,4 @@ func (c *Child) Restart(tb testing.TB) {
 func (c *Child) Kill(tb testing.TB) {
 	tb.Helper()
 	c.kill()
-}
-
-// Pid is the child's process ID (0 before it started).
-func (c *Child) Pid() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cmd == nil {
-		return 0
-	}
-	return c.cmd.Process.Pid
-}
-
-func (c *Child) kill() {
-	c.mu.Lock()
-	cmd, done := c.cmd, c.done
-	c.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill()
-	<-done
 }

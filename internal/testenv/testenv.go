@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,9 +81,7 @@ type RedisServer struct {
 	port int
 	opt  RedisOptions
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed once cmd has exited and been reaped
+	proc
 }
 
 // StartRedis starts a redis-server of its own on a free loopback port with
@@ -125,6 +124,19 @@ func (r *RedisServer) Restart(tb testing.TB) {
 	tb.Fatalf("testenv: restart redis-server on %s: %v", r.Addr, err)
 }
 
+// shared returns what start, a sync.OnceValues, made for the whole test
+// process: the test is skipped under -short (it needs what), and fails if
+// start failed, on this call or an earlier one.
+func shared[T any](tb testing.TB, what string, start func() (T, error)) T {
+	tb.Helper()
+	SkipIfShort(tb, what)
+	v, err := start()
+	if err != nil {
+		tb.Fatalf("testenv: %s: %v", what, err)
+	}
+	return v
+}
+
 // SkipIfShort skips the test under -short (make test-unit) because it
 // needs what, a real server or process the unit tier does not start. The
 // helpers below call it themselves; a test calls it only for what it starts
@@ -136,11 +148,8 @@ func SkipIfShort(tb testing.TB, what string) {
 	}
 }
 
-var (
-	sharedRedisOnce sync.Once
-	sharedRedis     *RedisServer
-	sharedRedisErr  error
-)
+// sharedRedis starts the shared redis-server, once per test process.
+var sharedRedis = sync.OnceValues(func() (*RedisServer, error) { return startRedis(RedisOptions{}) })
 
 // SharedRedis returns the address of the one redis-server (no persistence)
 // shared by every test in the process; it lives until the process exits.
@@ -148,21 +157,21 @@ var (
 // not be started, on this call or an earlier one.
 func SharedRedis(tb testing.TB) string {
 	tb.Helper()
-	SkipIfShort(tb, "the shared redis-server")
-	sharedRedisOnce.Do(func() {
-		sharedRedis, sharedRedisErr = startRedis(RedisOptions{})
-	})
-	if sharedRedisErr != nil {
-		tb.Fatalf("testenv: shared redis-server: %v", sharedRedisErr)
-	}
-	return sharedRedis.Addr
+	return shared(tb, "the shared redis-server", sharedRedis).Addr
 }
 
-var (
-	sharedClusterOnce sync.Once
-	sharedCluster     []string
-	sharedClusterErr  error
-)
+// sharedCluster builds the shared Redis Cluster, once per test process,
+// and returns its nodes' addresses.
+var sharedCluster = sync.OnceValues(func() ([]string, error) {
+	nodes, _, err := startCluster(false)
+	if err != nil {
+		for _, n := range nodes {
+			n.kill()
+		}
+		return nil, err
+	}
+	return addrsOf(nodes), nil
+})
 
 // SharedRedisCluster returns the addresses of the one 3-master Redis Cluster
 // (no replicas) shared by every test in the process; it lives until the
@@ -171,22 +180,7 @@ var (
 // could not be built, on this call or an earlier one.
 func SharedRedisCluster(tb testing.TB) []string {
 	tb.Helper()
-	SkipIfShort(tb, "the shared Redis Cluster")
-	sharedClusterOnce.Do(func() {
-		var nodes []*RedisServer
-		nodes, _, sharedClusterErr = startCluster(false)
-		if sharedClusterErr != nil {
-			for _, n := range nodes {
-				n.kill()
-			}
-			return
-		}
-		sharedCluster = addrsOf(nodes)
-	})
-	if sharedClusterErr != nil {
-		tb.Fatalf("testenv: shared redis cluster: %v", sharedClusterErr)
-	}
-	return append([]string(nil), sharedCluster...)
+	return slices.Clone(shared(tb, "the shared Redis Cluster", sharedCluster))
 }
 
 // StartRedisCluster is SharedRedisCluster with processes of its own, killed
@@ -257,11 +251,16 @@ func (c *ReplicatedCluster) WaitReplicated(tb testing.TB) {
 	}
 }
 
-var (
-	mongoOnce sync.Once
-	mongoURI  string
-	mongoErr  error
-)
+// sharedMongo starts the shared FerretDB, once per test process, and
+// returns its URI.
+var sharedMongo = sync.OnceValues(func() (string, error) {
+	root, err := processDir()
+	if err != nil {
+		return "", err
+	}
+	uri, _, err := embedded.StartFerretDB(context.Background(), filepath.Join(root, "ferretdb"), "127.0.0.1:0", nil)
+	return uri, err
+})
 
 // Mongo returns the mongodb:// URI of the one embedded FerretDB (SQLite
 // backend) shared by every test in the process; it lives until the process
@@ -269,19 +268,7 @@ var (
 // could not be started, on this call or an earlier one.
 func Mongo(tb testing.TB) string {
 	tb.Helper()
-	SkipIfShort(tb, "the embedded FerretDB")
-	mongoOnce.Do(func() {
-		var root string
-		if root, mongoErr = processDir(); mongoErr != nil {
-			return
-		}
-		mongoURI, _, mongoErr = embedded.StartFerretDB(context.Background(),
-			filepath.Join(root, "ferretdb"), "127.0.0.1:0", nil)
-	})
-	if mongoErr != nil {
-		tb.Fatalf("testenv: embedded FerretDB: %v", mongoErr)
-	}
-	return mongoURI
+	return shared(tb, "the embedded FerretDB", sharedMongo)
 }
 
 var nonWord = regexp.MustCompile(`[^A-Za-z0-9]+`)
@@ -336,23 +323,14 @@ func randHex(tb testing.TB, n int) string {
 
 // --- process directories ---
 
-var (
-	procDirOnce sync.Once
-	procDir     string
-	procDirErr  error
-)
-
 // processDir returns a temporary directory owned by this test process. The
 // shared servers keep their data there until the process exits, which no
 // cleanup hook sees, so directories left by dead processes are removed on
 // first use instead.
-func processDir() (string, error) {
-	procDirOnce.Do(func() {
-		removeStaleProcessDirs()
-		procDir, procDirErr = os.MkdirTemp("", fmt.Sprintf("invitegate-testenv-%d-", os.Getpid()))
-	})
-	return procDir, procDirErr
-}
+var processDir = sync.OnceValues(func() (string, error) {
+	removeStaleProcessDirs()
+	return os.MkdirTemp("", fmt.Sprintf("invitegate-testenv-%d-", os.Getpid()))
+})
 
 func removeStaleProcessDirs() {
 	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), "invitegate-testenv-*"))
@@ -500,17 +478,10 @@ func (r *RedisServer) launch() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// The server must not outlive the test binary, even if it crashes.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := startOnSpawnThread(cmd); err != nil {
+	done, err := r.start(cmd)
+	if err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	r.mu.Lock()
-	r.cmd, r.done = cmd, done
-	r.mu.Unlock()
 
 	if err := waitRedisReady(r.Addr, done, redisStartTimeout, r.opt.sentinel == nil); err != nil {
 		r.kill()
@@ -620,18 +591,6 @@ func rawPing(addr string) (string, error) {
 	}
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return strings.TrimSpace(line), err
-}
-
-// kill sends SIGKILL and waits until the process has been reaped.
-func (r *RedisServer) kill() {
-	r.mu.Lock()
-	cmd, done := r.cmd, r.done
-	r.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = cmd.Process.Kill() // fails harmlessly if it already exited
-	<-done
 }
 
 // discard kills the server at the end of a test and removes its directory,

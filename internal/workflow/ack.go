@@ -58,7 +58,7 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 			return invite.Result{}, invite.Unavailable(err)
 		}
 		if ok && reg.Invitation == code {
-			d.markPersisted(ctx, a.Canonical, code)
+			d.markPersisted(ctx, a.Canonical, code, "")
 			return res, nil
 		}
 		if ok {
@@ -78,7 +78,9 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 		// claim); the reconciler gives this reservation's seat back.
 		return invite.Result{}, invite.ErrEmailTaken
 	}
-	d.markPersisted(ctx, a.Canonical, code)
+	// The mark names this reservation's stream entry, so the reconciler
+	// acknowledges it without writing it a second time.
+	d.markPersisted(ctx, a.Canonical, code, res.ID)
 	return res, nil
 }
 
@@ -89,6 +91,6 @@ func (d *MongoAck) Status(ctx context.Context, code string) (invite.Status, erro
 
 // markPersisted is best effort: without the mark the next repeat reads
 // MongoDB once more.
-func (d *MongoAck) markPersisted(ctx context.Context, canonical, code string) {
-	_ = d.res.MarkPersisted(ctx, canonical, code)
+func (d *MongoAck) markPersisted(ctx context.Context, canonical, code, id string) {
+	_ = d.res.MarkPersisted(ctx, canonical, code, id)
 }

@@ -8,8 +8,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/defaults"
 	"github.com/invitegate/invitegate/internal/logs"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
@@ -32,24 +34,12 @@ type FailoverMetrics struct {
 // NewFailoverMetrics creates the collectors and registers them with reg
 // (nil: not registered).
 func NewFailoverMetrics(reg prometheus.Registerer) *FailoverMetrics {
-	m := &FailoverMetrics{
-		Recoveries: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "invitegate_redis_failover_recoveries_total",
-			Help: "Recoveries this process ran after Redis changed history (a failover to a replica, a restart): every code rebuilt from MongoDB.",
-		}),
-		Recovering: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "invitegate_redis_failover_recovering",
-			Help: "1 while this process sees a shard whose Redis changed history and is not yet rebuilt: signups needing a seat there get 503.",
-		}),
-		Duration: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "invitegate_redis_failover_recovery_seconds",
-			Help: "How long the last recovery this process ran took, from its start to the new history recorded.",
-		}),
+	f := promauto.With(reg)
+	return &FailoverMetrics{
+		Recoveries: f.NewCounter(prometheus.CounterOpts{Name: "invitegate_redis_failover_recoveries_total", Help: "Recoveries this process ran after Redis changed history (a failover to a replica, a restart): every code rebuilt from MongoDB."}),
+		Recovering: f.NewGauge(prometheus.GaugeOpts{Name: "invitegate_redis_failover_recovering", Help: "1 while this process sees a shard whose Redis changed history and is not yet rebuilt: signups needing a seat there get 503."}),
+		Duration:   f.NewGauge(prometheus.GaugeOpts{Name: "invitegate_redis_failover_recovery_seconds", Help: "How long the last recovery this process ran took, from its start to the new history recorded."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.Recoveries, m.Recovering, m.Duration)
-	}
-	return m
 }
 
 // FailoverConfig tunes Failover. Zero values take the defaults noted.
@@ -113,12 +103,8 @@ func (s FailoverState) Reason() string {
 // NewFailover returns the failover recovery for inv's deployment, which
 // must run on Redis.
 func NewFailover(inv *Invitations, cfg FailoverConfig) *Failover {
-	if cfg.CheckEvery <= 0 {
-		cfg.CheckEvery = time.Second
-	}
-	if cfg.LockTTL <= 0 {
-		cfg.LockTTL = 2 * time.Minute
-	}
+	defaults.Positive(&cfg.CheckEvery, time.Second)
+	defaults.Positive(&cfg.LockTTL, 2*time.Minute)
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewFailoverMetrics(nil)
 	}

@@ -56,7 +56,7 @@ func staleFailover(t *testing.T, shards, before, after int) (c *redis.Client, pe
 	s := workflow.NewSignups(st.reserver(c), st.Store, workflow.SignupsConfig{})
 	signup := func(i int) invite.Reservation {
 		t.Helper()
-		em := address(t, fmt.Sprintf("p%d@example.com", i))
+		em := testenv.Address(t, fmt.Sprintf("p%d@example.com", i))
 		r, err := s.Reserve(ctx, code, em)
 		if err != nil || r.Outcome != invite.Created {
 			t.Fatalf("signup %d on the primary: %+v, %v", i, r, err)
@@ -67,7 +67,7 @@ func staleFailover(t *testing.T, shards, before, after int) (c *redis.Client, pe
 		persisted = append(persisted, signup(i))
 	}
 	// B holds everything so far.
-	waitFor(t, "the replica to catch up", func() bool { n, err := c.Wait(ctx, 1, 100*time.Millisecond).Result(); return err == nil && n == 1 })
+	testenv.WaitFor(t, 20*time.Second, "the replica to catch up", func() bool { n, err := c.Wait(ctx, 1, 100*time.Millisecond).Result(); return err == nil && n == 1 })
 	b.Pause(t)
 	if err := c.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
 		t.Fatal(err)
@@ -99,17 +99,6 @@ func (e failoverEnv) reserver(c redis.UniversalClient) *reserve.Reserver {
 	return reserve.New(c, reserve.Config{Namespace: e.ns, Shards: e.shards})
 }
 
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestFailoverRecovery: after a failover to a replica that missed the
 // newest signups (which MongoDB holds), no seat is handed out until every
 // code is rebuilt from MongoDB; then exactly max_uses minus MongoDB's
@@ -127,7 +116,7 @@ func TestFailoverRecovery(t *testing.T) {
 
 			// The promoted replica refuses to hand out a seat; the signup
 			// wakes the recovery.
-			if r, err := s.Reserve(ctx, "fo", address(t, "new0@example.com")); !errors.Is(err, reserve.ErrHistory) {
+			if r, err := s.Reserve(ctx, "fo", testenv.Address(t, "new0@example.com")); !errors.Is(err, reserve.ErrHistory) {
 				t.Fatalf("a signup on the stale replica: %+v, %v; want ErrHistory", r, err)
 			}
 			select {
@@ -144,7 +133,7 @@ func TestFailoverRecovery(t *testing.T) {
 			// MongoDB holds 7 of 10: exactly 3 more, whatever the demand.
 			created := 0
 			for i := 0; i < 20; i++ {
-				r, err := s.Reserve(ctx, "fo", address(t, fmt.Sprintf("new%d@example.com", i)))
+				r, err := s.Reserve(ctx, "fo", testenv.Address(t, fmt.Sprintf("new%d@example.com", i)))
 				switch {
 				case err == nil && r.Outcome == invite.Created:
 					created++
@@ -158,10 +147,10 @@ func TestFailoverRecovery(t *testing.T) {
 			}
 			// A signup the replica lost is known again.
 			lost := persisted[len(persisted)-1]
-			if r, err := s.Reserve(ctx, "fo", address(t, lost.Email)); err != nil || r.Outcome != invite.Existing {
+			if r, err := s.Reserve(ctx, "fo", testenv.Address(t, lost.Email)); err != nil || r.Outcome != invite.Existing {
 				t.Fatalf("a signup the replica lost: %+v, %v; want Existing", r, err)
 			}
-			if _, err := s.Reserve(ctx, "other", address(t, lost.Email)); !errors.Is(err, invite.ErrEmailTaken) {
+			if _, err := s.Reserve(ctx, "other", testenv.Address(t, lost.Email)); !errors.Is(err, invite.ErrEmailTaken) {
 				t.Fatalf("a lost signup's email on another code: %v; want ErrEmailTaken", err)
 			}
 			// Nothing is stale any more: a second check does nothing.
@@ -193,7 +182,7 @@ func TestFailoverRecoveryTakesOver(t *testing.T) {
 		t.Fatalf("remaining %d, %v; want 6 (10 - 4 in MongoDB)", rem, err)
 	}
 	s := workflow.NewSignups(res, st.Store, workflow.SignupsConfig{})
-	if r, err := s.Reserve(ctx, "fo", address(t, "after@example.com")); err != nil || r.Outcome != invite.Created {
+	if r, err := s.Reserve(ctx, "fo", testenv.Address(t, "after@example.com")); err != nil || r.Outcome != invite.Created {
 		t.Fatalf("after the takeover: %+v, %v", r, err)
 	}
 }
@@ -204,7 +193,7 @@ func TestNoHistoryNoRecovery(t *testing.T) {
 	ctx := context.Background()
 	res := reserve.New(client(t, 2), reserve.Config{Namespace: "h", Shards: 4})
 	s := workflow.NewSignups(res, newSource(invite.Invitation{Code: "x", MaxUses: 2}), workflow.SignupsConfig{})
-	if r, err := s.Reserve(ctx, "x", address(t, "a@example.com")); err != nil || r.Outcome != invite.Created {
+	if r, err := s.Reserve(ctx, "x", testenv.Address(t, "a@example.com")); err != nil || r.Outcome != invite.Created {
 		t.Fatalf("%+v, %v", r, err)
 	}
 	hs, err := res.Histories(ctx)

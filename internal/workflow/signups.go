@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/invitegate/invitegate/internal/defaults"
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/logs"
@@ -64,12 +65,8 @@ var _ invite.Reserver = (*Signups)(nil)
 
 // NewSignups returns the Redis signup path over res, seeding from src.
 func NewSignups(res *reserve.Reserver, src Source, cfg SignupsConfig) *Signups {
-	if cfg.UnknownTTL <= 0 {
-		cfg.UnknownTTL = 2 * time.Second
-	}
-	if cfg.LockTTL <= 0 {
-		cfg.LockTTL = 10 * time.Second
-	}
+	defaults.Positive(&cfg.UnknownTTL, 2*time.Second)
+	defaults.Positive(&cfg.LockTTL, 10*time.Second)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

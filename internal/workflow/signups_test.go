@@ -12,7 +12,6 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/reserve"
 	"github.com/invitegate/invitegate/internal/testenv"
@@ -109,15 +108,6 @@ func client(tb testing.TB, i int) redis.UniversalClient {
 	return c
 }
 
-func address(tb testing.TB, s string) email.Address {
-	tb.Helper()
-	a, err := email.Parse(s, email.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return a
-}
-
 // TestSeedOnDemand: a fresh Redis is seeded by the first signup; a code
 // created in MongoDB later is seeded by the first request for it, the
 // landing page's status included; unknown and invalid codes are refused;
@@ -129,23 +119,23 @@ func TestSeedOnDemand(t *testing.T) {
 				ctx := context.Background()
 				now := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 				src := newSource(invite.Invitation{Code: "x", MaxUses: 2}, invite.Invitation{Code: "y", MaxUses: 5})
-				src.register(address(t, "old@example.com").Canonical, "y")
+				src.register(testenv.Address(t, "old@example.com").Canonical, "y")
 				res := reserve.New(client(t, i), reserve.Config{Namespace: testenv.KeyPrefix(t), Shards: k})
 				s := workflow.NewSignups(res, src, workflow.SignupsConfig{Now: func() time.Time { return now }})
 				if ok, err := res.Seeded(ctx); err != nil || ok {
 					t.Fatalf("seeded before any request: %v, %v", ok, err)
 				}
-				if r, err := s.Reserve(ctx, "x", address(t, "a@example.com")); err != nil || r.Outcome != invite.Created {
+				if r, err := s.Reserve(ctx, "x", testenv.Address(t, "a@example.com")); err != nil || r.Outcome != invite.Created {
 					t.Fatalf("first signup: %v, %v; want Created", r.Outcome, err)
 				}
 				if ok, err := res.Seeded(ctx); err != nil || !ok {
 					t.Fatalf("seeded after the first request: %v, %v", ok, err)
 				}
-				if _, err := s.Reserve(ctx, "x", address(t, "old@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
+				if _, err := s.Reserve(ctx, "x", testenv.Address(t, "old@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
 					t.Fatalf("an email MongoDB holds on y, on x: %v; want ErrEmailTaken", err)
 				}
 				for _, code := range []string{"nope", "bad/code"} {
-					if _, err := s.Reserve(ctx, code, address(t, "b@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
+					if _, err := s.Reserve(ctx, code, testenv.Address(t, "b@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
 						t.Fatalf("%s: %v; want ErrUnknownCode", code, err)
 					}
 					if _, err := s.Status(ctx, code); !errors.Is(err, invite.ErrUnknownCode) {
@@ -157,7 +147,7 @@ func TestSeedOnDemand(t *testing.T) {
 				if st, err := s.Status(ctx, "late"); err != nil || st != invite.StatusOpen {
 					t.Fatalf("status of a code created later: %q, %v; want open", st, err)
 				}
-				if r, err := s.Reserve(ctx, "late", address(t, "c@example.com")); err != nil || r.Outcome != invite.Created {
+				if r, err := s.Reserve(ctx, "late", testenv.Address(t, "c@example.com")); err != nil || r.Outcome != invite.Created {
 					t.Fatalf("a code created later: %v, %v; want Created", r.Outcome, err)
 				}
 				if st, err := s.Status(ctx, "late"); err != nil || st != invite.StatusFull {
@@ -216,10 +206,10 @@ func TestSeedConcurrentNeverDoubles(t *testing.T) {
 				if rem, _, _ := res.Remaining(ctx, "sd"); rem != 70 {
 					t.Fatalf("remaining after reseed = %d, want 70", rem)
 				}
-				if r, err := s.Reserve(ctx, "sd", address(t, "p7@example.com")); err != nil || r.Outcome != invite.Existing {
+				if r, err := s.Reserve(ctx, "sd", testenv.Address(t, "p7@example.com")); err != nil || r.Outcome != invite.Existing {
 					t.Fatalf("persisted email on its code: %v, %v; want Existing", r.Outcome, err)
 				}
-				if _, err := s.Reserve(ctx, "other", address(t, "p7@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
+				if _, err := s.Reserve(ctx, "other", testenv.Address(t, "p7@example.com")); !errors.Is(err, invite.ErrEmailTaken) {
 					t.Fatalf("persisted email on another code: %v; want ErrEmailTaken", err)
 				}
 			})
@@ -241,10 +231,10 @@ func TestUnknownCodeCache(t *testing.T) {
 	}
 	src.lookups.Store(0)
 	for i := 0; i < 50; i++ {
-		if _, err := s.Reserve(ctx, fmt.Sprintf("random%d", i), address(t, "a@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
+		if _, err := s.Reserve(ctx, fmt.Sprintf("random%d", i), testenv.Address(t, "a@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
 			t.Fatalf("err = %v, want ErrUnknownCode", err)
 		}
-		if _, err := s.Reserve(ctx, "later", address(t, "a@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
+		if _, err := s.Reserve(ctx, "later", testenv.Address(t, "a@example.com")); !errors.Is(err, invite.ErrUnknownCode) {
 			t.Fatalf("err = %v, want ErrUnknownCode", err)
 		}
 	}
@@ -253,7 +243,7 @@ func TestUnknownCodeCache(t *testing.T) {
 	}
 	src.add(invite.Invitation{Code: "later", MaxUses: 1})
 	now = now.Add(3 * time.Second)
-	if r, err := s.Reserve(ctx, "later", address(t, "a@example.com")); err != nil || r.Outcome != invite.Created {
+	if r, err := s.Reserve(ctx, "later", testenv.Address(t, "a@example.com")); err != nil || r.Outcome != invite.Created {
 		t.Fatalf("after TTL: %v, %v; want Created", r.Outcome, err)
 	}
 }
@@ -269,21 +259,21 @@ func TestReseedAfterWipe(t *testing.T) {
 			ns := testenv.KeyPrefix(t)
 			s := workflow.NewSignups(reserve.New(c, reserve.Config{Namespace: ns, Shards: 4}), src, workflow.SignupsConfig{})
 			for _, em := range []string{"a@example.com", "b@example.com"} {
-				if _, err := s.Reserve(ctx, "w", address(t, em)); err != nil {
+				if _, err := s.Reserve(ctx, "w", testenv.Address(t, em)); err != nil {
 					t.Fatal(err)
 				}
-				src.register(address(t, em).Canonical, "w") // the reconciler's job, done by hand
+				src.register(testenv.Address(t, em).Canonical, "w") // the reconciler's job, done by hand
 			}
 			testenv.Wipe(t, c, ns)
 			// A new email gets the last seat; the next is refused; the old
 			// ones are recognized.
-			if r, err := s.Reserve(ctx, "w", address(t, "c@example.com")); err != nil || r.Outcome != invite.Created {
+			if r, err := s.Reserve(ctx, "w", testenv.Address(t, "c@example.com")); err != nil || r.Outcome != invite.Created {
 				t.Fatalf("c: %v, %v", r.Outcome, err)
 			}
-			if _, err := s.Reserve(ctx, "w", address(t, "d@example.com")); !errors.Is(err, invite.ErrFull) {
+			if _, err := s.Reserve(ctx, "w", testenv.Address(t, "d@example.com")); !errors.Is(err, invite.ErrFull) {
 				t.Fatalf("d: %v, want ErrFull", err)
 			}
-			if r, err := s.Reserve(ctx, "w", address(t, "a@example.com")); err != nil || r.Outcome != invite.Existing {
+			if r, err := s.Reserve(ctx, "w", testenv.Address(t, "a@example.com")); err != nil || r.Outcome != invite.Existing {
 				t.Fatalf("a: %v, %v; want Existing", r.Outcome, err)
 			}
 		})
