@@ -34,28 +34,71 @@ const shards = 4
 // (appendfsync always), a MongoDB-wire server in a process of its own, and
 // the invitegate processes a test starts.
 type stack struct {
-	t     *testing.T
-	bin   string
-	redis *testenv.RedisServer
-	mongo *testenv.MongoProcess
-	store *persist.Store
-	rdb   *redis.Client
-	ns    string
-	env   []string
+	t      *testing.T
+	bin    string
+	redis  *testenv.RedisServer       // the single node (nil on a Sentinel group or a cluster)
+	group  *testenv.SentinelGroup     // with layout.sentinel
+	rc     *testenv.ReplicatedCluster // with layout.cluster
+	mongo  *testenv.MongoProcess
+	store  *persist.Store
+	rdb    redis.UniversalClient // follows the current primary (Sentinel) or slot owner (cluster)
+	ns     string
+	shards int
+	env    []string
 }
 
-func newStack(t *testing.T) *stack {
+// layout is the Redis deployment newStackOn starts; the zero value is one
+// redis-server with AOF (appendfsync always).
+type layout struct {
+	// sentinel: a primary and its replica (AOF, appendfsync always) watched
+	// by three Sentinels (testenv.StartSentinelGroup).
+	sentinel bool
+	// cluster: a 3-master Redis Cluster with one replica per master
+	// (testenv.StartReplicatedCluster).
+	cluster bool
+	// shards is K (default the package's shards).
+	shards int
+}
+
+func newStack(t *testing.T) *stack { return newStackOn(t, layout{}) }
+
+func newStackOn(t *testing.T, l layout) *stack {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("fault injection runs real processes")
 	}
-	s := &stack{
-		t:     t,
-		bin:   testenv.BuildInvitegate(t),
-		redis: testenv.StartRedis(t, testenv.RedisOptions{AOF: true, AppendFsync: "always"}),
-		mongo: testenv.StartMongoProcess(t),
-		ns:    "igv1",
+	if l.shards == 0 {
+		l.shards = shards
 	}
+	s := &stack{
+		t:      t,
+		bin:    testenv.BuildInvitegate(t),
+		mongo:  testenv.StartMongoProcess(t),
+		ns:     "igv1",
+		shards: l.shards,
+	}
+	var redisEnv []string
+	switch {
+	case l.sentinel:
+		// 2 s rather than the group's 1 s: on a busy machine a Sentinel
+		// that has not heard from a just-promoted primary for 1 s fails it
+		// over again, back to the old primary once that is restarted.
+		s.group = testenv.StartSentinelGroup(t, testenv.SentinelOptions{DownAfter: 2 * time.Second})
+		s.rdb = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.group.MasterName, SentinelAddrs: s.group.SentinelAddrs()})
+		redisEnv = []string{"INVITEGATE_REDIS_ADDRS=" + strings.Join(s.group.SentinelAddrs(), ","),
+			"INVITEGATE_REDIS_SENTINEL_MASTER=" + s.group.MasterName}
+	case l.cluster:
+		s.rc = testenv.StartReplicatedCluster(t)
+		// Reloaded every second, as the service's client is: a master that
+		// died and stays dead answers no MOVED.
+		s.rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: s.rc.Addrs(), ClusterStateReloadInterval: time.Second})
+		redisEnv = []string{"INVITEGATE_REDIS_ADDRS=" + strings.Join(s.rc.Addrs(), ","), "INVITEGATE_REDIS_CLUSTER=true"}
+	default:
+		s.redis = testenv.StartRedis(t, testenv.RedisOptions{AOF: true, AppendFsync: "always"})
+		s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr})
+		redisEnv = []string{"INVITEGATE_REDIS_ADDRS=" + s.redis.Addr}
+	}
+	t.Cleanup(func() { s.rdb.Close() })
 	db := testenv.DBName(t)
 	mc, err := mongo.Connect(options.Client().ApplyURI(s.mongo.URI).SetTimeout(10 * time.Second))
 	if err != nil {
@@ -63,14 +106,12 @@ func newStack(t *testing.T) *stack {
 	}
 	t.Cleanup(func() { mc.Disconnect(context.Background()) })
 	s.store = persist.NewStore(mc.Database(db), nil, nil)
-	s.rdb = redis.NewClient(&redis.Options{Addr: s.redis.Addr})
-	t.Cleanup(func() { s.rdb.Close() })
-	s.env = []string{
-		"INVITEGATE_REDIS_ADDRS=" + s.redis.Addr, "INVITEGATE_MONGO_URI=" + s.mongo.URI, "INVITEGATE_MONGO_DB=" + db,
-		"INVITEGATE_SHARDS=" + strconv.Itoa(shards), "INVITEGATE_REDIS_NAMESPACE=" + s.ns,
+	s.env = append(redisEnv,
+		"INVITEGATE_MONGO_URI="+s.mongo.URI, "INVITEGATE_MONGO_DB="+db,
+		"INVITEGATE_SHARDS="+strconv.Itoa(s.shards), "INVITEGATE_REDIS_NAMESPACE="+s.ns,
 		"INVITEGATE_SHUTDOWN_GRACE=200ms", "INVITEGATE_SHUTDOWN_TIMEOUT=10s", "INVITEGATE_LOG_LEVEL=warn",
 		"INVITEGATE_REQUEST_TIMEOUT=1s", "INVITEGATE_RECONCILER_CLAIM_IDLE=2s",
-	}
+	)
 	return s
 }
 
@@ -111,6 +152,12 @@ type spike struct {
 	targets []string
 	workers int
 	pace    time.Duration // pause between one client's emails
+	// giveUp: a client that gets a 503 (or no answer) gives up on its
+	// email and never retries; the 503 is its final answer.
+	giveUp bool
+	// onAnswer, if set, sees every attempt: the replica asked, when the
+	// request was sent and answered, and the status (0: no answer).
+	onAnswer func(target, email string, sent, answered time.Time, status int)
 
 	sent, retried, unavailable atomic.Int64
 	progress                   atomic.Int64 // emails with a definite answer
@@ -154,7 +201,21 @@ func (sp *spike) one(client *http.Client, w int, em string) {
 	for attempt := 0; ; attempt++ {
 		target := sp.targets[(w+attempt)%len(sp.targets)]
 		sp.sent.Add(1)
+		sent := time.Now()
 		status, err := postStatus(client, target, sp.code, em)
+		if sp.onAnswer != nil {
+			sp.onAnswer(target, em, sent, time.Now(), status)
+		}
+		if err == nil && status == http.StatusServiceUnavailable {
+			sp.unavailable.Add(1)
+		}
+		if sp.giveUp && (err != nil || status == http.StatusServiceUnavailable) {
+			sp.mu.Lock()
+			sp.final[em] = status
+			sp.mu.Unlock()
+			sp.progress.Add(1)
+			return
+		}
 		if err == nil && status != http.StatusServiceUnavailable {
 			sp.mu.Lock()
 			sp.final[em] = status
@@ -169,9 +230,6 @@ func (sp *spike) one(client *http.Client, w int, em string) {
 			}
 			sp.progress.Add(1)
 			return
-		}
-		if err == nil {
-			sp.unavailable.Add(1)
 		}
 		if time.Now().After(deadline) {
 			sp.mu.Lock()
@@ -284,7 +342,7 @@ func (s *stack) verify(name, code string, capacity int, acked map[string]bool, s
 		if len(stored) != capacity {
 			t.Errorf("I4: demand exceeded capacity but %d of %d seats were taken", len(stored), capacity)
 		}
-		rem, ok, err := reserve.New(s.rdb, reserve.Config{Namespace: s.ns, Shards: shards}).Remaining(ctx, code)
+		rem, ok, err := reserve.New(s.rdb, reserve.Config{Namespace: s.ns, Shards: s.shards}).Remaining(ctx, code)
 		if err != nil || !ok || rem+len(stored) != capacity {
 			t.Errorf("I4: Redis remaining %d (ok %v, err %v) + persisted %d != %d", rem, ok, err, len(stored), capacity)
 		}
@@ -295,7 +353,7 @@ func (s *stack) verify(name, code string, capacity int, acked map[string]bool, s
 // acknowledged by a reconciler (-1 if Redis cannot be asked).
 func (s *stack) backlog() int64 {
 	var n int64
-	for sh := 0; sh < shards; sh++ {
+	for sh := 0; sh < s.shards; sh++ {
 		l, err := s.rdb.XLen(context.Background(), streamKey(s.ns, sh)).Result()
 		if err != nil {
 			return -1
