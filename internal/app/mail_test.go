@@ -47,13 +47,13 @@ func TestSignupGetsItsEmail(t *testing.T) {
 	if got := post("late@example.com"); got != http.StatusGone {
 		t.Fatalf("full: %d", got)
 	}
-	// Once the outbox records every email as sent, nothing is left to
-	// send: a duplicate would have arrived before that.
+	// Once the outbox records every email as sent and none pending,
+	// nothing is left to send: a duplicate would have arrived before that.
 	deadline := time.Now().Add(20 * time.Second)
 	var counts map[string]int
 	for time.Now().Before(deadline) {
 		var err error
-		if counts, err = e.store.MailCounts(context.Background()); err == nil && counts[persist.MailSent] == 3 {
+		if counts, err = e.store.MailCounts(context.Background()); err == nil && counts[persist.MailSent] == 3 && counts[persist.MailPending] == 0 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -185,15 +185,27 @@ func claimID(canonical string, round, attempt, gen int) string {
 	return fmt.Sprintf("%s#%d.%d#%d", canonical, round, attempt, gen)
 }
 
-// MailCounts returns how many registrations' mail is in each state.
+// MailCounts returns how many registrations' mail is in each state, from
+// one pass over the registrations: three separate counts could see a mail
+// move from pending to sent between them and count it twice.
 func (s *Store) MailCounts(ctx context.Context) (map[string]int, error) {
 	out := map[string]int{MailPending: 0, MailSent: 0, MailFailed: 0}
-	for st := range out {
-		n, err := s.reg.CountDocuments(ctx, bson.D{{Key: "mail.state", Value: st}})
-		if err != nil {
-			return nil, fmt.Errorf("%w: count mail: %w", ErrDatabase, err)
-		}
-		out[st] = int(n)
+	cur, err := s.reg.Aggregate(ctx, mongo.Pipeline{
+		{{Key: "$match", Value: bson.D{{Key: "mail.state", Value: bson.D{{Key: "$in", Value: bson.A{MailPending, MailSent, MailFailed}}}}}}},
+		{{Key: "$group", Value: bson.D{{Key: "_id", Value: "$mail.state"}, {Key: "n", Value: bson.D{{Key: "$sum", Value: 1}}}}}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: count mail: %w", ErrDatabase, err)
+	}
+	var rows []struct {
+		State string `bson:"_id"`
+		N     int    `bson:"n"`
+	}
+	if err := cur.All(ctx, &rows); err != nil {
+		return nil, fmt.Errorf("%w: count mail: %w", ErrDatabase, err)
+	}
+	for _, r := range rows {
+		out[r.State] = r.N
 	}
 	return out, nil
 }
