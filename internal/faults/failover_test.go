@@ -181,6 +181,42 @@ func clusterVictim(t *testing.T, s *stack) victim {
 	return v
 }
 
+// probeAnswers asks every target, for every shard, with an email of that
+// shard on code, until it answers something other than 503 (or until),
+// reporting each answer to onAnswer. The spike alone may have sent its
+// last email before every shard answers again (clients that give up burn
+// through theirs on 503s). The channel closes when every probe is done.
+func probeAnswers(targets []string, code string, shards int, until time.Time, onAnswer func(target, em string, sent, answered time.Time, status int)) <-chan struct{} {
+	done := make(chan struct{})
+	client := &http.Client{Timeout: 5 * time.Second}
+	var wg sync.WaitGroup
+	for ti, target := range targets {
+		for sh := 0; sh < shards; sh++ {
+			em := ""
+			for n := 0; em == ""; n++ {
+				if c := fmt.Sprintf("probe-%d-%d-%d@example.com", ti, sh, n); emailShard(c, shards) == sh {
+					em = c
+				}
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(until) {
+					sent := time.Now()
+					st, _ := postStatus(client, target, code, em)
+					onAnswer(target, em, sent, time.Now(), st)
+					if st != 0 && st != http.StatusServiceUnavailable {
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}()
+		}
+	}
+	go func() { wg.Wait(); close(done) }()
+	return done
+}
+
 // emailShard is the logical shard of a canonical email (FNV-1a mod K, as
 // internal/reserve/keys.go's shardOf).
 func emailShard(canonical string, k int) int {
@@ -230,6 +266,10 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	s := newStackOn(t, l)
 	const code = "failover"
 	s.create(code, foCapacity)
+	// A second code, for the probes that time answering again on every
+	// API replica and shard whether or not the spike still runs.
+	const probeCode = "failover-probe"
+	s.create(probeCode, 1000)
 	var reps []*testenv.Process
 	var rec *testenv.Process
 	if c.reconcilerBehind {
@@ -318,6 +358,7 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	mu.Lock()
 	promotedAt = time.Now()
 	mu.Unlock()
+	probed := probeAnswers(publics(reps), probeCode, s.shards, promotedAt.Add(foRecoverWithin+20*time.Second), sp.onAnswer)
 	if rec != nil {
 		rec.Resume(t)
 	}
@@ -347,6 +388,7 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 
 	<-done
 	<-burstDone
+	<-probed
 	sp.check(t)
 	burst.check(t)
 	stopRejoin()
