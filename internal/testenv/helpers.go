@@ -36,16 +36,18 @@ func Address(tb testing.TB, s string) email.Address {
 	return a
 }
 
-// FreeAddr returns a loopback host:port that was free a moment ago, for a
-// server a test starts itself.
+// FreeAddr returns a loopback address with a port nothing listens on, for
+// a server the test starts later (a child process binds it itself). The
+// port is outside the kernel's ephemeral range (freePort), so no
+// outgoing connection of this or another test process can take it in the
+// meantime.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort(false)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // Wipe deletes every key of namespace ns (keys "{ns:...") on every node of

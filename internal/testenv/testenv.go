@@ -20,6 +20,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -47,9 +48,7 @@ const (
 	// startAttempts bounds retries when another process takes the port
 	// between our probe and redis-server's bind.
 	startAttempts = 5
-	// maxClusterPort keeps the cluster bus port (port+10000) valid.
-	maxClusterPort = 55535
-	logName        = "redis-server.log"
+	logName       = "redis-server.log"
 )
 
 // RedisOptions configure a redis-server started by StartRedis.
@@ -399,32 +398,58 @@ func startRedis(opt RedisOptions) (*RedisServer, error) {
 	return nil, fmt.Errorf("redis-server did not start in %d attempts: %w", startAttempts, lastErr)
 }
 
-// freePort returns a loopback port that is free right now; for a cluster
-// node the bus port (port+10000) is checked too.
+// freePort finds a port on 127.0.0.1 nothing listens on, for a server
+// started after it returns. A port from the kernel's ephemeral range
+// (what listening on port 0 gives) can be taken in between by any
+// outgoing connection of any process, and a child then fails with
+// "address already in use"; so ports come from below that range, picked
+// at random so that test processes running side by side rarely try the
+// same one, and checked free by listening on them. With cluster, port+10000
+// (Redis Cluster's bus port) must be free and below the range too.
 func freePort(cluster bool) (int, error) {
-	for i := 0; i < 100; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	lo, hi := 20000, ephemeralLow()
+	if cluster {
+		lo, hi = 10000, min(20000, hi-10000)
+	}
+	if hi-lo < 1000 {
+		return 0, fmt.Errorf("no room for test ports below the ephemeral range (from %d)", ephemeralLow())
+	}
+	for i := 0; i < 200; i++ {
+		port := lo + mrand.IntN(hi-lo)
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			return 0, fmt.Errorf("find a free port: %w", err)
-		}
-		port := ln.Addr().(*net.TCPAddr).Port
-		if !cluster {
-			ln.Close()
-			return port, nil
-		}
-		if port > maxClusterPort {
-			ln.Close()
 			continue
 		}
-		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
+		if cluster {
+			bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
+			if err != nil {
+				ln.Close()
+				continue
+			}
+			bus.Close()
+		}
 		ln.Close()
-		if err != nil {
-			continue
-		}
-		bus.Close()
 		return port, nil
 	}
-	return 0, errors.New("no free port pair (port, port+10000) found on 127.0.0.1")
+	return 0, errors.New("no free port found on 127.0.0.1 below the ephemeral range")
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range
+// (ip_local_port_range), 32768 where it cannot be read.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n < 21000 {
+		return 32768
+	}
+	return n
 }
 
 // launch starts redis-server on r.port in r.Dir and waits until it answers

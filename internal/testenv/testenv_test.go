@@ -230,3 +230,32 @@ func TestStartFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestFreePortsAvoidTheEphemeralRange: the ports handed to child servers
+// are below the kernel's ephemeral range, where no outgoing connection
+// can take them before the child binds, and free when handed out; a
+// cluster port's bus port (port+10000) too.
+func TestFreePortsAvoidTheEphemeralRange(t *testing.T) {
+	low := ephemeralLow()
+	for _, cluster := range []bool{false, true} {
+		for range 50 {
+			port, err := freePort(cluster)
+			if err != nil {
+				t.Fatal(err)
+			}
+			top := port
+			if cluster {
+				top = port + 10000
+			}
+			if port < 10000 || top >= low {
+				t.Fatalf("cluster=%v: port %d (highest used %d) not below the ephemeral range from %d", cluster, port, top, low)
+			}
+		}
+	}
+	a := FreeAddr(t)
+	ln, err := net.Listen("tcp", a)
+	if err != nil {
+		t.Fatalf("FreeAddr %s cannot be bound: %v", a, err)
+	}
+	ln.Close()
+}
