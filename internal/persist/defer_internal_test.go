@@ -19,24 +19,12 @@ import (
 // has written those in committed (it marks more of them as time passes,
 // through commitLater). It records what was acknowledged and when.
 type commitQueue struct {
-	batchQueue
-	batch []invite.Reservation
-	mu2   sync.Mutex
-	done  map[string]bool // the group commit's marks
-	later map[string]bool // marked once the reconciler has looked once
-	acks  map[string]bool // acknowledged entries
-	looks int             // Committed calls
-}
-
-func (q *commitQueue) Read(ctx context.Context, shard int, c string, n int, block time.Duration) ([]invite.Reservation, error) {
-	q.mu.Lock()
-	first := !q.given[shard]
-	q.given[shard] = true
-	q.mu.Unlock()
-	if first {
-		return q.batch, nil
-	}
-	return q.batchQueue.Read(ctx, shard, c, n, block)
+	batchQueue // its first holds the batch
+	mu2        sync.Mutex
+	done       map[string]bool // the group commit's marks
+	later      map[string]bool // marked once the reconciler has looked once
+	acks       map[string]bool // acknowledged entries
+	looks      int             // Committed calls
 }
 
 func (q *commitQueue) Committed(_ context.Context, _ int, rs []invite.Reservation) ([]bool, error) {
@@ -94,7 +82,7 @@ func TestReconcilerLeavesCommittedEntries(t *testing.T) {
 	}
 	for i := range 30 {
 		id := "1-" + strconv.Itoa(i)
-		q.batch = append(q.batch, invite.Reservation{ID: id, Code: "c", Canonical: "e" + id, Email: "e" + id, ReservedAt: reserved})
+		q.first = append(q.first, invite.Reservation{ID: id, Code: "c", Canonical: "e" + id, Email: "e" + id, ReservedAt: reserved})
 		switch i % 3 {
 		case 0:
 			q.done[id] = true // written before the reconciler read it
@@ -118,7 +106,7 @@ func TestReconcilerLeavesCommittedEntries(t *testing.T) {
 	}
 	cancel()
 	<-finished
-	for i, r := range q.batch {
+	for i, r := range q.first {
 		at, wrote := st.written[r.ID]
 		if i%3 != 2 {
 			if wrote {
@@ -141,9 +129,8 @@ func TestReconcilerLeavesCommittedEntries(t *testing.T) {
 // default) the marks are not read and every entry is written.
 func TestReconcilerWithoutDeferWritesAtOnce(t *testing.T) {
 	q := &commitQueue{
-		batchQueue: batchQueue{shards: 1, given: map[int]bool{}},
+		batchQueue: batchQueue{shards: 1, given: map[int]bool{}, first: []invite.Reservation{{ID: "1-0", Code: "c", Canonical: "e", Email: "e", ReservedAt: time.Now()}}},
 		done:       map[string]bool{"1-0": true}, later: map[string]bool{}, acks: map[string]bool{},
-		batch: []invite.Reservation{{ID: "1-0", Code: "c", Canonical: "e", Email: "e", ReservedAt: time.Now()}},
 	}
 	st := &recordStore{written: map[string]time.Time{}}
 	rc := NewReconciler(q, nil, ReconcilerConfig{StatsEvery: time.Hour, Block: 10 * time.Millisecond})
