@@ -9,6 +9,7 @@ import (
 	backoffv5 "github.com/cenkalti/backoff/v5"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/logs"
 )
@@ -409,6 +410,13 @@ func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard
 			}
 			rc.m.Rows.WithLabelValues("conflict").Inc()
 			log.WithFields(logrus.Fields{"code": r.Code, "owner": res.Owner}).Warn("mongodb refused a reservation: the email belongs to another code; token given back")
+			done = append(done, r.ID)
+		case Refused:
+			// MongoDB holds max_uses registrations of the code: Redis
+			// admitted past the cap (a stale replica promoted, an old AOF,
+			// a mistake). Not written, no mail; the entry is settled.
+			rc.m.Rows.WithLabelValues("refused").Inc()
+			log.WithFields(logrus.Fields{"code": r.Code, "email": email.Mask(r.Email)}).Error("mongodb refused a reservation: every seat of the code is taken")
 			done = append(done, r.ID)
 		default:
 			retry = append(retry, r)

@@ -130,6 +130,11 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 		}
 		return old, fmt.Errorf("MongoDB's max_uses is uncertain; check with `invitectl list` and run `invitectl reseed %s`: %w", code, err)
 	}
+	// Registrations on seats at or above n move below it, so that
+	// MongoDB's own cap is n from here on.
+	if err := w.store.Reseat(ctx, code, n); err != nil {
+		return old, fmt.Errorf("max_uses is %d, but moving registrations onto its seats failed (run set-max again): %w", n, err)
+	}
 	return old, nil
 }
 

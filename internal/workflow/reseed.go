@@ -144,6 +144,9 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 		for i, r := range results {
 			switch r.Outcome {
 			case persist.Written, persist.AlreadyWritten:
+			case persist.Refused:
+				// Over the cap in MongoDB: not written; the reconciler
+				// settles the entry, and the rebuild counts MongoDB.
 			case persist.Conflict:
 				// Marks the entry as given back, so the reconciler's later
 				// pass cannot add a token to the rebuilt bucket.
