@@ -275,7 +275,7 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	var rec *testenv.Process
 	if c.reconcilerBehind {
 		reps = s.start(2, "serve", "INVITEGATE_ACK="+c.ack, "INVITEGATE_RECONCILER=false")
-		rec = s.start(1, "reconcile")[0]
+		rec = s.start(1, "reconcile", "INVITEGATE_ACK="+c.ack)[0]
 	} else {
 		reps = s.start(2, "serve", "INVITEGATE_ACK="+c.ack)
 	}

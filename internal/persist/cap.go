@@ -74,11 +74,17 @@ func (b *seatBook) code(code string) *codeSeats {
 }
 
 // pick holds the lowest seat below maxUses that is neither known taken
-// nor in flight; ok is false when there is none.
+// nor in flight; ok is false when there is none, or when the seats known
+// taken or in flight, counting those at or above maxUses (left by a lower
+// max_uses before a reseat, or by over-admitted registrations from before
+// seats existed), already reach maxUses.
 func (b *seatBook) pick(code string, maxUses int) (int, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.code(code)
+	if len(c.taken)+len(c.inflight) >= maxUses {
+		return 0, false
+	}
 	for k := 0; k < maxUses; k++ {
 		if !c.taken[k] && !c.inflight[k] {
 			c.inflight[k] = true
@@ -171,32 +177,37 @@ func (s *Store) Seats(ctx context.Context, code string) (taken []int, unseated i
 	return taken, unseated, nil
 }
 
-// refreshSeats reads code's taken seats from MongoDB into the book.
-// Unseated registrations (only before EnsureSchema seated them) take the
+// refreshSeats reads code's taken seats from MongoDB into the book and
+// returns how many more registrations maxUses allows (seats at or above it
+// count as taken ones). Unseated registrations
+// (written by an older version, not yet seated by EnsureSchema) take the
 // lowest seats not held, so the book never offers their capacity.
-func (s *Store) refreshSeats(ctx context.Context, code string, maxUses int) error {
+func (s *Store) refreshSeats(ctx context.Context, code string, maxUses int) (free int, err error) {
 	taken, unseated, err := s.Seats(ctx, code)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if unseated > 0 {
-		held := make(map[int]bool, len(taken))
-		for _, k := range taken {
+	held := make(map[int]bool, len(taken))
+	for _, k := range taken {
+		held[k] = true
+	}
+	for k := 0; unseated > 0; k++ {
+		if !held[k] {
 			held[k] = true
-		}
-		for k := 0; unseated > 0 && k < maxUses; k++ {
-			if !held[k] {
-				taken = append(taken, k)
-				unseated--
-			}
+			taken = append(taken, k)
+			unseated--
 		}
 	}
 	s.seats.load(code, taken)
-	return nil
+	return max(maxUses-len(held), 0), nil
 }
 
-// maxUses reads the max_uses of codes, one point read each (a raise is
-// seen by the next batch). A code without an invitation has none: 0.
+// noInvitation is maxUses' value for a code whose invitation is missing or
+// unusable: its rows are not written (Failed, retried), never refused.
+const noInvitation = -1
+
+// maxUses reads the max_uses of codes, one point read each (a change is
+// seen by the next round), or noInvitation.
 func (s *Store) maxUses(ctx context.Context, codes []string) (map[string]int, error) {
 	out := make(map[string]int, len(codes))
 	for _, c := range codes {
@@ -210,7 +221,8 @@ func (s *Store) maxUses(ctx context.Context, codes []string) (map[string]int, er
 		if ok {
 			out[c] = inv.MaxUses
 		} else {
-			out[c] = 0
+			out[c] = noInvitation
+			s.log.WithField("code", c).Warn("reservations for a code without a usable invitation are not written; they wait in Redis until it exists again")
 		}
 	}
 	return out, nil
@@ -218,7 +230,8 @@ func (s *Store) maxUses(ctx context.Context, codes []string) (map[string]int, er
 
 // seatLegacy gives a seat to each registration written before seats
 // existed, lowest free first. Registrations beyond a code's max_uses (an
-// over-admission from before) stay unseated and still count against it.
+// over-admission from before) get seats at or above it, so they keep
+// counting after a raise.
 // Concurrent starts are safe: a seat is set only where none is, and the
 // unique index refuses a seat taken meanwhile.
 func (s *Store) seatLegacy(ctx context.Context) error {
@@ -253,33 +266,29 @@ func (s *Store) seatLegacy(ctx context.Context) error {
 		for _, k := range taken {
 			held[k] = true
 		}
-		k := 0
-		seated := 0
-	next:
+		k, over := 0, 0
 		for _, id := range ids {
-			for ; k < caps[code]; k++ {
-				if held[k] {
-					continue
+			for {
+				for held[k] {
+					k++
 				}
 				res, err := s.reg.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "seat", Value: bson.D{{Key: "$exists", Value: false}}}},
 					bson.D{{Key: "$set", Value: bson.D{{Key: "seat", Value: seatValue(code, k)}}}})
+				held[k] = true
 				if mongo.IsDuplicateKeyError(err) {
-					held[k] = true
-					continue
+					continue // taken meanwhile
 				}
 				if err != nil {
 					return fmt.Errorf("%w: seat a registration: %w", ErrDatabase, err)
 				}
-				if res.ModifiedCount > 0 {
-					held[k] = true
-					seated++
+				if res.ModifiedCount > 0 && k >= caps[code] {
+					over++
 				}
-				continue next
+				break
 			}
-			break
 		}
-		if left := len(ids) - seated; left > 0 {
-			s.log.WithFields(map[string]any{"code": code, "unseated": left}).Warn("registrations beyond max_uses found; they keep no seat and still count")
+		if over > 0 {
+			s.log.WithFields(map[string]any{"code": code, "over": over}).Warn("registrations beyond max_uses found; seated past it, they still count")
 		}
 	}
 	return nil

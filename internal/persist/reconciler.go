@@ -24,6 +24,9 @@ type Queue interface {
 	// Keep renews consumer's hold on reservations it read, so that no
 	// other consumer takes them over while it is still retrying them.
 	Keep(ctx context.Context, shard int, consumer string, ids ...string) error
+	// Held claims reservations again and returns those the stream still
+	// holds (ReconcilerConfig.DropVanished).
+	Held(ctx context.Context, shard int, consumer string, ids ...string) ([]string, error)
 	GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error)
 	Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error)
 	// Committed reports which of shard's reservations MongoDB already
@@ -35,6 +38,15 @@ type Queue interface {
 type ReconcilerConfig struct {
 	// Consumer names this process in the consumer group; unique per process.
 	Consumer string
+	// DropVanished: right before each insert, the batch is checked against
+	// the stream, and entries it no longer holds are not written. With
+	// INVITEGATE_ACK=replica or mongo such an entry was never acknowledged
+	// (a failover promoted a replica that never received it, so its signup
+	// was answered 503), and writing it after the failover recovery counted
+	// MongoDB would take a seat that Redis hands out again, to a signup it
+	// then answers 201. With INVITEGATE_ACK=redis it may have been answered
+	// 201, so it is written (false).
+	DropVanished bool
 	// Batch is the most reservations one bulk insert carries (default 500).
 	Batch int
 	// Block is how long one read waits for new reservations (default
@@ -380,6 +392,37 @@ func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard
 			continue
 		}
 		valid = append(valid, r)
+	}
+	if rc.cfg.DropVanished && len(valid) > 0 {
+		ids := make([]string, len(valid))
+		for i, r := range valid {
+			ids[i] = r.ID
+		}
+		held, err := rc.q.Held(wctx, shard, rc.cfg.Consumer, ids...)
+		if err != nil {
+			rc.m.Errors.WithLabelValues("redis").Inc()
+			log.WithError(err).Warn("check reservations against the stream; will retry")
+			if len(done) > 0 {
+				_ = rc.q.Ack(wctx, shard, done...)
+			}
+			return valid
+		}
+		if len(held) < len(valid) {
+			keep := make(map[string]bool, len(held))
+			for _, id := range held {
+				keep[id] = true
+			}
+			still := valid[:0:0]
+			for _, r := range valid {
+				if keep[r.ID] {
+					still = append(still, r)
+				} else {
+					rc.m.Rows.WithLabelValues("vanished").Inc()
+				}
+			}
+			log.WithField("entries", len(valid)-len(still)).Warn("reservations no longer in the stream (acknowledged by another consumer, or lost by a Redis failover or wipe before they were acknowledged): not written")
+			valid = still
+		}
 	}
 	results, err := rc.st.Persist(wctx, valid)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -124,46 +123,48 @@ const seatRounds = 16
 
 // Persist writes reservations as registrations, each on a free seat of its
 // code (cap.go), with one unordered bulk insert per round: a row that lost
-// its seat to another writer takes the next one in the next round. The
-// results are in the order of rs. A returned error means nothing is known
-// to be written (MongoDB unreachable); per-item failures are reported as
-// Failed instead.
+// its seat to another writer takes the next one in the next round. A row
+// is Refused only when MongoDB itself shows every seat below max_uses
+// taken. The results are in the order of rs. A returned error means
+// nothing is known to be written (MongoDB unreachable); per-item failures
+// are reported as Failed instead.
 func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result, error) {
 	out := make([]Result, len(rs))
 	if len(rs) == 0 {
 		return out, nil
-	}
-	codes := make([]string, len(rs))
-	for i, r := range rs {
-		codes[i] = r.Code
-	}
-	caps, err := s.maxUses(ctx, codes)
-	if err != nil {
-		return nil, err
 	}
 	pending := make([]int, len(rs))
 	for i := range rs {
 		pending[i] = i
 	}
 	refreshed := map[string]bool{}
-	wrote := false
 	for round := 0; len(pending) > 0 && round < seatRounds; round++ {
-		next, err := s.persistRound(ctx, rs, pending, caps, refreshed, out)
+		// max_uses is read every round: a change made while a call
+		// retries is seen by its next insert.
+		codes := make([]string, len(pending))
+		for n, i := range pending {
+			codes[n] = rs[i].Code
+		}
+		caps, err := s.maxUses(ctx, codes)
+		if err == nil {
+			var next []int
+			next, err = s.persistRound(ctx, rs, pending, caps, refreshed, out)
+			pending = next
+		}
 		if err != nil {
-			if wrote {
+			if round > 0 {
 				// Earlier rounds' rows stay Written; the rest retry.
 				return out, nil
 			}
 			return nil, err
 		}
-		wrote = true
-		pending = next
 	}
 	return out, nil
 }
 
 // persistRound gives each pending row a seat and inserts them, filling in
-// out; it returns the rows that lost their seat to another writer.
+// out; it returns the rows to try again (their seat was taken by another
+// writer, or seats came free).
 func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pending []int, caps map[string]int, refreshed map[string]bool, out []Result) (retry []int, err error) {
 	now := s.now().UTC()
 	seat := make(map[int]int, len(pending))
@@ -172,6 +173,9 @@ func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pendi
 	for _, i := range pending {
 		r := rs[i]
 		out[i] = Result{Outcome: Failed}
+		if caps[r.Code] == noInvitation {
+			continue // Failed: retried until the invitation is there
+		}
 		k, ok := s.seats.pick(r.Code, caps[r.Code])
 		if !ok {
 			unseated = append(unseated, i)
@@ -206,7 +210,7 @@ func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pendi
 				s.log.WithField("code", rs[i].Code).WithField("mongo_code", we.Code).Warn("registration insert failed; will retry")
 				continue
 			}
-			if strings.Contains(we.Message, seatIndex) {
+			if onSeat, known := dupOnSeat(we.WriteError); known && onSeat {
 				// The seat was taken by another writer; next round.
 				s.lostSeat(ctx, rs[i].Code, seat[i], caps[rs[i].Code], refreshed)
 				retry = append(retry, i)
@@ -281,7 +285,11 @@ func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pendi
 		s.lostSeat(ctx, code, seat[i], caps[code], refreshed)
 		retry = append(retry, i)
 	}
-	again := map[string]bool{} // code -> its seats were read again this round (false: the read failed)
+	// Rows that found no seat free in this process's book: refused only if
+	// MongoDB, read now, has none free either (registrations are never
+	// deleted, so "all taken" stays true); otherwise the book learns what
+	// came free and they try again.
+	free := map[string]int{}
 	for _, i := range unseated {
 		code := rs[i].Code
 		if owner, ok := owners[rs[i].Canonical]; ok {
@@ -292,28 +300,54 @@ func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pendi
 			continue // Failed: retried later
 		}
 		if s.seats.busy(code) {
-			// Another writer of this process holds the last seats; they
-			// may come free (its row was a duplicate). Wait and retry.
+			// Another writer of this process holds seats; they may come
+			// free (its row was a duplicate). Wait, then look again.
 			if s.seats.waitSettled(ctx, code) == nil {
 				retry = append(retry, i)
 			}
 			continue
 		}
-		if !refreshed[code] {
-			// What this process believes taken may be stale (a seat
-			// marked after a write concern error): ask MongoDB once.
-			refreshed[code] = true
-			again[code] = s.refreshSeats(ctx, code, caps[code]) == nil
-		}
-		if ok, now := again[code]; now {
-			if ok {
-				retry = append(retry, i)
+		n, ok := free[code]
+		if !ok {
+			if n, err = s.refreshSeats(ctx, code, caps[code]); err != nil {
+				n = -1
 			}
-			continue // Failed when the read failed
+			free[code] = n
 		}
-		out[i] = Result{Outcome: Refused}
+		switch {
+		case n < 0:
+			// MongoDB unreadable: Failed, retried.
+		case n > 0:
+			retry = append(retry, i)
+		default:
+			out[i] = Result{Outcome: Refused}
+		}
 	}
 	return retry, nil
+}
+
+// dupOnSeat tells, from a duplicate-key write error, whether the seat index
+// caused it; known is false when the error does not say (the MongoDB-wire
+// server the tests use names no key), and then a read tells. It looks at
+// the key pattern MongoDB reports, never at the message, which carries the
+// duplicate value (an email may contain any index's name).
+func dupOnSeat(we mongo.WriteError) (onSeat, known bool) {
+	for _, doc := range []bson.Raw{we.Raw, we.Details} {
+		if len(doc) == 0 {
+			continue
+		}
+		kp, ok := doc.Lookup("keyPattern").DocumentOK()
+		if !ok {
+			continue
+		}
+		if _, err := kp.LookupErr("seat"); err == nil {
+			return true, true
+		}
+		if _, err := kp.LookupErr("_id"); err == nil {
+			return false, true
+		}
+	}
+	return false, false
 }
 
 // lostSeat records that seat k of code was taken by another writer; the
@@ -325,7 +359,7 @@ func (s *Store) lostSeat(ctx context.Context, code string, k, maxUses int, refre
 		return
 	}
 	refreshed[code] = true
-	_ = s.refreshSeats(ctx, code, maxUses)
+	_, _ = s.refreshSeats(ctx, code, maxUses)
 }
 
 // owners returns the code each of ids is registered on, read through c.

@@ -62,6 +62,10 @@ func (q *batchQueue) Ack(_ context.Context, _ int, ids ...string) error {
 	return nil
 }
 
+func (q *batchQueue) Held(ctx context.Context, shard int, consumer string, ids ...string) ([]string, error) {
+	return ids, q.Keep(ctx, shard, consumer, ids...)
+}
+
 func (q *batchQueue) Keep(_ context.Context, _ int, _ string, ids ...string) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()

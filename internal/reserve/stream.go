@@ -112,6 +112,32 @@ func (r *Reserver) Keep(ctx context.Context, shard int, consumer string, ids ...
 	return nil
 }
 
+// Held claims ids of shard for consumer again, as Keep does, and returns
+// those the stream still holds pending. An entry missing from it was
+// acknowledged by another consumer, is pending or due again there (it will
+// be delivered again), or belongs to a history Redis no longer has (a
+// failover to a replica that never received it). A stream without the
+// consumer group (a wiped Redis) holds nothing, and then all of ids are
+// returned: the caller's copy is the only one. It returns an error
+// wrapping invite.ErrUnavailable.
+func (r *Reserver) Held(ctx context.Context, shard int, consumer string, ids ...string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	held, err := r.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: r.keys.stream(shard), Group: Group, Consumer: consumer, Messages: ids,
+	}).Result()
+	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
+		// A wiped Redis: these entries are the only copy left of
+		// signups that may have been acknowledged; they count as held.
+		return ids, nil
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, invite.Unavailable(err)
+	}
+	return held, nil
+}
+
 // Ack acknowledges reservations of shard that MongoDB holds and deletes them
 // from the stream, so the stream only ever holds unpersisted reservations.
 func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {
