@@ -456,15 +456,30 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	// A repeat of every email MongoDB holds is 200: the claims are all back
 	// in Redis, none of them is admitted a second time.
 	readmitted, refused := repeatStored(t, publics(reps), code, stored)
+	// What MongoDB's own cap refused, and what the reconcilers dropped as
+	// lost by the failover (never acknowledged), over every process.
+	writers := reps
+	if rec != nil {
+		writers = append(append([]*testenv.Process(nil), reps...), rec)
+	}
+	var capRefused, vanished float64
+	for _, p := range writers {
+		for _, v := range testenv.Metric(t, p.Admin, `invitegate_reconciler_rows_total{result="refused"}`) {
+			capRefused += v
+		}
+		for _, v := range testenv.Metric(t, p.Admin, `invitegate_reconciler_rows_total{result="vanished"}`) {
+			vanished += v
+		}
+	}
 
 	t.Logf("%s: 201s %d (over the cap of %d: %d), in MongoDB %d, acknowledged %d, acknowledged lost %d, "+
 		"stored emails admitted again on a repeat %d (refused %d); the primary took %d reservations alone in %s (%d answered 201), "+
 		"the promoted replica missed %d; promoted %s after the kill; every API replica and shard answering again %s after the promotion "+
-		"(first 201 %s after it, the old primary back as a replica %s after it); 503s %d",
+		"(first 201 %s after it, the old primary back as a replica %s after it); 503s %d; refused by MongoDB's cap %v, dropped as lost by the failover %v",
 		c.name, created, foCapacity, max(0, created-foCapacity), len(stored), len(acked), lost, readmitted, refused,
 		addedAtKill-addedAtCut, killed.Sub(cut).Round(time.Millisecond), createdAlone, missed,
 		promotedAt.Sub(killed).Round(time.Millisecond), recovery.Round(time.Millisecond),
-		firstCreatedAfter.Round(time.Millisecond), rejoinText, sp.unavailable.Load()+burst.unavailable.Load())
+		firstCreatedAfter.Round(time.Millisecond), rejoinText, sp.unavailable.Load()+burst.unavailable.Load(), capRefused, vanished)
 
 	// What every mode promises: one registration per email, and MongoDB
 	// never past max_uses, whatever the stale replica admitted.

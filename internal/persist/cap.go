@@ -206,22 +206,33 @@ func (s *Store) refreshSeats(ctx context.Context, code string, maxUses int) (fre
 // unusable: its rows are not written (Failed, retried), never refused.
 const noInvitation = -1
 
-// maxUses reads the max_uses of codes, one point read each (a change is
-// seen by the next round), or noInvitation.
+// maxUses reads the max_uses of codes in one query (a change is seen by
+// the next round), or noInvitation for a code whose invitation is missing
+// or unusable.
 func (s *Store) maxUses(ctx context.Context, codes []string) (map[string]int, error) {
 	out := make(map[string]int, len(codes))
+	var ask []string
 	for _, c := range codes {
-		if _, ok := out[c]; ok {
-			continue
-		}
-		inv, ok, err := s.Invitation(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out[c] = inv.MaxUses
-		} else {
+		if _, ok := out[c]; !ok {
 			out[c] = noInvitation
+			ask = append(ask, c)
+		}
+	}
+	cur, err := s.inv.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ask}}}})
+	if err != nil {
+		return nil, fmt.Errorf("%w: read max_uses: %w", ErrDatabase, err)
+	}
+	defer cur.Close(ctx)
+	for cur.Next(ctx) {
+		if inv, err := decodeInvitation(cur.Current); err == nil {
+			out[inv.Code] = inv.MaxUses
+		}
+	}
+	if err := cur.Err(); err != nil {
+		return nil, fmt.Errorf("%w: read max_uses: %w", ErrDatabase, err)
+	}
+	for c, n := range out {
+		if n == noInvitation {
 			s.log.WithField("code", c).Warn("reservations for a code without a usable invitation are not written; they wait in Redis until it exists again")
 		}
 	}

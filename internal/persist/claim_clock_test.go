@@ -42,7 +42,9 @@ func (q *idleQueue) Ack(context.Context, int, ...string) error { return nil }
 
 func (q *idleQueue) Keep(context.Context, int, string, ...string) error { return nil }
 
-func (q *idleQueue) Held(_ context.Context, _ int, _ string, ids ...string) ([]string, error) {
+func (q *idleQueue) ReplicationID(context.Context, int) (string, error) { return "", nil }
+
+func (q *idleQueue) Present(_ context.Context, _ int, ids ...string) ([]string, error) {
 	return ids, nil
 }
 

@@ -115,6 +115,10 @@ type Result struct {
 	// nothing, but the majority read that names the owner did not return
 	// the document (not yet majority-committed, or the read failed).
 	Duplicate bool
+	// NoInvitation, with Failed: the code has no usable invitation
+	// document, so MongoDB cannot tell its seats; retrying at once will
+	// not help.
+	NoInvitation bool
 }
 
 // seatRounds bounds the insert rounds of one Persist call; rows still
@@ -174,6 +178,7 @@ func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pendi
 		r := rs[i]
 		out[i] = Result{Outcome: Failed}
 		if caps[r.Code] == noInvitation {
+			out[i].NoInvitation = true
 			continue // Failed: retried until the invitation is there
 		}
 		k, ok := s.seats.pick(r.Code, caps[r.Code])

@@ -62,8 +62,10 @@ func (q *batchQueue) Ack(_ context.Context, _ int, ids ...string) error {
 	return nil
 }
 
-func (q *batchQueue) Held(ctx context.Context, shard int, consumer string, ids ...string) ([]string, error) {
-	return ids, q.Keep(ctx, shard, consumer, ids...)
+func (q *batchQueue) ReplicationID(context.Context, int) (string, error) { return "", nil }
+
+func (q *batchQueue) Present(_ context.Context, _ int, ids ...string) ([]string, error) {
+	return ids, nil
 }
 
 func (q *batchQueue) Keep(_ context.Context, _ int, _ string, ids ...string) error {

@@ -112,30 +112,39 @@ func (r *Reserver) Keep(ctx context.Context, shard int, consumer string, ids ...
 	return nil
 }
 
-// Held claims ids of shard for consumer again, as Keep does, and returns
-// those the stream still holds pending. An entry missing from it was
-// acknowledged by another consumer, is pending or due again there (it will
-// be delivered again), or belongs to a history Redis no longer has (a
-// failover to a replica that never received it). A stream without the
-// consumer group (a wiped Redis) holds nothing, and then all of ids are
-// returned: the caller's copy is the only one. It returns an error
-// wrapping invite.ErrUnavailable.
-func (r *Reserver) Held(ctx context.Context, shard int, consumer string, ids ...string) ([]string, error) {
+// ReplicationID returns the replication ID of the Redis that holds shard
+// now ("" when it does not report one): it changes when a failover
+// promotes a replica or Redis restarts.
+func (r *Reserver) ReplicationID(ctx context.Context, shard int) (string, error) {
+	_, cur, err := evalHistory(ctx, r.rdb, r.keys.history(shard))
+	return cur, err
+}
+
+// Present returns those of ids that shard's stream holds, reading only
+// (one pipelined XRANGE per ID). Acknowledged entries are deleted with
+// their acknowledgement, so an ID missing here was acknowledged, or
+// belongs to a history Redis no longer has. It returns an error wrapping
+// invite.ErrUnavailable.
+func (r *Reserver) Present(ctx context.Context, shard int, ids ...string) ([]string, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	held, err := r.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
-		Stream: r.keys.stream(shard), Group: Group, Consumer: consumer, Messages: ids,
-	}).Result()
-	if err != nil && strings.HasPrefix(err.Error(), "NOGROUP") {
-		// A wiped Redis: these entries are the only copy left of
-		// signups that may have been acknowledged; they count as held.
-		return ids, nil
+	key := r.keys.stream(shard)
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.XRangeN(ctx, key, id, id, 1)
 	}
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, invite.Unavailable(err)
 	}
-	return held, nil
+	var out []string
+	for i, c := range cmds {
+		if msgs, err := c.Result(); err == nil && len(msgs) > 0 {
+			out = append(out, ids[i])
+		}
+	}
+	return out, nil
 }
 
 // Ack acknowledges reservations of shard that MongoDB holds and deletes them
