@@ -215,8 +215,8 @@ func TestLegacyRegistrationsGetSeats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out[0].Outcome != persist.Written || out[1].Outcome != persist.Refused {
-		t.Fatalf("outcomes %+v, want Written then Refused (3 old + 1 new = 4)", out)
+	if w, r := count(out, persist.Written), count(out, persist.Refused); w != 1 || r != 1 {
+		t.Fatalf("outcomes %+v, want one Written and one Refused (3 old + 1 new = 4)", out)
 	}
 	if n := checkSeats(t, st, "l", 4); n != 4 {
 		t.Fatalf("%d registrations, want 4", n)
@@ -256,8 +256,8 @@ func TestReseatMovesSeatsBelowANewMax(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out[0].Outcome != persist.Written || out[1].Outcome != persist.Refused {
-		t.Fatalf("outcomes %+v, want Written then Refused", out)
+	if w, r := count(out, persist.Written), count(out, persist.Refused); w != 1 || r != 1 {
+		t.Fatalf("outcomes %+v, want one Written and one Refused", out)
 	}
 	checkSeats(t, st, "s", 4)
 }
@@ -330,4 +330,13 @@ func TestReconcilerRefusesPastTheCap(t *testing.T) {
 			}
 		})
 	}
+}
+
+func count(out []persist.Result, o persist.Outcome) (n int) {
+	for _, r := range out {
+		if r.Outcome == o {
+			n++
+		}
+	}
+	return n
 }

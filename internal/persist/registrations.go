@@ -121,9 +121,15 @@ type Result struct {
 	NoInvitation bool
 }
 
-// seatRounds bounds the insert rounds of one Persist call; rows still
-// without a seat after them are Failed and retried later.
-const seatRounds = 16
+// dupRounds is how many rounds a row whose email is registered but not yet
+// readable with majority read concern is tried again within one call.
+const dupRounds = 3
+
+// seatRounds bounds the insert rounds of one Persist call, beyond ctx:
+// every round either settles rows or teaches the book a seat taken, so
+// rounds end by themselves within about two per seat; rows still without
+// a seat after them are Failed and retried later.
+const seatRounds = 2*invite.MaxUsesLimit + 16
 
 // Persist writes reservations as registrations, each on a free seat of its
 // code (cap.go), with one unordered bulk insert per round: a row that lost
@@ -142,7 +148,7 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 		pending[i] = i
 	}
 	refreshed := map[string]bool{}
-	for round := 0; len(pending) > 0 && round < seatRounds; round++ {
+	for round := 0; len(pending) > 0 && round < seatRounds && ctx.Err() == nil; round++ {
 		// max_uses is read every round: a change made while a call
 		// retries is seen by its next insert.
 		codes := make([]string, len(pending))
@@ -152,7 +158,7 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 		caps, err := s.maxUses(ctx, codes)
 		if err == nil {
 			var next []int
-			next, err = s.persistRound(ctx, rs, pending, caps, refreshed, out)
+			next, err = s.persistRound(ctx, round, rs, pending, caps, refreshed, out)
 			pending = next
 		}
 		if err != nil {
@@ -169,7 +175,7 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 // persistRound gives each pending row a seat and inserts them, filling in
 // out; it returns the rows to try again (their seat was taken by another
 // writer, or seats came free).
-func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pending []int, caps map[string]int, refreshed map[string]bool, out []Result) (retry []int, err error) {
+func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reservation, pending []int, caps map[string]int, refreshed map[string]bool, out []Result) (retry []int, err error) {
 	now := s.now().UTC()
 	seat := make(map[int]int, len(pending))
 	var try, unseated []int
@@ -281,9 +287,14 @@ func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pendi
 			continue
 		}
 		if _, ok := local[rs[i].Canonical]; ok || local == nil {
-			// Registered, not yet majority-committed (or unknown): retry later.
+			// Registered, not yet majority-committed (a concurrent writer's
+			// insert, usually, landing between the two reads), or unknown:
+			// the next rounds ask again; after them, Failed.
 			s.seats.settle(code, seat[i], false)
 			out[i].Duplicate = true
+			if round < dupRounds {
+				retry = append(retry, i)
+			}
 			continue
 		}
 		// No registration for the email: the seat was the duplicate.
@@ -295,6 +306,7 @@ func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pendi
 	// deleted, so "all taken" stays true); otherwise the book learns what
 	// came free and they try again.
 	free := map[string]int{}
+	var refuse []int
 	for _, i := range unseated {
 		code := rs[i].Code
 		if owner, ok := owners[rs[i].Canonical]; ok {
@@ -324,6 +336,35 @@ func (s *Store) persistRound(ctx context.Context, rs []invite.Reservation, pendi
 			// MongoDB unreadable: Failed, retried.
 		case n > 0:
 			retry = append(retry, i)
+		default:
+			refuse = append(refuse, i)
+		}
+	}
+	if len(refuse) == 0 {
+		return retry, nil
+	}
+	// The code is full. One of the seats may be this very email's,
+	// written by another writer since the first read: read again, after
+	// the seats were (registrations are never deleted, so what that read
+	// missed is visible now).
+	ids = ids[:0]
+	for _, i := range refuse {
+		ids = append(ids, rs[i].Canonical)
+	}
+	byMajority, err := s.owners(ctx, s.regMajority, ids)
+	if err != nil {
+		return retry, nil // Failed, retried
+	}
+	byLocal, err := s.owners(ctx, s.reg, ids)
+	if err != nil {
+		return retry, nil
+	}
+	for _, i := range refuse {
+		switch owner, ok := byMajority[rs[i].Canonical]; {
+		case ok:
+			settle(i, owner)
+		case byLocal[rs[i].Canonical] != "":
+			out[i].Duplicate = true // not yet majority-committed: Failed, retried
 		default:
 			out[i] = Result{Outcome: Refused}
 		}
