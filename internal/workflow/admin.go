@@ -116,9 +116,9 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 		return old, fmt.Errorf("%w: %s already has %d registrations, more than %d; nothing changed", ErrRefused, code, persisted, n)
 	}
 	// Registrations on seats at or above n move below it first, while
-	// writers still read the old max (they take the lowest free seats, so
-	// they leave none there unless Redis admits past the cap meanwhile),
-	// and again once MongoDB holds n.
+	// writers still read the old max (Redis' cut, next, keeps them from
+	// adding more than n in all), and again once MongoDB holds n, for what
+	// they wrote on seats at or above n meanwhile.
 	if err := w.reseat(ctx, code, n); err != nil {
 		return old, err
 	}
