@@ -3,8 +3,6 @@ package persist
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,8 +49,6 @@ func parseSeat(code, v string) (int, bool) {
 type seatBook struct {
 	mu    sync.Mutex
 	codes map[string]*codeSeats
-	// seed places this process's first pick on a code (see pick).
-	seed uint64
 }
 
 type codeSeats struct {
@@ -63,8 +59,6 @@ type codeSeats struct {
 	// loaded: taken was read from MongoDB once (after that, only this
 	// process's own inserts and duplicates add to it).
 	loaded bool
-	// start: where this process's picks on the code begin (mod max_uses).
-	start uint64
 }
 
 func (b *seatBook) code(code string) *codeSeats {
@@ -73,35 +67,25 @@ func (b *seatBook) code(code string) *codeSeats {
 	}
 	c := b.codes[code]
 	if c == nil {
-		if b.seed == 0 {
-			b.seed = rand.Uint64() | 1
-		}
-		h := fnv.New64a()
-		h.Write([]byte(code))
-		c = &codeSeats{taken: map[int]bool{}, inflight: map[int]bool{}, settled: make(chan struct{}), start: h.Sum64() ^ b.seed}
+		c = &codeSeats{taken: map[int]bool{}, inflight: map[int]bool{}, settled: make(chan struct{})}
 		b.codes[code] = c
 	}
 	return c
 }
 
-// pick holds the first seat below maxUses, from this process's start on
-// the code and wrapping around, that is neither known taken nor in flight.
-// Processes start at different places, so two of them writing one code
-// fill different seats instead of racing for the same lowest ones. ok is
-// false when there is none, or when the seats known taken or in flight,
-// counting those at or above maxUses (left by a lower max_uses before a
-// reseat, or by over-admitted registrations from before seats existed),
-// already reach maxUses.
+// pick holds the lowest seat below maxUses that is neither known taken
+// nor in flight; ok is false when there is none, or when the seats known
+// taken or in flight, counting those at or above maxUses (left by a lower
+// max_uses before a reseat, or by over-admitted registrations from before
+// seats existed), already reach maxUses.
 func (b *seatBook) pick(code string, maxUses int) (int, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.code(code)
-	if maxUses <= 0 || len(c.taken)+len(c.inflight) >= maxUses {
+	if len(c.taken)+len(c.inflight) >= maxUses {
 		return 0, false
 	}
-	first := int(c.start % uint64(maxUses))
-	for i := 0; i < maxUses; i++ {
-		k := (first + i) % maxUses
+	for k := 0; k < maxUses; k++ {
 		if !c.taken[k] && !c.inflight[k] {
 			c.inflight[k] = true
 			return k, true

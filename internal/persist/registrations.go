@@ -121,15 +121,13 @@ type Result struct {
 	NoInvitation bool
 }
 
+// seatRounds bounds the insert rounds of one Persist call (and ctx does);
+// rows still without a seat after them are Failed and retried later.
+const seatRounds = 64
+
 // dupRounds is how many rounds a row whose email is registered but not yet
 // readable with majority read concern is tried again within one call.
 const dupRounds = 3
-
-// seatRounds bounds the insert rounds of one Persist call, beyond ctx:
-// every round either settles rows or teaches the book a seat taken, so
-// rounds end by themselves within about two per seat; rows still without
-// a seat after them are Failed and retried later.
-const seatRounds = 2*invite.MaxUsesLimit + 16
 
 // Persist writes reservations as registrations, each on a free seat of its
 // code (cap.go), with one unordered bulk insert per round: a row that lost
