@@ -221,6 +221,9 @@ func TestMailCommand(t *testing.T) {
 	c := newCtl(t, "1")
 	e := c.connect(t)
 	ctx := context.Background()
+	if err := e.store.CreateInvitation(ctx, invite.Invitation{Code: "beta", MaxUses: 10}); err != nil {
+		t.Fatal(err)
+	}
 	var rs []invite.Reservation
 	for i := 0; i < 3; i++ {
 		em := fmt.Sprintf("m%d@example.com", i)

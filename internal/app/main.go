@@ -243,6 +243,9 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 			Logger:    log,
 			Metrics:   mets.persist,
 		}
+		// With ack=replica or mongo an entry a failover lost was never
+		// acknowledged: not written (persist.ReconcilerConfig.DropVanished).
+		rc.DropVanished = cfg.Ack != config.AckRedis
 		if cfg.Ack == config.AckMongo {
 			// Signups wait on the group commit for up to AckTimeout, and
 			// its insert may go on for its own timeout after that: the

@@ -30,6 +30,9 @@ func outbox(t *testing.T, n int) *persist.Store {
 	if err := st.EnsureSchema(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if err := st.CreateInvitation(ctx, invite.Invitation{Code: "twitter-reg1", MaxUses: 1000}); err != nil {
+		t.Fatal(err)
+	}
 	var rs []invite.Reservation
 	for i := 0; i < n; i++ {
 		em := fmt.Sprintf("player%d@example.com", i)

@@ -42,6 +42,12 @@ func (q *idleQueue) Ack(context.Context, int, ...string) error { return nil }
 
 func (q *idleQueue) Keep(context.Context, int, string, ...string) error { return nil }
 
+func (q *idleQueue) ReplicationID(context.Context, int) (string, error) { return "", nil }
+
+func (q *idleQueue) Present(_ context.Context, _ int, ids ...string) ([]string, error) {
+	return ids, nil
+}
+
 func (q *idleQueue) GiveBack(context.Context, invite.Reservation, string) (bool, error) {
 	return false, nil
 }

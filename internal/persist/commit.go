@@ -78,7 +78,7 @@ func NewCommitter(st *Store, cfg CommitterConfig) *Committer {
 }
 
 // Commit writes r as a registration and returns its Result (Written,
-// AlreadyWritten or Conflict). It returns an error wrapping ErrNotWritten
+// AlreadyWritten, Conflict or Refused). It returns an error wrapping ErrNotWritten
 // when MongoDB did not confirm the write before ctx ended, or ErrDatabase
 // when MongoDB failed.
 func (c *Committer) Commit(ctx context.Context, r invite.Reservation) (Result, error) {

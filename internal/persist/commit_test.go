@@ -24,6 +24,7 @@ import (
 func TestCommitterGroupCommit(t *testing.T) {
 	ctx := context.Background()
 	st, _ := newStore(t)
+	createCodes(t, st, "a", "b")
 	hist := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "batch"})
 	c := persist.NewCommitter(st, persist.CommitterConfig{Writers: 2, Batches: hist})
 	defer c.Close()
@@ -106,6 +107,7 @@ func TestCommitterGivesUpAtDeadline(t *testing.T) {
 func TestPersistSameEmailTwiceInOneBatch(t *testing.T) {
 	ctx := context.Background()
 	st, _ := newStore(t)
+	createCodes(t, st, "a")
 	d := invite.Reservation{Code: "a", Canonical: "d@example.com", Email: "d@example.com"}
 	for _, round := range []string{"fresh", "stored"} {
 		out, err := st.Persist(ctx, []invite.Reservation{d, d, d})

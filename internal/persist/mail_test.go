@@ -19,6 +19,7 @@ import (
 func TestMailClaims(t *testing.T) {
 	ctx := context.Background()
 	st, db := newStore(t)
+	createCodes(t, st, "c")
 	if _, err := st.Persist(ctx, []invite.Reservation{{Code: "c", Canonical: "x@example.com", Email: "x@example.com", ReservedAt: time.Now()}}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 // Metrics are the reconciler's Prometheus collectors.
 type Metrics struct {
 	Batches      prometheus.Counter
-	Rows         *prometheus.CounterVec // result: written, duplicate, conflict, malformed
+	Rows         *prometheus.CounterVec // result: written, duplicate, committed, conflict, refused, vanished, no_invitation, malformed
 	Errors       *prometheus.CounterVec // dependency: redis, mongo
 	Claimed      prometheus.Counter
 	BatchSeconds prometheus.Histogram
@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	return &Metrics{
 		Batches:      f.NewCounter(prometheus.CounterOpts{Name: "invitegate_reconciler_batches_total", Help: "Bulk inserts the reconciler completed."}),
-		Rows:         f.NewCounterVec(prometheus.CounterOpts{Name: "invitegate_reconciler_rows_total", Help: "Reservations settled by the reconciler, by result (written, duplicate, conflict, malformed)."}, []string{"result"}),
+		Rows:         f.NewCounterVec(prometheus.CounterOpts{Name: "invitegate_reconciler_rows_total", Help: "Reservations settled by the reconciler, by result (written, duplicate, committed, conflict, refused: over the cap in MongoDB, vanished: lost by a Redis failover before acknowledged, not written; no_invitation: left pending, the code has no usable invitation; malformed)."}, []string{"result"}),
 		Errors:       f.NewCounterVec(prometheus.CounterOpts{Name: "invitegate_reconciler_errors_total", Help: "Failed reconciler operations by dependency (redis, mongo); the work is retried."}, []string{"dependency"}),
 		Claimed:      f.NewCounter(prometheus.CounterOpts{Name: "invitegate_reconciler_claimed_total", Help: "Reservations taken over from a consumer that left them pending."}),
 		BatchSeconds: f.NewHistogram(prometheus.HistogramOpts{Name: "invitegate_reconciler_batch_duration_seconds", Help: "Time to write and acknowledge one batch.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}),

@@ -9,6 +9,7 @@ import (
 	backoffv5 "github.com/cenkalti/backoff/v5"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/logs"
 )
@@ -23,6 +24,11 @@ type Queue interface {
 	// Keep renews consumer's hold on reservations it read, so that no
 	// other consumer takes them over while it is still retrying them.
 	Keep(ctx context.Context, shard int, consumer string, ids ...string) error
+	// ReplicationID names the history of the Redis holding shard ("" when
+	// unknown), and Present returns which of ids shard's stream still
+	// holds (ReconcilerConfig.DropVanished).
+	ReplicationID(ctx context.Context, shard int) (string, error)
+	Present(ctx context.Context, shard int, ids ...string) ([]string, error)
 	GiveBack(ctx context.Context, res invite.Reservation, owner string) (bool, error)
 	Backlog(ctx context.Context, shard int) (n int64, oldest time.Time, err error)
 	// Committed reports which of shard's reservations MongoDB already
@@ -34,6 +40,16 @@ type Queue interface {
 type ReconcilerConfig struct {
 	// Consumer names this process in the consumer group; unique per process.
 	Consumer string
+	// DropVanished: when the shard's Redis changed history (replication
+	// ID) between reading a batch and writing it, the entries its stream
+	// no longer holds are not written. With INVITEGATE_ACK=replica or mongo
+	// such an entry was never acknowledged (a failover promoted a replica
+	// that never received it, so its signup was answered 503), and writing
+	// it after the failover recovery counted MongoDB would take a seat that
+	// Redis hands out again, to a signup it then answers 201. With
+	// INVITEGATE_ACK=redis it may have been answered 201, so it is written
+	// (false). Costs one Redis call per read and per batch written.
+	DropVanished bool
 	// Batch is the most reservations one bulk insert carries (default 500).
 	Batch int
 	// Block is how long one read waits for new reservations (default
@@ -171,6 +187,7 @@ func (rc *Reconciler) work(ctx context.Context, shard int) {
 	for ctx.Err() == nil {
 		var batch []invite.Reservation
 		var err error
+		from := rc.history(ctx, shard)
 		if now := rc.cfg.Now(); now.Sub(lastClaim) >= rc.cfg.ClaimIdle/2 {
 			lastClaim = now
 			batch, err = rc.q.Claim(ctx, shard, rc.cfg.Consumer, rc.cfg.ClaimIdle, rc.cfg.Batch)
@@ -193,7 +210,7 @@ func (rc *Reconciler) work(ctx context.Context, shard int) {
 		}
 		bo.reset()
 		if batch = rc.skipCommitted(ctx, log, shard, batch, true); len(batch) > 0 {
-			rc.process(ctx, log, shard, batch)
+			rc.process(ctx, log, shard, batch, from)
 		}
 	}
 	rc.drain(context.WithoutCancel(ctx), log, shard)
@@ -205,12 +222,13 @@ func (rc *Reconciler) drain(ctx context.Context, log logrus.FieldLogger, shard i
 	ctx, cancel := context.WithTimeout(ctx, rc.cfg.DrainTimeout)
 	defer cancel()
 	for ctx.Err() == nil {
+		from := rc.history(ctx, shard)
 		batch, err := rc.q.Read(ctx, shard, rc.cfg.Consumer, rc.cfg.Batch, -1)
 		if err != nil || len(batch) == 0 {
 			return
 		}
 		if batch = rc.skipCommitted(ctx, log, shard, batch, false); len(batch) > 0 {
-			rc.process(ctx, log, shard, batch)
+			rc.process(ctx, log, shard, batch, from)
 		}
 	}
 }
@@ -295,7 +313,22 @@ func (rc *Reconciler) ackCommitted(ctx context.Context, log logrus.FieldLogger, 
 // up to HoldFor more: a slow MongoDB must not make another consumer take
 // the batch over and write it alongside, but a worker that cannot write at
 // all must let go.
-func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) {
+// history returns shard's replication ID with DropVanished ("" otherwise,
+// or when Redis cannot say: then nothing is dropped).
+func (rc *Reconciler) history(ctx context.Context, shard int) string {
+	if !rc.cfg.DropVanished {
+		return ""
+	}
+	id, err := rc.q.ReplicationID(ctx, shard)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+// process writes batch, read from shard's Redis in history from, until
+// every entry is settled or parked.
+func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation, from string) {
 	var mu sync.Mutex
 	held := batch
 	var failingSince time.Time // zero while attempts make progress
@@ -331,7 +364,7 @@ func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard
 	defer func() { close(stop); wg.Wait() }()
 	bo := backoff{}
 	for len(batch) > 0 {
-		left := rc.attempt(ctx, log, shard, batch)
+		left := rc.attempt(ctx, log, shard, batch, from)
 		mu.Lock()
 		switch {
 		case len(left) < len(batch):
@@ -351,7 +384,7 @@ func (rc *Reconciler) process(ctx context.Context, log logrus.FieldLogger, shard
 
 // attempt persists batch once and acknowledges what is settled; it returns
 // what must be retried.
-func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation) []invite.Reservation {
+func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation, from string) []invite.Reservation {
 	// A write slot; after cancellation only a free one, so shutdown is not
 	// held behind other workers' writes (what is left stays pending and is
 	// taken over).
@@ -379,6 +412,17 @@ func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard
 			continue
 		}
 		valid = append(valid, r)
+	}
+	if from != "" && len(valid) > 0 {
+		var err error
+		if valid, err = rc.dropVanished(wctx, log, shard, valid, from); err != nil {
+			rc.m.Errors.WithLabelValues("redis").Inc()
+			log.WithError(err).Warn("check reservations against the stream; will retry")
+			if len(done) > 0 {
+				_ = rc.q.Ack(wctx, shard, done...)
+			}
+			return valid
+		}
 	}
 	results, err := rc.st.Persist(wctx, valid)
 	if err != nil {
@@ -410,7 +454,20 @@ func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard
 			rc.m.Rows.WithLabelValues("conflict").Inc()
 			log.WithFields(logrus.Fields{"code": r.Code, "owner": res.Owner}).Warn("mongodb refused a reservation: the email belongs to another code; token given back")
 			done = append(done, r.ID)
+		case Refused:
+			// MongoDB holds max_uses registrations of the code: Redis
+			// admitted past the cap (a stale replica promoted, an old AOF,
+			// a mistake). Not written, no mail; the entry is settled.
+			rc.m.Rows.WithLabelValues("refused").Inc()
+			log.WithFields(logrus.Fields{"code": r.Code, "email": email.Mask(r.Email)}).Error("mongodb refused a reservation: every seat of the code is taken")
+			done = append(done, r.ID)
 		default:
+			if res.NoInvitation {
+				// Parked: left pending, not retried in this loop, so the
+				// shard goes on; taken over again after ClaimIdle.
+				rc.m.Rows.WithLabelValues("no_invitation").Inc()
+				continue
+			}
 			retry = append(retry, r)
 		}
 	}
@@ -425,6 +482,43 @@ func (rc *Reconciler) attempt(ctx context.Context, log logrus.FieldLogger, shard
 		rc.m.Errors.WithLabelValues("mongo").Inc()
 	}
 	return retry
+}
+
+// dropVanished returns the reservations of batch to write: all of it while
+// shard's Redis is still in history from, else those its stream still
+// holds (DropVanished).
+func (rc *Reconciler) dropVanished(ctx context.Context, log logrus.FieldLogger, shard int, batch []invite.Reservation, from string) ([]invite.Reservation, error) {
+	now, err := rc.q.ReplicationID(ctx, shard)
+	if err != nil {
+		return batch, err
+	}
+	if now == "" || now == from {
+		return batch, nil
+	}
+	ids := make([]string, len(batch))
+	for i, r := range batch {
+		ids[i] = r.ID
+	}
+	present, err := rc.q.Present(ctx, shard, ids...)
+	if err != nil {
+		return batch, err
+	}
+	if len(present) == len(batch) {
+		return batch, nil
+	}
+	keep := make(map[string]bool, len(present))
+	for _, id := range present {
+		keep[id] = true
+	}
+	still := batch[:0:0]
+	for _, r := range batch {
+		if keep[r.ID] {
+			still = append(still, r)
+		}
+	}
+	rc.m.Rows.WithLabelValues("vanished").Add(float64(len(batch) - len(still)))
+	log.WithField("entries", len(batch)-len(still)).Warn("reservations a Redis failover lost before they were acknowledged (their signups got 503): not written")
+	return still, nil
 }
 
 // stats publishes backlog and lag (age of the oldest unpersisted

@@ -71,6 +71,8 @@ type Registration struct {
 	// Mail is the "further instructions" email's outbox state, written
 	// with the registration (see mail.go).
 	Mail *Outbox `bson:"mail,omitempty"`
+	// Seat is "<code>#<k>", k below max_uses, unique (cap.go).
+	Seat string `bson:"seat,omitempty"`
 }
 
 // Registration returns the registration of a canonical email; ok is false
@@ -99,6 +101,10 @@ const (
 	AlreadyWritten
 	// Conflict: the email belongs to another code (see Result.Owner).
 	Conflict
+	// Refused: every seat of the code is taken (MongoDB holds max_uses
+	// registrations of it) and the email is not among them; nothing was
+	// written, and retrying cannot change that unless max_uses is raised.
+	Refused
 )
 
 // Result is the outcome of one reservation in Persist.
@@ -109,10 +115,25 @@ type Result struct {
 	// nothing, but the majority read that names the owner did not return
 	// the document (not yet majority-committed, or the read failed).
 	Duplicate bool
+	// NoInvitation, with Failed: the code has no usable invitation
+	// document, so MongoDB cannot tell its seats; retrying at once will
+	// not help.
+	NoInvitation bool
 }
 
-// Persist writes reservations as registrations with one unordered bulk
-// insert. The results are in the order of rs. A returned error means
+// seatRounds bounds the insert rounds of one Persist call (and ctx does);
+// rows still without a seat after them are Failed and retried later.
+const seatRounds = 64
+
+// dupRounds is how many rounds a row whose email is registered but not yet
+// readable with majority read concern is tried again within one call.
+const dupRounds = 3
+
+// Persist writes reservations as registrations, each on a free seat of its
+// code (cap.go), with one unordered bulk insert per round: a row that lost
+// its seat to another writer takes the next one in the next round. A row
+// is Refused only when MongoDB itself shows every seat below max_uses
+// taken. The results are in the order of rs. A returned error means
 // nothing is known to be written (MongoDB unreachable); per-item failures
 // are reported as Failed instead.
 func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result, error) {
@@ -120,68 +141,284 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 	if len(rs) == 0 {
 		return out, nil
 	}
-	now := s.now().UTC()
-	docs := make([]any, len(rs))
-	for i, r := range rs {
-		docs[i] = Registration{Canonical: r.Canonical, Email: r.Email, Invitation: r.Code, ReservedAt: r.ReservedAt, PersistedAt: now,
-			Mail: &Outbox{State: MailPending, NextAt: now}}
+	pending := make([]int, len(rs))
+	for i := range rs {
+		pending[i] = i
 	}
-	_, err := s.reg.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
-	for i := range out {
-		out[i].Outcome = Written
-	}
-	if err == nil {
-		return out, nil
-	}
-	var bwe mongo.BulkWriteException
-	if !errors.As(err, &bwe) {
-		return nil, fmt.Errorf("%w: insert registrations: %w", ErrDatabase, err)
-	}
-	if bwe.WriteConcernError != nil {
-		// Written, perhaps, but not durably: retry all; the retry sees
-		// duplicates for what did land.
-		for i := range out {
-			out[i].Outcome = Failed
+	refreshed := map[string]bool{}
+	for round := 0; len(pending) > 0 && round < seatRounds && ctx.Err() == nil; round++ {
+		// max_uses is read every round: a change made while a call
+		// retries is seen by its next insert.
+		codes := make([]string, len(pending))
+		for n, i := range pending {
+			codes[n] = rs[i].Code
 		}
-	}
-	var dups []string
-	dupIdx := make(map[string][]int) // one email may be in a batch twice
-	for _, we := range bwe.WriteErrors {
-		if we.Index < 0 || we.Index >= len(out) {
-			continue
+		caps, err := s.maxUses(ctx, codes)
+		if err == nil {
+			var next []int
+			next, err = s.persistRound(ctx, round, rs, pending, caps, refreshed, out)
+			pending = next
 		}
-		if we.Code == 11000 || we.Code == 11001 {
-			out[we.Index] = Result{Outcome: Failed, Duplicate: true}
-			dups = append(dups, rs[we.Index].Canonical)
-			dupIdx[rs[we.Index].Canonical] = append(dupIdx[rs[we.Index].Canonical], we.Index)
-			continue
-		}
-		out[we.Index].Outcome = Failed
-		s.log.WithField("code", rs[we.Index].Code).WithField("mongo_code", we.Code).Warn("registration insert failed; will retry")
-	}
-	if len(dups) == 0 {
-		return out, nil
-	}
-	// Majority read: a duplicate counts as written only if the document
-	// that caused it survives a failover; a not-yet-durable one (from an
-	// attempt that failed on write concern) stays Failed and is retried.
-	cur, err := s.regMajority.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: dups}}}},
-		options.Find().SetProjection(bson.D{{Key: "invitation", Value: 1}}))
-	if err != nil {
-		// The inserts that did succeed stay Written; duplicates retry.
-		return out, nil
-	}
-	defer cur.Close(ctx)
-	for cur.Next(ctx) {
-		id, _ := cur.Current.Lookup("_id").StringValueOK()
-		owner, _ := cur.Current.Lookup("invitation").StringValueOK()
-		for _, i := range dupIdx[id] {
-			if owner == rs[i].Code {
-				out[i] = Result{Outcome: AlreadyWritten}
-			} else {
-				out[i] = Result{Outcome: Conflict, Owner: owner}
+		if err != nil {
+			if round > 0 {
+				// Earlier rounds' rows stay Written; the rest retry.
+				return out, nil
 			}
+			return nil, err
 		}
 	}
 	return out, nil
+}
+
+// persistRound gives each pending row a seat and inserts them, filling in
+// out; it returns the rows to try again (their seat was taken by another
+// writer, or seats came free).
+func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reservation, pending []int, caps map[string]int, refreshed map[string]bool, out []Result) (retry []int, err error) {
+	now := s.now().UTC()
+	seat := make(map[int]int, len(pending))
+	var try, unseated []int
+	var docs []any
+	for _, i := range pending {
+		r := rs[i]
+		out[i] = Result{Outcome: Failed}
+		if caps[r.Code] == noInvitation {
+			out[i].NoInvitation = true
+			continue // Failed: retried until the invitation is there
+		}
+		k, ok := s.seats.pick(r.Code, caps[r.Code])
+		if !ok {
+			unseated = append(unseated, i)
+			continue
+		}
+		seat[i] = k
+		try = append(try, i)
+		docs = append(docs, Registration{Canonical: r.Canonical, Email: r.Email, Invitation: r.Code, ReservedAt: r.ReservedAt, PersistedAt: now,
+			Mail: &Outbox{State: MailPending, NextAt: now}, Seat: seatValue(r.Code, k)})
+	}
+	var dups []int
+	if len(docs) > 0 {
+		_, err := s.reg.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		var bwe mongo.BulkWriteException
+		switch {
+		case err == nil:
+		case !errors.As(err, &bwe):
+			for _, i := range try {
+				s.seats.settle(rs[i].Code, seat[i], false)
+			}
+			return nil, fmt.Errorf("%w: insert registrations: %w", ErrDatabase, err)
+		}
+		failed := make(map[int]bool, len(bwe.WriteErrors))
+		for _, we := range bwe.WriteErrors {
+			if we.Index < 0 || we.Index >= len(try) {
+				continue
+			}
+			i := try[we.Index]
+			failed[i] = true
+			if we.Code != 11000 && we.Code != 11001 {
+				s.seats.settle(rs[i].Code, seat[i], false)
+				s.log.WithField("code", rs[i].Code).WithField("mongo_code", we.Code).Warn("registration insert failed; will retry")
+				continue
+			}
+			if onSeat, known := dupOnSeat(we.WriteError); known && onSeat {
+				// The seat was taken by another writer; next round.
+				s.lostSeat(ctx, rs[i].Code, seat[i], caps[rs[i].Code], refreshed)
+				retry = append(retry, i)
+				continue
+			}
+			dups = append(dups, i)
+		}
+		for _, i := range try {
+			if failed[i] {
+				continue
+			}
+			// Written, perhaps not durably (a write concern error): then
+			// all retry, and the retry sees duplicates for what landed.
+			s.seats.settle(rs[i].Code, seat[i], true)
+			if bwe.WriteConcernError == nil {
+				out[i].Outcome = Written
+			}
+		}
+	}
+	if len(dups)+len(unseated) == 0 {
+		return retry, nil
+	}
+	// Who holds these emails? Majority read: a duplicate counts as written
+	// only if the document that caused it survives a failover.
+	ids := make([]string, 0, len(dups)+len(unseated))
+	for _, i := range append(dups, unseated...) {
+		ids = append(ids, rs[i].Canonical)
+	}
+	owners, err := s.owners(ctx, s.regMajority, ids)
+	if err != nil {
+		// Duplicates and unseated rows stay Failed and are retried.
+		for _, i := range dups {
+			s.seats.settle(rs[i].Code, seat[i], false)
+			out[i].Duplicate = true
+		}
+		return retry, nil
+	}
+	var missing []string
+	for _, i := range append(dups, unseated...) {
+		if _, ok := owners[rs[i].Canonical]; !ok {
+			missing = append(missing, rs[i].Canonical)
+		}
+	}
+	local := map[string]string{}
+	if len(missing) > 0 {
+		// Not durable yet, or no such registration: a local read tells.
+		if local, err = s.owners(ctx, s.reg, missing); err != nil {
+			local = nil
+		}
+	}
+	settle := func(i int, owner string) {
+		if owner == rs[i].Code {
+			out[i] = Result{Outcome: AlreadyWritten}
+		} else {
+			out[i] = Result{Outcome: Conflict, Owner: owner}
+		}
+	}
+	for _, i := range dups {
+		code := rs[i].Code
+		if owner, ok := owners[rs[i].Canonical]; ok {
+			s.seats.settle(code, seat[i], false)
+			settle(i, owner)
+			continue
+		}
+		if _, ok := local[rs[i].Canonical]; ok || local == nil {
+			// Registered, not yet majority-committed (a concurrent writer's
+			// insert, usually, landing between the two reads), or unknown:
+			// the next rounds ask again; after them, Failed.
+			s.seats.settle(code, seat[i], false)
+			out[i].Duplicate = true
+			if round < dupRounds {
+				retry = append(retry, i)
+			}
+			continue
+		}
+		// No registration for the email: the seat was the duplicate.
+		s.lostSeat(ctx, code, seat[i], caps[code], refreshed)
+		retry = append(retry, i)
+	}
+	// Rows that found no seat free in this process's book: refused only if
+	// MongoDB, read now, has none free either (registrations are never
+	// deleted, so "all taken" stays true); otherwise the book learns what
+	// came free and they try again.
+	free := map[string]int{}
+	var refuse []int
+	for _, i := range unseated {
+		code := rs[i].Code
+		if owner, ok := owners[rs[i].Canonical]; ok {
+			settle(i, owner)
+			continue
+		}
+		if _, ok := local[rs[i].Canonical]; ok || local == nil {
+			continue // Failed: retried later
+		}
+		if s.seats.busy(code) {
+			// Another writer of this process holds seats; they may come
+			// free (its row was a duplicate). Wait, then look again.
+			if s.seats.waitSettled(ctx, code) == nil {
+				retry = append(retry, i)
+			}
+			continue
+		}
+		n, ok := free[code]
+		if !ok {
+			if n, err = s.refreshSeats(ctx, code, caps[code]); err != nil {
+				n = -1
+			}
+			free[code] = n
+		}
+		switch {
+		case n < 0:
+			// MongoDB unreadable: Failed, retried.
+		case n > 0:
+			retry = append(retry, i)
+		default:
+			refuse = append(refuse, i)
+		}
+	}
+	if len(refuse) == 0 {
+		return retry, nil
+	}
+	// The code is full. One of the seats may be this very email's,
+	// written by another writer since the first read: read again, after
+	// the seats were (registrations are never deleted, so what that read
+	// missed is visible now).
+	ids = ids[:0]
+	for _, i := range refuse {
+		ids = append(ids, rs[i].Canonical)
+	}
+	byMajority, err := s.owners(ctx, s.regMajority, ids)
+	if err != nil {
+		return retry, nil // Failed, retried
+	}
+	byLocal, err := s.owners(ctx, s.reg, ids)
+	if err != nil {
+		return retry, nil
+	}
+	for _, i := range refuse {
+		switch owner, ok := byMajority[rs[i].Canonical]; {
+		case ok:
+			settle(i, owner)
+		case byLocal[rs[i].Canonical] != "":
+			out[i].Duplicate = true // not yet majority-committed: Failed, retried
+		default:
+			out[i] = Result{Outcome: Refused}
+		}
+	}
+	return retry, nil
+}
+
+// dupOnSeat tells, from a duplicate-key write error, whether the seat index
+// caused it; known is false when the error does not say (the MongoDB-wire
+// server the tests use names no key), and then a read tells. It looks at
+// the key pattern MongoDB reports, never at the message, which carries the
+// duplicate value (an email may contain any index's name).
+func dupOnSeat(we mongo.WriteError) (onSeat, known bool) {
+	for _, doc := range []bson.Raw{we.Raw, we.Details} {
+		if len(doc) == 0 {
+			continue
+		}
+		kp, ok := doc.Lookup("keyPattern").DocumentOK()
+		if !ok {
+			continue
+		}
+		if _, err := kp.LookupErr("seat"); err == nil {
+			return true, true
+		}
+		if _, err := kp.LookupErr("_id"); err == nil {
+			return false, true
+		}
+	}
+	return false, false
+}
+
+// lostSeat records that seat k of code was taken by another writer; the
+// first time in this process, it reads all of code's taken seats instead of
+// finding them one duplicate at a time.
+func (s *Store) lostSeat(ctx context.Context, code string, k, maxUses int, refreshed map[string]bool) {
+	s.seats.settle(code, k, true)
+	if s.seats.isLoaded(code) || refreshed[code] {
+		return
+	}
+	refreshed[code] = true
+	_, _ = s.refreshSeats(ctx, code, maxUses)
+}
+
+// owners returns the code each of ids is registered on, read through c.
+func (s *Store) owners(ctx context.Context, c *mongo.Collection, ids []string) (map[string]string, error) {
+	cur, err := c.Find(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}},
+		options.Find().SetProjection(bson.D{{Key: "invitation", Value: 1}}))
+	if err != nil {
+		return nil, err
+	}
+	defer cur.Close(ctx)
+	out := make(map[string]string, len(ids))
+	for cur.Next(ctx) {
+		id, _ := cur.Current.Lookup("_id").StringValueOK()
+		owner, _ := cur.Current.Lookup("invitation").StringValueOK()
+		out[id] = owner
+	}
+	return out, cur.Err()
 }

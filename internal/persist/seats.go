@@ -87,6 +87,8 @@ func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Addres
 		return invite.Result{Outcome: invite.Existing}, m.releaseSeat(ctx, code, k)
 	case Conflict:
 		return invite.Result{}, errors.Join(invite.ErrEmailTaken, m.releaseSeat(ctx, code, k))
+	case Refused:
+		return invite.Result{}, errors.Join(invite.ErrFull, m.releaseSeat(ctx, code, k))
 	}
 	return invite.Result{Outcome: invite.Created}, nil
 }

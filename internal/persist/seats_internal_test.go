@@ -54,6 +54,11 @@ func TestReleaseSeatPastDeadline(t *testing.T) {
 func TestOwnerReadsAgain(t *testing.T) {
 	m := newSeatsReserver(t)
 	bg := context.Background()
+	for _, c := range []string{"mine", "theirs"} {
+		if err := m.st.CreateInvitation(bg, invite.Invitation{Code: c, MaxUses: 10}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := invite.Reservation{Code: "mine", Canonical: "late@example.com", Email: "late@example.com", ReservedAt: time.Now()}
 	go func() {
 		time.Sleep(100 * time.Millisecond)

@@ -58,6 +58,8 @@ type Store struct {
 	settings    *mongo.Collection
 	log         logrus.FieldLogger
 	now         func() time.Time
+	// seats is this process's knowledge of the seats taken (cap.go).
+	seats seatBook
 }
 
 // NewStore returns a Store on db. Writes use majority write concern: a
@@ -83,10 +85,12 @@ func NewStore(db *mongo.Database, logger logrus.FieldLogger, now func() time.Tim
 
 // EnsureSchema creates the indexes the service relies on. It is idempotent.
 func (s *Store) EnsureSchema(ctx context.Context) error {
-	want := map[string]bson.D{
-		"invitation_1": {{Key: "invitation", Value: 1}},
+	want := map[string]mongo.IndexModel{
+		"invitation_1": {Keys: bson.D{{Key: "invitation", Value: 1}}},
 		// The mailer's queue: pending mail by due time.
-		"mail_state_1_mail_next_at_1": {{Key: "mail.state", Value: 1}, {Key: "mail.next_at", Value: 1}},
+		"mail_state_1_mail_next_at_1": {Keys: bson.D{{Key: "mail.state", Value: 1}, {Key: "mail.next_at", Value: 1}}},
+		// MongoDB's own cap: one registration per seat (cap.go).
+		seatIndex: {Keys: bson.D{{Key: "seat", Value: 1}}, Options: options.Index().SetUnique(true).SetSparse(true)},
 	}
 	// Only the missing ones: creating an existing compound index again
 	// crashes the MongoDB-wire server the tests use (FerretDB 1.24).
@@ -98,13 +102,17 @@ func (s *Store) EnsureSchema(ctx context.Context) error {
 	for _, n := range names {
 		have[n.Name] = true
 	}
-	for name, keys := range want {
+	for name, m := range want {
 		if have[name] {
 			continue
 		}
-		if _, err := s.reg.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: keys, Options: options.Index().SetName(name)}); err != nil {
+		if m.Options == nil {
+			m.Options = options.Index()
+		}
+		m.Options.SetName(name)
+		if _, err := s.reg.Indexes().CreateOne(ctx, m); err != nil {
 			return fmt.Errorf("%w: create index: %w", ErrDatabase, err)
 		}
 	}
-	return nil
+	return s.seatLegacy(ctx)
 }

@@ -25,6 +25,17 @@ func newStore(tb testing.TB) (*persist.Store, *mongo.Database) {
 	return st, db
 }
 
+// createCodes creates invitations of max_uses 1000 for codes: MongoDB
+// writes registrations only on a code it knows, within its max_uses.
+func createCodes(tb testing.TB, st *persist.Store, codes ...string) {
+	tb.Helper()
+	for _, c := range codes {
+		if err := st.CreateInvitation(context.Background(), invite.Invitation{Code: c, MaxUses: 1000}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
 func TestInvitations(t *testing.T) {
 	ctx := context.Background()
 	st, db := newStore(t)
@@ -113,6 +124,7 @@ func TestCheckShards(t *testing.T) {
 func TestPersistOutcomes(t *testing.T) {
 	ctx := context.Background()
 	st, db := newStore(t)
+	createCodes(t, st, "c", "d")
 	at := time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 	first := []invite.Reservation{
 		{ID: "1-0", Code: "c", Canonical: "a@x.io", Email: "a@x.io", ReservedAt: at},

@@ -62,6 +62,12 @@ func (q *batchQueue) Ack(_ context.Context, _ int, ids ...string) error {
 	return nil
 }
 
+func (q *batchQueue) ReplicationID(context.Context, int) (string, error) { return "", nil }
+
+func (q *batchQueue) Present(_ context.Context, _ int, ids ...string) ([]string, error) {
+	return ids, nil
+}
+
 func (q *batchQueue) Keep(_ context.Context, _ int, _ string, ids ...string) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()

@@ -112,6 +112,41 @@ func (r *Reserver) Keep(ctx context.Context, shard int, consumer string, ids ...
 	return nil
 }
 
+// ReplicationID returns the replication ID of the Redis that holds shard
+// now ("" when it does not report one): it changes when a failover
+// promotes a replica or Redis restarts.
+func (r *Reserver) ReplicationID(ctx context.Context, shard int) (string, error) {
+	_, cur, err := evalHistory(ctx, r.rdb, r.keys.history(shard))
+	return cur, err
+}
+
+// Present returns those of ids that shard's stream holds, reading only
+// (one pipelined XRANGE per ID). Acknowledged entries are deleted with
+// their acknowledgement, so an ID missing here was acknowledged, or
+// belongs to a history Redis no longer has. It returns an error wrapping
+// invite.ErrUnavailable.
+func (r *Reserver) Present(ctx context.Context, shard int, ids ...string) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	key := r.keys.stream(shard)
+	pipe := r.rdb.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.XRangeN(ctx, key, id, id, 1)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, invite.Unavailable(err)
+	}
+	var out []string
+	for i, c := range cmds {
+		if msgs, err := c.Result(); err == nil && len(msgs) > 0 {
+			out = append(out, ids[i])
+		}
+	}
+	return out, nil
+}
+
 // Ack acknowledges reservations of shard that MongoDB holds and deletes them
 // from the stream, so the stream only ever holds unpersisted reservations.
 func (r *Reserver) Ack(ctx context.Context, shard int, ids ...string) error {

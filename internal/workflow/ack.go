@@ -78,6 +78,11 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 		// claim); the reconciler gives this reservation's seat back.
 		return invite.Result{}, invite.ErrEmailTaken
 	}
+	if out.Outcome == persist.Refused {
+		// MongoDB holds max_uses registrations of the code: Redis
+		// admitted past the cap. The reconciler settles the entry.
+		return invite.Result{}, invite.ErrFull
+	}
 	// The mark names this reservation's stream entry, so the reconciler
 	// acknowledges it without writing it a second time.
 	d.markPersisted(ctx, a.Canonical, code, res.ID)

@@ -94,3 +94,92 @@ func TestAckMongoReconcilerLeavesCommitted(t *testing.T) {
 		})
 	}
 }
+
+// TestAckMongoRefusesPastTheCap: Redis admits past the cap (seeded with 12
+// seats for a code MongoDB caps at 3, as a stale replica would); with
+// INVITEGATE_ACK=mongo, 12 concurrent signups get exactly 3 answers 201,
+// the other 9 are 410 (full), never 201, and MongoDB holds 3. The
+// reconciler then settles the 9 entries as refused, writing nothing.
+func TestAckMongoRefusesPastTheCap(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(fmt.Sprint("cluster=", cluster), func(t *testing.T) {
+			ctx := context.Background()
+			st := newStore(t)
+			var rdb redis.UniversalClient
+			if cluster {
+				rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.SharedRedisCluster(t)})
+			} else {
+				rdb = redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
+			}
+			t.Cleanup(func() { rdb.Close() })
+			rr := reserve.New(rdb, reserve.Config{Namespace: testenv.KeyPrefix(t), Shards: 4})
+			if err := st.CreateInvitation(ctx, invite.Invitation{Code: "cap", MaxUses: 3}); err != nil {
+				t.Fatal(err)
+			}
+			if err := rr.SeedBuckets(ctx, invite.Invitation{Code: "cap", MaxUses: 12}, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := rr.MarkSeeded(ctx); err != nil {
+				t.Fatal(err)
+			}
+			sig := workflow.NewSignups(rr, st, workflow.SignupsConfig{})
+			commit := persist.NewCommitter(st, persist.CommitterConfig{})
+			t.Cleanup(commit.Close)
+			ack := workflow.NewMongoAck(sig, st, commit, 5*time.Second, nil)
+			var created, full sync.Map
+			var wg sync.WaitGroup
+			for i := range 12 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					a, _ := email.Parse(fmt.Sprintf("c%d@example.com", i), email.Options{})
+					res, err := ack.Reserve(ctx, "cap", a)
+					switch {
+					case err == nil && res.Outcome == invite.Created:
+						created.Store(a.Canonical, true)
+					case errors.Is(err, invite.ErrFull):
+						full.Store(a.Canonical, true)
+					default:
+						t.Errorf("%s: %+v %v", a.Canonical, res, err)
+					}
+				}()
+			}
+			wg.Wait()
+			count := func(m *sync.Map) (n int) {
+				m.Range(func(_, _ any) bool { n++; return true })
+				return n
+			}
+			if c, f := count(&created), count(&full); c != 3 || f != 9 {
+				t.Fatalf("%d answered 201, %d answered 410; want 3 and 9", c, f)
+			}
+			created.Range(func(k, _ any) bool {
+				if reg, ok, _ := st.Registration(ctx, k.(string)); !ok || reg.Invitation != "cap" {
+					t.Errorf("%s answered 201 but not in MongoDB", k)
+				}
+				return true
+			})
+			m := persist.NewMetrics(nil)
+			rc := persist.NewReconciler(rr, st, persist.ReconcilerConfig{Consumer: "p", Defer: time.Second, Metrics: m, StatsEvery: time.Hour})
+			rctx, cancel := context.WithCancel(ctx)
+			var rwg sync.WaitGroup
+			rwg.Add(1)
+			go func() { defer rwg.Done(); rc.Run(rctx) }()
+			testenv.WaitFor(t, time.Minute, "the streams settled", func() bool {
+				var n int64
+				for s := range 4 {
+					b, _, _ := rr.Backlog(ctx, s)
+					n += b
+				}
+				return n == 0
+			})
+			cancel()
+			rwg.Wait()
+			if cnt, _ := st.Count(ctx, "cap"); cnt != 3 {
+				t.Fatalf("MongoDB holds %d, want 3", cnt)
+			}
+			if r, c := testutil.ToFloat64(m.Rows.WithLabelValues("refused")), testutil.ToFloat64(m.Rows.WithLabelValues("committed")); r != 9 || c != 3 {
+				t.Fatalf("reconciler: refused %v, committed %v; want 9 and 3", r, c)
+			}
+		})
+	}
+}

@@ -96,7 +96,9 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 	old = inv.MaxUses
 	switch {
 	case n == old:
-		return old, nil
+		// Repeating a set-max finishes what a failed one left: the
+		// registrations on seats at or above n move below it.
+		return old, w.reseat(ctx, code, n)
 	case n > old:
 		if err := w.store.SetMaxUses(ctx, code, old, n); err != nil {
 			return old, err
@@ -112,6 +114,13 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 	}
 	if n < persisted {
 		return old, fmt.Errorf("%w: %s already has %d registrations, more than %d; nothing changed", ErrRefused, code, persisted, n)
+	}
+	// Registrations on seats at or above n move below it first, while
+	// writers still read the old max (Redis' cut, next, keeps them from
+	// adding more than n in all), and again once MongoDB holds n, for what
+	// they wrote on seats at or above n meanwhile.
+	if err := w.reseat(ctx, code, n); err != nil {
+		return old, err
 	}
 	if _, err := w.res.Shrink(ctx, code, old-n, old, n); err != nil {
 		if errors.Is(err, reserve.ErrBelowTaken) {
@@ -130,7 +139,19 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 		}
 		return old, fmt.Errorf("MongoDB's max_uses is uncertain; check with `invitectl list` and run `invitectl reseed %s`: %w", code, err)
 	}
+	if err := w.reseat(ctx, code, n); err != nil {
+		return old, fmt.Errorf("max_uses is %d, but %w", n, err)
+	}
 	return old, nil
+}
+
+// reseat moves code's registrations on seats at or above n onto free seats
+// below it, so that MongoDB's own cap is n (persist.Store.Reseat).
+func (w *Invitations) reseat(ctx context.Context, code string, n int) error {
+	if err := w.store.Reseat(ctx, code, n); err != nil {
+		return fmt.Errorf("moving registrations onto seats below %d failed (run the same set-max again): %w", n, err)
+	}
+	return nil
 }
 
 // setMaxMongoOnly raises a code's max_uses with INVITEGATE_RESERVER=mongo,

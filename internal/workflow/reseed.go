@@ -141,9 +141,18 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 		if err != nil {
 			return fail("write pending reservations", err)
 		}
+		failed := 0
+		for _, r := range results {
+			if r.Outcome == persist.Failed {
+				failed++
+			}
+		}
 		for i, r := range results {
 			switch r.Outcome {
 			case persist.Written, persist.AlreadyWritten:
+			case persist.Refused:
+				// Over the cap in MongoDB: not written; the reconciler
+				// settles the entry, and the rebuild counts MongoDB.
 			case persist.Conflict:
 				// Marks the entry as given back, so the reconciler's later
 				// pass cannot add a token to the rebuilt bucket.
@@ -151,7 +160,7 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 					return fail("undo a refused reservation", err)
 				}
 			default:
-				return fail("write pending reservations", fmt.Errorf("MongoDB did not take %d of them", len(all)-i))
+				return fail("write pending reservations", fmt.Errorf("MongoDB did not take %d of %d", failed, len(all)))
 			}
 		}
 	}
