@@ -100,6 +100,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.mongo = mc
 	m.Store = persist.NewStore(mc.Database(cfg.MongoDB), log, m.Now)
+	m.registry.MustRegister(m.Store.Collectors()...)
 
 	if err := retry(ctx, log, "mongodb", func(ctx context.Context) error {
 		if err := m.Store.EnsureSchema(ctx); err != nil {
@@ -215,6 +216,9 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 		rcfg.AckReplicas, rcfg.AckTimeout = cfg.AckReplicas, cfg.AckTimeout
 	}
 	m.Reserver = reserve.New(m.rdb, rcfg)
+	// MongoDB's cap: writers of one code in several processes try seats
+	// handed out by one counter in Redis first (persist.SeatHinter).
+	m.Store.UseSeatHints(m.Reserver)
 	m.failover = workflow.NewFailover(workflow.NewInvitations(m.Store, m.Reserver, m.Now), workflow.FailoverConfig{
 		Logger: log, Metrics: mets.failover,
 	})

@@ -2,11 +2,15 @@ package persist
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -21,6 +25,92 @@ import (
 // writes nothing and the row tries the next free seat. A code whose seats
 // are all taken refuses the row (Refused). docs/ARCHITECTURE.md, "MongoDB
 // holds the cap".
+
+// SeatHinter hands out seat numbers of a code that no other writer was
+// handed (reserve.Reserver: a counter in Redis). Writers try them first,
+// so that writers in several processes filling one code do not pick the
+// same seats and meet duplicates; the unique index still decides, and a
+// hint found taken (the counter went back with Redis) sends the row to a
+// random free seat and moves the counter past what the process knows taken.
+type SeatHinter interface {
+	// SeatHints returns, per code, the first of need[code] hints.
+	SeatHints(ctx context.Context, need map[string]int) (first map[string]int, err error)
+	// RaiseSeatHints moves each code's next hint up to at least at[code].
+	RaiseSeatHints(ctx context.Context, at map[string]int) error
+}
+
+// hintTimeout bounds one call to the SeatHinter: hints save work, they
+// must never hold up a write; after a failed call, hints are not asked for
+// hintPause (writers pick at random meanwhile).
+const (
+	hintTimeout = 100 * time.Millisecond
+	hintPause   = 5 * time.Second
+)
+
+// Collectors are the Store's Prometheus collectors: how often MongoDB's
+// cap cost more than one insert (a seat lost to another writer, a read of
+// a code's seats).
+func (s *Store) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invitegate_persist_seats_lost_total", Help: "Registration inserts that met a seat another writer had just taken (MongoDB's cap); the row took another seat."},
+			func() float64 { return float64(s.seatsLost.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "invitegate_persist_seat_reads_total", Help: "Reads of a code's taken seats by this process (after a lost seat, or before refusing a row)."},
+			func() float64 { return float64(s.seatReads.Load()) }),
+	}
+}
+
+// SeatsLost returns how many inserts met a seat another writer had taken.
+func (s *Store) SeatsLost() int64 { return s.seatsLost.Load() }
+
+// UseSeatHints makes Persist try h's seats first. Call it before use.
+func (s *Store) UseSeatHints(h SeatHinter) { s.hints = h }
+
+// seatHints asks for n hints per code (codes without a usable invitation
+// get none); a code whose hints cannot be had gets none (-1).
+func (s *Store) seatHints(ctx context.Context, need map[string]int) map[string]int {
+	if s.hints == nil || len(need) == 0 || time.Now().UnixNano() < s.hintsOffUntil.Load() {
+		return nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, hintTimeout)
+	defer cancel()
+	out, err := s.hints.SeatHints(hctx, need)
+	if err != nil {
+		s.hintsFailed(err)
+		return nil
+	}
+	return out
+}
+
+// raiseHints moves the hints of each code of from past the seats this
+// process knows taken from from[code] on (1 + the highest hinted seat a
+// round found taken), in one call.
+func (s *Store) raiseHints(ctx context.Context, from, caps map[string]int) {
+	if s.hints == nil || len(from) == 0 || time.Now().UnixNano() < s.hintsOffUntil.Load() {
+		return
+	}
+	at := make(map[string]int, len(from))
+	for code, k := range from {
+		at[code] = s.seats.freeFrom(code, k, caps[code])
+	}
+	hctx, cancel := context.WithTimeout(ctx, hintTimeout)
+	defer cancel()
+	if err := s.hints.RaiseSeatHints(hctx, at); err != nil {
+		s.hintsFailed(err)
+	}
+}
+
+func (s *Store) hintsFailed(err error) {
+	s.hintsOffUntil.Store(time.Now().Add(hintPause).UnixNano())
+	s.log.WithError(err).Warn("seat hints unavailable; writers pick seats at random for a few seconds")
+}
+
+// blockField marks a document of the registrations collection that is no
+// registration but a seat taken out of use by a lowered max_uses
+// (BlockSeats): {_id: "<code>#<k>", seat: "<code>#<k>", blocks: "<code>"}.
+// It has no invitation field, so nothing that reads registrations by code
+// (counts, reseeds, exports) sees it, and its _id has no "@", so it is no
+// email's.
+const blockField = "blocks"
 
 // seatIndex is the unique index on registrations' seats. It is sparse so
 // that registrations written before seats existed do not collide on a
@@ -54,11 +144,18 @@ type seatBook struct {
 type codeSeats struct {
 	taken    map[int]bool
 	inflight map[int]bool
+	// blocked: seats a lowered max_uses took out of use (BlockSeats).
+	blocked map[int]bool
 	// settled is closed, and replaced, whenever an in-flight seat settles.
 	settled chan struct{}
-	// loaded: taken was read from MongoDB once (after that, only this
-	// process's own inserts and duplicates add to it).
-	loaded bool
+	// loadedAt is when the last read of taken from MongoDB began (zero:
+	// never read; until then, only this process's own inserts and
+	// duplicates add to it).
+	loadedAt time.Time
+	// loading is closed when the read in flight (begun at loadingAt)
+	// is in; nil when none is.
+	loading   chan struct{}
+	loadingAt time.Time
 }
 
 func (b *seatBook) code(code string) *codeSeats {
@@ -67,26 +164,70 @@ func (b *seatBook) code(code string) *codeSeats {
 	}
 	c := b.codes[code]
 	if c == nil {
-		c = &codeSeats{taken: map[int]bool{}, inflight: map[int]bool{}, settled: make(chan struct{})}
+		c = &codeSeats{taken: map[int]bool{}, inflight: map[int]bool{}, blocked: map[int]bool{}, settled: make(chan struct{})}
 		b.codes[code] = c
 	}
 	return c
 }
 
-// pick holds the lowest seat below maxUses that is neither known taken
-// nor in flight; ok is false when there is none, or when the seats known
-// taken or in flight, counting those at or above maxUses (left by a lower
-// max_uses before a reseat, or by over-admitted registrations from before
-// seats existed), already reach maxUses.
+// hold holds seat k of code when it is below maxUses and neither known
+// taken, in flight nor blocked, under the same count as pick.
+func (b *seatBook) hold(code string, k, maxUses int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.code(code)
+	if k < 0 || k >= maxUses || len(c.taken)+len(c.inflight) >= maxUses || c.taken[k] || c.inflight[k] || c.blocked[k] {
+		return false
+	}
+	c.inflight[k] = true
+	return true
+}
+
+// hintRun is how many free seats in a row raiseHints looks for: holes
+// shorter than that (a hint a row did not use, a seat a random pick left)
+// stay for random picks.
+const hintRun = 8
+
+// freeFrom returns the first seat of code from k on that starts hintRun
+// seats (or all up to maxUses) this process does not know to be taken,
+// blocked or in flight; maxUses when there is none.
+func (b *seatBook) freeFrom(code string, k, maxUses int) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.code(code)
+	free := func(j int) bool { return !c.taken[j] && !c.blocked[j] && !c.inflight[j] }
+	for ; k < maxUses; k++ {
+		run := 0
+		for j := k; j < maxUses && run < hintRun && free(j); j++ {
+			run++
+		}
+		if run == hintRun || (run > 0 && k+run == maxUses) {
+			return k
+		}
+	}
+	return max(k, maxUses)
+}
+
+// pick holds a seat below maxUses that is neither known taken nor in
+// flight: the first such from a random place, wrapping around. Writers in
+// different processes (each shard's reconciler, a failover recovery, the
+// ack=mongo group commit) therefore rarely pick the same seat while the
+// code has many free, instead of all racing for its lowest free one. ok is
+// false when there is none, or when the seats known taken or in flight,
+// counting those at or above maxUses (left by a lower max_uses before a
+// reseat, or by over-admitted registrations from before seats existed),
+// already reach maxUses.
 func (b *seatBook) pick(code string, maxUses int) (int, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.code(code)
-	if len(c.taken)+len(c.inflight) >= maxUses {
+	if maxUses <= 0 || len(c.taken)+len(c.inflight) >= maxUses {
 		return 0, false
 	}
-	for k := 0; k < maxUses; k++ {
-		if !c.taken[k] && !c.inflight[k] {
+	first := rand.IntN(maxUses)
+	for i := 0; i < maxUses; i++ {
+		k := (first + i) % maxUses
+		if !c.taken[k] && !c.inflight[k] && !c.blocked[k] {
 			c.inflight[k] = true
 			return k, true
 		}
@@ -126,24 +267,62 @@ func (b *seatBook) waitSettled(ctx context.Context, code string) error {
 	}
 }
 
-func (b *seatBook) isLoaded(code string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.code(code).loaded
+// catchUp makes sure code's seats were read by a read that began at t or
+// later, running read (which loads the book) only when no such read is
+// done or in flight: the writers of one process that meet duplicates at
+// once share one read instead of each scanning the code's registrations.
+func (b *seatBook) catchUp(ctx context.Context, code string, t time.Time, read func()) {
+	for {
+		b.mu.Lock()
+		c := b.code(code)
+		if !c.loadedAt.Before(t) {
+			b.mu.Unlock()
+			return
+		}
+		if ch := c.loading; ch != nil {
+			recent := !c.loadingAt.Before(t)
+			b.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return
+			}
+			if recent {
+				return // that read began after t (if it failed, the next duplicate asks again)
+			}
+			continue
+		}
+		ch := make(chan struct{})
+		c.loading, c.loadingAt = ch, time.Now()
+		b.mu.Unlock()
+		read()
+		b.mu.Lock()
+		close(ch)
+		c.loading = nil
+		b.mu.Unlock()
+		return
+	}
 }
 
-// load replaces what the book believes taken with MongoDB's answer. A seat
-// this process took after MongoDB answered may drop out: taking it again
-// meets a duplicate, which marks it again.
-func (b *seatBook) load(code string, taken []int) {
+// load replaces what the book believes taken with MongoDB's answer to a
+// read that began at at. A seat this process took after MongoDB answered
+// may drop out: taking it again meets a duplicate, which marks it again.
+func (b *seatBook) load(code string, taken, blocked []int, at time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := b.code(code)
+	if at.Before(c.loadedAt) {
+		return // a later read already answered
+	}
 	c.taken = make(map[int]bool, len(taken))
 	for _, k := range taken {
 		c.taken[k] = true
 	}
-	c.loaded = true
+	c.blocked = make(map[int]bool, len(blocked))
+	for _, k := range blocked {
+		c.blocked[k] = true
+	}
+	c.loadedAt = at
 }
 
 // busy reports whether seats of code are in flight.
@@ -156,38 +335,63 @@ func (b *seatBook) busy(code string) bool {
 // Seats returns the seat numbers code's registrations hold, and how many
 // of its registrations hold none (written before seats existed).
 func (s *Store) Seats(ctx context.Context, code string) (taken []int, unseated int, err error) {
-	cur, err := s.reg.Find(ctx, bson.D{{Key: "invitation", Value: code}},
-		options.Find().SetProjection(bson.D{{Key: "seat", Value: 1}}).SetBatchSize(1000))
+	taken, _, unseated, err = s.seatsOf(ctx, code)
+	return taken, unseated, err
+}
+
+// seatsOf reads code's seats: those its registrations hold, those a
+// lowered max_uses blocked, and how many registrations hold none.
+func (s *Store) seatsOf(ctx context.Context, code string) (taken, blocked []int, unseated int, err error) {
+	cur, err := s.reg.Find(ctx, bson.D{{Key: "$or", Value: bson.A{
+		bson.D{{Key: "invitation", Value: code}},
+		bson.D{{Key: blockField, Value: code}},
+	}}}, options.Find().SetProjection(bson.D{{Key: "seat", Value: 1}, {Key: blockField, Value: 1}}).SetBatchSize(1000))
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
+		return nil, nil, 0, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
 	}
 	defer cur.Close(ctx)
 	for cur.Next(ctx) {
 		v, ok := cur.Current.Lookup("seat").StringValueOK()
 		k, ok2 := parseSeat(code, v)
-		if !ok || !ok2 {
+		_, isBlock := cur.Current.Lookup(blockField).StringValueOK()
+		switch {
+		case isBlock && ok && ok2:
+			blocked = append(blocked, k)
+		case isBlock:
+		case !ok || !ok2:
 			unseated++
-			continue
+		default:
+			taken = append(taken, k)
 		}
-		taken = append(taken, k)
 	}
 	if err := cur.Err(); err != nil {
-		return nil, 0, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
+		return nil, nil, 0, fmt.Errorf("%w: read seats: %w", ErrDatabase, err)
 	}
-	return taken, unseated, nil
+	return taken, blocked, unseated, nil
 }
 
-// refreshSeats reads code's taken seats from MongoDB into the book and
-// returns how many more registrations maxUses allows (seats at or above it
-// count as taken ones). Unseated registrations
-// (written by an older version, not yet seated by EnsureSchema) take the
-// lowest seats not held, so the book never offers their capacity.
+// refreshSeats reads code's taken and blocked seats from MongoDB into the
+// book and returns how many more registrations maxUses allows: the seats
+// below it that are not blocked, less every registration (those on seats
+// at or above it count too). Unseated registrations (written by an older
+// version, not yet seated by EnsureSchema) take the lowest seats not held,
+// so the book never offers their capacity.
 func (s *Store) refreshSeats(ctx context.Context, code string, maxUses int) (free int, err error) {
-	taken, unseated, err := s.Seats(ctx, code)
+	at := time.Now()
+	s.seatReads.Add(1)
+	taken, blocked, unseated, err := s.seatsOf(ctx, code)
 	if err != nil {
 		return 0, err
 	}
-	held := make(map[int]bool, len(taken))
+	held := make(map[int]bool, len(taken)+len(blocked))
+	usable := maxUses
+	for _, k := range blocked {
+		held[k] = true
+		if k < maxUses {
+			usable--
+		}
+	}
+	regs := len(taken) + unseated
 	for _, k := range taken {
 		held[k] = true
 	}
@@ -198,8 +402,8 @@ func (s *Store) refreshSeats(ctx context.Context, code string, maxUses int) (fre
 			unseated--
 		}
 	}
-	s.seats.load(code, taken)
-	return max(maxUses-len(held), 0), nil
+	s.seats.load(code, taken, blocked, at)
+	return max(usable-regs, 0), nil
 }
 
 // noInvitation is maxUses' value for a code whose invitation is missing or
@@ -269,12 +473,12 @@ func (s *Store) seatLegacy(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		taken, _, err := s.Seats(ctx, code)
+		taken, blocked, _, err := s.seatsOf(ctx, code)
 		if err != nil {
 			return err
 		}
-		held := make(map[int]bool, len(taken))
-		for _, k := range taken {
+		held := make(map[int]bool, len(taken)+len(blocked))
+		for _, k := range append(taken, blocked...) {
 			held[k] = true
 		}
 		k, over := 0, 0
@@ -349,6 +553,79 @@ func (s *Store) Reseat(ctx context.Context, code string, n int) error {
 			}
 			break
 		}
+	}
+	return nil
+}
+
+// BlockSeats takes code's seats from n up to (not including) upTo out of
+// use, after moving the registrations on them below n (Reseat): each gets a
+// document that holds it under the unique index (blockField). A writer that
+// read a higher max_uses before it was lowered to n then cannot take any of
+// them, however late its insert comes, so MongoDB holds at most n
+// registrations of code from the moment this returns. upTo < 0 blocks up to
+// the highest seat in use. It returns ErrChanged when the registrations do
+// not fit below n. Repeating it is harmless.
+func (s *Store) BlockSeats(ctx context.Context, code string, n, upTo int) error {
+	for try := 0; try < 5; try++ {
+		if err := s.Reseat(ctx, code, n); err != nil {
+			return err
+		}
+		taken, blocked, _, err := s.seatsOf(ctx, code)
+		if err != nil {
+			return err
+		}
+		have := make(map[int]bool, len(blocked))
+		top := upTo
+		for _, k := range blocked {
+			have[k] = true
+			if upTo < 0 {
+				top = max(top, k+1)
+			}
+		}
+		if upTo < 0 {
+			for _, k := range taken {
+				top = max(top, k+1)
+			}
+		}
+		var docs []any
+		for k := n; k < top; k++ {
+			if !have[k] {
+				v := seatValue(code, k)
+				docs = append(docs, bson.D{{Key: "_id", Value: v}, {Key: "seat", Value: v}, {Key: blockField, Value: code}})
+			}
+		}
+		if len(docs) == 0 {
+			return nil
+		}
+		_, err = s.reg.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		if err == nil {
+			return nil
+		}
+		var bwe mongo.BulkWriteException
+		if !errors.As(err, &bwe) || bwe.WriteConcernError != nil {
+			return fmt.Errorf("%w: block seats: %w", ErrDatabase, err)
+		}
+		for _, we := range bwe.WriteErrors {
+			if we.Code != 11000 && we.Code != 11001 {
+				return fmt.Errorf("%w: block seats: %w", ErrDatabase, err)
+			}
+		}
+		// A seat already blocked (a concurrent repeat), or taken by a
+		// registration since the reseat: move it and look again.
+	}
+	return fmt.Errorf("%w: writers kept taking %s's seats at or above %d", ErrChanged, code, n)
+}
+
+// UnblockSeats gives code's blocked seats below n back (max_uses is about
+// to be raised to n); blocked seats at or above n stay blocked.
+func (s *Store) UnblockSeats(ctx context.Context, code string, n int) error {
+	ids := make(bson.A, 0, n)
+	for k := 0; k < n; k++ {
+		ids = append(ids, seatValue(code, k))
+	}
+	_, err := s.reg.DeleteMany(ctx, bson.D{{Key: blockField, Value: code}, {Key: "_id", Value: bson.D{{Key: "$in", Value: ids}}}})
+	if err != nil {
+		return fmt.Errorf("%w: unblock seats: %w", ErrDatabase, err)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package persist_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -260,6 +261,58 @@ func TestReseatMovesSeatsBelowANewMax(t *testing.T) {
 		t.Fatalf("outcomes %+v, want one Written and one Refused", out)
 	}
 	checkSeats(t, st, "s", 4)
+}
+
+// TestBlockSeatsHoldsALoweredMax: lowering max_uses 10 -> 4 moves the
+// registrations on seats 7, 8, 9 below 4 and blocks seats 4..9, so a
+// process that never read the code's seats (any seat below 10 looks free to
+// it) writes one more and is refused the rest; the blocks count as no
+// registration. Raising to 6 gives seats 4 and 5 back, and only those.
+func TestBlockSeatsHoldsALoweredMax(t *testing.T) {
+	ctx := context.Background()
+	st, db := newStore(t)
+	if err := st.CreateInvitation(ctx, invite.Invitation{Code: "b", MaxUses: 10}); err != nil {
+		t.Fatal(err)
+	}
+	for k := 7; k < 10; k++ {
+		if _, err := db.Collection(persist.RegistrationsCollection).InsertOne(ctx, bson.D{{Key: "_id", Value: fmt.Sprintf("h%d@example.com", k)},
+			{Key: "invitation", Value: "b"}, {Key: "seat", Value: fmt.Sprintf("b#%d", k)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.BlockSeats(ctx, "b", 4, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.BlockSeats(ctx, "b", 4, 10); err != nil {
+		t.Fatalf("a repeat: %v", err)
+	}
+	checkSeats(t, st, "b", 4)
+	if err := st.BlockSeats(ctx, "b", 2, 10); !errors.Is(err, persist.ErrChanged) {
+		t.Fatalf("blocking down to 2 with 3 registrations: %v, want ErrChanged", err)
+	}
+	counts, err := st.Counts(ctx)
+	if err != nil || counts["b"] != 3 || len(counts) != 1 {
+		t.Fatalf("counts %v %v, want b: 3 and nothing else", counts, err)
+	}
+	// MongoDB still says 10: the blocks alone hold the cap at 4.
+	late := persist.NewStore(db, nil, nil)
+	out, err := late.Persist(ctx, rows("b", "l0", "l1", "l2"))
+	if err != nil || count(out, persist.Written) != 1 || count(out, persist.Refused) != 2 {
+		t.Fatalf("outcomes %v %v, want one Written and two Refused", outcomes(out), err)
+	}
+	checkSeats(t, st, "b", 4)
+
+	if err := st.UnblockSeats(ctx, "b", 6); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetMaxUses(ctx, "b", 10, 6); err != nil {
+		t.Fatal(err)
+	}
+	out, err = late.Persist(ctx, rows("b", "m0", "m1", "m2"))
+	if err != nil || count(out, persist.Written) != 2 || count(out, persist.Refused) != 1 {
+		t.Fatalf("after the raise to 6: %v %v, want two Written and one Refused", outcomes(out), err)
+	}
+	checkSeats(t, st, "b", 6)
 }
 
 // TestReconcilerRefusesPastTheCap hands the reconciler more reservations

@@ -145,7 +145,6 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 	for i := range rs {
 		pending[i] = i
 	}
-	refreshed := map[string]bool{}
 	for round := 0; len(pending) > 0 && round < seatRounds && ctx.Err() == nil; round++ {
 		// max_uses is read every round: a change made while a call
 		// retries is seen by its next insert.
@@ -156,7 +155,7 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 		caps, err := s.maxUses(ctx, codes)
 		if err == nil {
 			var next []int
-			next, err = s.persistRound(ctx, round, rs, pending, caps, refreshed, out)
+			next, err = s.persistRound(ctx, round, rs, pending, caps, out)
 			pending = next
 		}
 		if err != nil {
@@ -173,9 +172,37 @@ func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result,
 // persistRound gives each pending row a seat and inserts them, filling in
 // out; it returns the rows to try again (their seat was taken by another
 // writer, or seats came free).
-func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reservation, pending []int, caps map[string]int, refreshed map[string]bool, out []Result) (retry []int, err error) {
+func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reservation, pending []int, caps map[string]int, out []Result) (retry []int, err error) {
 	now := s.now().UTC()
 	seat := make(map[int]int, len(pending))
+	// The first round tries hinted seats (SeatHinter); rows whose hint is
+	// unusable, and later rounds, pick at random among the seats free in
+	// the book.
+	var hints map[string]int
+	if round == 0 {
+		need := map[string]int{}
+		for _, i := range pending {
+			if c := rs[i].Code; caps[c] != noInvitation {
+				need[c]++
+			}
+		}
+		hints = s.seatHints(ctx, need)
+	}
+	hinted := map[int]bool{}
+	// raiseFrom: per code, 1 + the highest hinted seat found taken; the
+	// hints move past it when the round ends.
+	raiseFrom := map[string]int{}
+	defer s.raiseHints(ctx, raiseFrom, caps)
+	// inserted is when this round's insert returned: a seat it found taken
+	// is in every read of MongoDB that begins after it.
+	var inserted time.Time
+	lost := func(i int) {
+		code := rs[i].Code
+		if hinted[i] {
+			raiseFrom[code] = max(raiseFrom[code], seat[i]+1)
+		}
+		s.lostSeat(ctx, code, seat[i], caps[code], inserted)
+	}
 	var try, unseated []int
 	var docs []any
 	for _, i := range pending {
@@ -185,7 +212,17 @@ func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reserva
 			out[i].NoInvitation = true
 			continue // Failed: retried until the invitation is there
 		}
-		k, ok := s.seats.pick(r.Code, caps[r.Code])
+		k, ok := -1, false
+		if h, has := hints[r.Code]; has && h >= 0 {
+			k = h
+			hints[r.Code]++
+			if ok = s.seats.hold(r.Code, k, caps[r.Code]); ok {
+				hinted[i] = true
+			}
+		}
+		if !ok {
+			k, ok = s.seats.pick(r.Code, caps[r.Code])
+		}
 		if !ok {
 			unseated = append(unseated, i)
 			continue
@@ -196,8 +233,11 @@ func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reserva
 			Mail: &Outbox{State: MailPending, NextAt: now}, Seat: seatValue(r.Code, k)})
 	}
 	var dups []int
+	// idDup: the duplicate is known (by its key pattern) to be the email's.
+	idDup := map[int]bool{}
 	if len(docs) > 0 {
 		_, err := s.reg.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+		inserted = time.Now()
 		var bwe mongo.BulkWriteException
 		switch {
 		case err == nil:
@@ -219,12 +259,14 @@ func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reserva
 				s.log.WithField("code", rs[i].Code).WithField("mongo_code", we.Code).Warn("registration insert failed; will retry")
 				continue
 			}
-			if onSeat, known := dupOnSeat(we.WriteError); known && onSeat {
+			onSeat, known := dupOnSeat(we.WriteError)
+			if known && onSeat {
 				// The seat was taken by another writer; next round.
-				s.lostSeat(ctx, rs[i].Code, seat[i], caps[rs[i].Code], refreshed)
+				lost(i)
 				retry = append(retry, i)
 				continue
 			}
+			idDup[i] = known
 			dups = append(dups, i)
 		}
 		for _, i := range try {
@@ -257,19 +299,6 @@ func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reserva
 		}
 		return retry, nil
 	}
-	var missing []string
-	for _, i := range append(dups, unseated...) {
-		if _, ok := owners[rs[i].Canonical]; !ok {
-			missing = append(missing, rs[i].Canonical)
-		}
-	}
-	local := map[string]string{}
-	if len(missing) > 0 {
-		// Not durable yet, or no such registration: a local read tells.
-		if local, err = s.owners(ctx, s.reg, missing); err != nil {
-			local = nil
-		}
-	}
 	settle := func(i int, owner string) {
 		if owner == rs[i].Code {
 			out[i] = Result{Outcome: AlreadyWritten}
@@ -284,10 +313,10 @@ func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reserva
 			settle(i, owner)
 			continue
 		}
-		if _, ok := local[rs[i].Canonical]; ok || local == nil {
-			// Registered, not yet majority-committed (a concurrent writer's
-			// insert, usually, landing between the two reads), or unknown:
-			// the next rounds ask again; after them, Failed.
+		if idDup[i] {
+			// Registered, not yet majority-committed (a concurrent
+			// writer's insert, usually): the next rounds ask again; after
+			// them, Failed.
 			s.seats.settle(code, seat[i], false)
 			out[i].Duplicate = true
 			if round < dupRounds {
@@ -295,8 +324,11 @@ func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reserva
 			}
 			continue
 		}
-		// No registration for the email: the seat was the duplicate.
-		s.lostSeat(ctx, code, seat[i], caps[code], refreshed)
+		// The server did not name the key, and no registration of the
+		// email is readable: the seat was the duplicate. (Registrations
+		// are never deleted; one written but not yet majority-committed
+		// meets a duplicate again next round, and is read then.)
+		lost(i)
 		retry = append(retry, i)
 	}
 	// Rows that found no seat free in this process's book: refused only if
@@ -310,9 +342,6 @@ func (s *Store) persistRound(ctx context.Context, round int, rs []invite.Reserva
 		if owner, ok := owners[rs[i].Canonical]; ok {
 			settle(i, owner)
 			continue
-		}
-		if _, ok := local[rs[i].Canonical]; ok || local == nil {
-			continue // Failed: retried later
 		}
 		if s.seats.busy(code) {
 			// Another writer of this process holds seats; they may come
@@ -394,16 +423,17 @@ func dupOnSeat(we mongo.WriteError) (onSeat, known bool) {
 	return false, false
 }
 
-// lostSeat records that seat k of code was taken by another writer; the
-// first time in this process, it reads all of code's taken seats instead of
-// finding them one duplicate at a time.
-func (s *Store) lostSeat(ctx context.Context, code string, k, maxUses int, refreshed map[string]bool) {
+// lostSeat records that seat k of code was taken by another writer, and
+// reads all of code's taken seats unless a read that began after the
+// insert that found it taken (at inserted) already did or is under way: a
+// process whose book has fallen behind the other writers catches up in one
+// read instead of one duplicate at a time, and its writers share it.
+// (A hinted seat found taken means the hints went back, Redis lost the
+// counter's newest value: persistRound moves them on, raiseHints.)
+func (s *Store) lostSeat(ctx context.Context, code string, k, maxUses int, inserted time.Time) {
 	s.seats.settle(code, k, true)
-	if s.seats.isLoaded(code) || refreshed[code] {
-		return
-	}
-	refreshed[code] = true
-	_, _ = s.refreshSeats(ctx, code, maxUses)
+	s.seatsLost.Add(1)
+	s.seats.catchUp(ctx, code, inserted, func() { _, _ = s.refreshSeats(ctx, code, maxUses) })
 }
 
 // owners returns the code each of ids is registered on, read through c.

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -60,6 +61,13 @@ type Store struct {
 	now         func() time.Time
 	// seats is this process's knowledge of the seats taken (cap.go).
 	seats seatBook
+	// hints hands out the seats writers try first (cap.go); nil: none.
+	hints SeatHinter
+	// seatsLost counts inserts that met a seat another writer took;
+	// seatReads counts reads of a code's seats (Collectors).
+	seatsLost, seatReads atomic.Int64
+	// hintsOffUntil: no hints are asked for before this (unix ns).
+	hintsOffUntil atomic.Int64
 }
 
 // NewStore returns a Store on db. Writes use majority write concern: a

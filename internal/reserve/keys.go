@@ -55,6 +55,10 @@ func (k keys) transfer(s int, id string) string { return k.tags[s] + ":t:" + id 
 // givenBack marks a reservation whose token was returned.
 func (k keys) givenBack(s int, id string) string { return k.tags[s] + ":g:" + id }
 
+// seatHint is the next seat number of code that MongoDB's cap hands a
+// writer to try first (SeatHints); it lives on shard 0.
+func (k keys) seatHint(code string) string { return k.tags[0] + ":q:" + code }
+
 // lock serializes seeding of one code across replicas; it lives on shard 0.
 func (k keys) lock(code string) string { return k.tags[0] + ":lock:" + code }
 

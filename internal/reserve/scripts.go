@@ -28,6 +28,7 @@ var (
 	freezeScript   = script(lua.Freeze)
 	rebuildScript  = script(lua.Rebuild)
 	historyScript  = script(lua.History)
+	seatHintScript = script(lua.SeatHint)
 )
 
 // allScripts is every script made by script, for LoadScripts.

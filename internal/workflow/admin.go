@@ -89,6 +89,11 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 		return 0, err
 	}
 	defer unlock()
+	// The change ends well before the lock can expire, so no other change
+	// of the code runs alongside it; what undoes a failed step runs on
+	// undoCtx, which a cancelled ctx does not stop.
+	ctx, cancel := context.WithTimeout(ctx, lockFor-undoFor)
+	defer cancel()
 	inv, err := w.invitation(ctx, code)
 	if err != nil {
 		return 0, err
@@ -96,12 +101,26 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 	old = inv.MaxUses
 	switch {
 	case n == old:
-		// Repeating a set-max finishes what a failed one left: the
-		// registrations on seats at or above n move below it.
-		return old, w.reseat(ctx, code, n)
+		// Repeating a set-max finishes what a failed one left: seats a
+		// lowering left blocked below n come back (blocks below max_uses
+		// only come from one that did not finish), and the registrations on
+		// seats at or above n move below it and those seats are blocked.
+		if err := w.store.UnblockSeats(ctx, code, n); err != nil {
+			return old, err
+		}
+		return old, w.block(ctx, code, n, -1)
 	case n > old:
+		// MongoDB first, then the seats a lower max_uses blocked below n
+		// come back, then Redis: a writer that read an older, higher
+		// max_uses (before a lowering) can only land on seats below what
+		// MongoDB says, and Redis admits more only once MongoDB takes them.
+		// If the unblock fails, MongoDB takes fewer than max_uses says
+		// (never more) until the same set-max is run again.
 		if err := w.store.SetMaxUses(ctx, code, old, n); err != nil {
 			return old, err
+		}
+		if err := w.store.UnblockSeats(ctx, code, n); err != nil {
+			return old, fmt.Errorf("MongoDB has max %d, but seats a lower max blocked are not given back and Redis was not updated (run the same set-max again): %w", n, err)
 		}
 		if err := w.res.Grow(ctx, code, n-old, n); err != nil {
 			return old, fmt.Errorf("MongoDB has max %d, but Redis was not updated (run `invitectl reseed`): %w", n, err)
@@ -115,41 +134,63 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 	if n < persisted {
 		return old, fmt.Errorf("%w: %s already has %d registrations, more than %d; nothing changed", ErrRefused, code, persisted, n)
 	}
-	// Registrations on seats at or above n move below it first, while
-	// writers still read the old max (Redis' cut, next, keeps them from
-	// adding more than n in all), and again once MongoDB holds n, for what
-	// they wrote on seats at or above n meanwhile.
-	if err := w.reseat(ctx, code, n); err != nil {
-		return old, err
-	}
 	if _, err := w.res.Shrink(ctx, code, old-n, old, n); err != nil {
 		if errors.Is(err, reserve.ErrBelowTaken) {
 			return old, fmt.Errorf("%w: fewer than %d of %s's seats are free; nothing changed", ErrRefused, old-n, code)
 		}
 		return old, err
 	}
+	// MongoDB's own cap: the registrations on seats n..old-1 move below n
+	// and those seats are blocked, so that a writer which read the old
+	// max_uses cannot take them either (persist.Store.BlockSeats).
+	if err := w.block(ctx, code, n, old); err != nil {
+		return old, w.putBack(ctx, code, n, old, err)
+	}
 	if err := w.store.SetMaxUses(ctx, code, old, n); err != nil {
 		// The update may have landed although it reported an error (a
 		// timeout): put the seats back only if MongoDB still says old.
-		if now, ok, rerr := w.store.Invitation(ctx, code); rerr == nil && ok && now.MaxUses == old {
-			if gerr := w.res.Grow(ctx, code, old-n, old); gerr != nil {
-				return old, fmt.Errorf("putting seats back failed (run `invitectl reseed %s`): %w; %w", code, gerr, err)
-			}
-			return old, err
+		uctx, ucancel := undoCtx(ctx)
+		defer ucancel()
+		if now, ok, rerr := w.store.Invitation(uctx, code); rerr == nil && ok && now.MaxUses == old {
+			return old, w.putBack(ctx, code, n, old, err)
 		}
 		return old, fmt.Errorf("MongoDB's max_uses is uncertain; check with `invitectl list` and run `invitectl reseed %s`: %w", code, err)
-	}
-	if err := w.reseat(ctx, code, n); err != nil {
-		return old, fmt.Errorf("max_uses is %d, but %w", n, err)
 	}
 	return old, nil
 }
 
-// reseat moves code's registrations on seats at or above n onto free seats
-// below it, so that MongoDB's own cap is n (persist.Store.Reseat).
-func (w *Invitations) reseat(ctx context.Context, code string, n int) error {
-	if err := w.store.Reseat(ctx, code, n); err != nil {
-		return fmt.Errorf("moving registrations onto seats below %d failed (run the same set-max again): %w", n, err)
+// putBack undoes a lowering from old to n that failed with err: MongoDB's
+// blocked seats first, then Redis' (so Redis never admits onto a blocked
+// seat). It returns err, or what failed while putting back.
+func (w *Invitations) putBack(ctx context.Context, code string, n, old int, err error) error {
+	ctx, cancel := undoCtx(ctx)
+	defer cancel()
+	if uerr := w.store.UnblockSeats(ctx, code, old); uerr != nil {
+		return fmt.Errorf("putting seats back failed (run the same set-max again, or set-max %s %d): %w; %w", code, old, uerr, err)
+	}
+	if gerr := w.res.Grow(ctx, code, old-n, old); gerr != nil {
+		return fmt.Errorf("putting seats back failed (run `invitectl reseed %s`): %w; %w", code, gerr, err)
+	}
+	return err
+}
+
+// undoFor bounds the steps that undo a failed change; they run even when
+// the change's context was cancelled (an operator's Ctrl-C, a deadline).
+const undoFor = 10 * time.Second
+
+func undoCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), undoFor)
+}
+
+// block moves code's registrations on seats n..upTo-1 below n and blocks
+// those seats (persist.Store.BlockSeats; upTo < 0: up to the highest seat
+// in use).
+func (w *Invitations) block(ctx context.Context, code string, n, upTo int) error {
+	if err := w.store.BlockSeats(ctx, code, n, upTo); err != nil {
+		if errors.Is(err, persist.ErrChanged) {
+			return fmt.Errorf("%w: %s's registrations do not fit below %d seats (%v); nothing changed", ErrRefused, code, n, err)
+		}
+		return fmt.Errorf("blocking seats at or above %d failed (run the same set-max again): %w", n, err)
 	}
 	return nil
 }
@@ -169,11 +210,17 @@ func (w *Invitations) setMaxMongoOnly(ctx context.Context, code string, n int) (
 	}
 	switch {
 	case n == inv.MaxUses:
-		return n, nil
+		// A repeat finishes a raise whose unblock failed.
+		return n, w.store.UnblockSeats(ctx, code, n)
 	case n < inv.MaxUses:
 		return inv.MaxUses, fmt.Errorf("%w: with INVITEGATE_RESERVER=mongo max_uses can only be raised; nothing changed", ErrRefused)
 	}
-	return inv.MaxUses, w.store.SetMaxUses(ctx, code, inv.MaxUses, n)
+	// MongoDB's max first, then the seats a lowering blocked while the
+	// deployment ran on Redis come back (as SetMax does).
+	if err := w.store.SetMaxUses(ctx, code, inv.MaxUses, n); err != nil {
+		return inv.MaxUses, err
+	}
+	return inv.MaxUses, w.store.UnblockSeats(ctx, code, n)
 }
 
 // SetDisabled disables or enables code in MongoDB, then in Redis' buckets,

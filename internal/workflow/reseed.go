@@ -85,6 +85,13 @@ func (w *Invitations) Reseed(ctx context.Context, code string) (ReseedReport, er
 		return f.rep, err
 	}
 	defer f.unlock()
+	// Seats blocked below max_uses can only be left by a set-max down that
+	// did not finish (its blocks come before MongoDB's max changes): the
+	// rebuild gives Redis max_uses less the registrations, so MongoDB must
+	// take as many.
+	if err := w.store.UnblockSeats(ctx, code, f.inv.MaxUses); err != nil {
+		return f.rep, &StepError{Step: "unblock seats", Err: err}
+	}
 	pending, err := w.res.Pending(ctx, code)
 	if err != nil {
 		return f.rep, &StepError{Step: "read pending reservations", Err: err}
@@ -137,7 +144,7 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 		all = append(all, pending[f.inv.Code]...)
 	}
 	if len(all) > 0 {
-		results, err := w.store.Persist(ctx, all)
+		results, err := w.persistPending(ctx, all)
 		if err != nil {
 			return fail("write pending reservations", err)
 		}
@@ -182,6 +189,55 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 		f.rep.Frozen = w.now().Sub(f.start)
 	}
 	return nil
+}
+
+// pendingTries bounds how often persistPending writes the rows MongoDB did
+// not take yet; pendingPause is its first pause between tries, doubled
+// each time.
+const (
+	pendingTries = 6
+	pendingPause = 50 * time.Millisecond
+)
+
+// persistPending writes a reseed's pending reservations, trying again the
+// rows that came back Failed (a seat lost to a reconciler writing the same
+// entries, a duplicate not yet readable), up to pendingTries times, so
+// that one contended row does not make the whole reseed start over.
+func (w *Invitations) persistPending(ctx context.Context, all []invite.Reservation) ([]persist.Result, error) {
+	results, err := w.store.Persist(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	pause := pendingPause
+	for try := 1; try < pendingTries; try++ {
+		var idx []int
+		for i, r := range results {
+			if r.Outcome == persist.Failed && !r.NoInvitation {
+				idx = append(idx, i)
+			}
+		}
+		if len(idx) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return results, nil
+		case <-time.After(pause):
+		}
+		pause *= 2
+		again := make([]invite.Reservation, len(idx))
+		for n, i := range idx {
+			again[n] = all[i]
+		}
+		res, err := w.store.Persist(ctx, again)
+		if err != nil {
+			return results, nil // the caller reports the rows still Failed
+		}
+		for n, i := range idx {
+			results[i] = res[n]
+		}
+	}
+	return results, nil
 }
 
 // reseedEvery rebuilds every code from MongoDB in one pass, for the

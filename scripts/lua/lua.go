@@ -51,3 +51,9 @@ var History string
 //
 //go:embed rebuild.lua
 var Rebuild string
+
+// SeatHint hands out, or moves past taken seats, the seat hints of MongoDB's
+// cap for several codes in one call (see seathint.lua).
+//
+//go:embed seathint.lua
+var SeatHint string
