@@ -19,6 +19,10 @@ type Invitation struct {
 	MaxUses   int
 	Disabled  bool
 	ExpiresAt time.Time // zero: never expires
+	// ConfirmWindow, when above zero, makes a signup hold its seat for
+	// that long until the email is confirmed (the buckets' cw; see
+	// docs/ARCHITECTURE.md, "Confirmation holds").
+	ConfirmWindow time.Duration
 }
 
 // Expired reports whether the invitation has expired at now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/invitegate/invitegate/internal/email"
 )
@@ -44,15 +45,19 @@ const (
 	Created Outcome = iota + 1
 	// Existing means the email already holds this code; nothing changed.
 	Existing
+	// Held: a code with a confirmation window holds a seat for the email
+	// until Deadline (new, or the same hold again); ID names the hold.
+	Held
 )
 
 // Result is a successful reservation. Shard is the Redis shard of the
 // email and ID the reservation stream entry (empty for Existing); both are
-// zero on the MongoDB-only path.
+// zero on the MongoDB-only path. Deadline is a hold's (Held).
 type Result struct {
-	Outcome Outcome
-	Shard   int
-	ID      string
+	Outcome  Outcome
+	Shard    int
+	ID       string
+	Deadline time.Time
 }
 
 // Status is what a landing page can say about a code before anyone types.

@@ -27,7 +27,9 @@ const ackRecheck = time.Second
 // must then be on the replicas: a new seat, or a repeat (200) whose claim
 // an earlier, unconfirmed attempt may have written. Rejections are not
 // acknowledgements and never wait.
-func needsAck(rep reply) bool { return rep.status == stReserved || rep.status == stExisting }
+func needsAck(rep reply) bool {
+	return rep.status == stReserved || rep.status == stExisting || rep.status == stHeld
+}
 
 // ackWait is how much longer than without AckReplicas one WAITed call may
 // take.
@@ -82,7 +84,8 @@ func (r *Reserver) callAcked(ctx context.Context, in reserveCall, p Submitter) (
 		r.movedReload(ctx, err)
 		return reply{}, err
 	}
-	if again.status != stExisting {
+	// A hold is confirmed by the same hold again; a seat by Existing.
+	if again.status != stExisting && (rep.status != stHeld || again.status != stHeld || again.arg != rep.arg) {
 		// The claim changed between the two calls (a give-back pointed it
 		// at MongoDB's code, or Redis lost it): nothing to acknowledge.
 		return reply{}, fmt.Errorf("%w: the claim changed before the replicas confirmed it (status %d)", invite.ErrUnavailable, again.status)

@@ -75,8 +75,8 @@ func TestCarryAppliedOnce(t *testing.T) {
 	a := testenv.Address(t, "carrier@example.com")
 	in := reserveCall{
 		sentinel: r.keys.sentinel(0), bucket: r.keys.bucket(0, "c"), claim: r.keys.claim(0, a.Canonical), stream: r.keys.stream(0),
-		transfer: r.keys.transfer(0, "t1"),
-		code:     "c", canonical: a.Canonical, email: a.Normalized, now: 1, carry: taken, carryEpoch: epoch, shards: r.kArg,
+		history: r.keys.history(0), holds: r.keys.holds(0), transfer: r.keys.transfer(0, "t1"),
+		code: "c", canonical: a.Canonical, email: a.Normalized, now: 1, carry: taken, carryEpoch: epoch, shards: r.kArg,
 	}
 	run := func() reply {
 		t.Helper()
@@ -153,6 +153,7 @@ func TestSweepLeaseScript(t *testing.T) {
 		a := testenv.Address(t, who+"@example.com")
 		rep, err := evalReserve(ctx, rdb, nil, reserveCall{
 			sentinel: r.keys.sentinel(0), bucket: r.keys.bucket(0, "c"), claim: r.keys.claim(0, a.Canonical), stream: r.keys.stream(0),
+			history: r.keys.history(0), holds: r.keys.holds(0),
 			code: "c", canonical: a.Canonical, email: a.Normalized, now: now, markTTL: markTTL, shards: r.kArg, sweepLease: 100,
 		})
 		if err != nil {

@@ -49,6 +49,9 @@ func (k keys) history(s int) string { return k.tags[s] + ":h" }
 // stream is shard s's reservation stream.
 func (k keys) stream(s int) string { return k.tags[s] + ":x" }
 
+// holds is shard s's holds by deadline (reserve.lua, expire.lua).
+func (k keys) holds(s int) string { return k.tags[s] + ":hx" }
+
 // transfer marks a token transfer into shard s as applied (reserve.lua).
 func (k keys) transfer(s int, id string) string { return k.tags[s] + ":t:" + id }
 

@@ -43,14 +43,18 @@ func (r *Reserver) Freeze(ctx context.Context, code string, ttl time.Duration) (
 }
 
 // Rebuild replaces every bucket of inv with max_uses minus persisted
-// tokens split over the shards, in a new epoch, unfrozen. Call it only
+// tokens, less the code's live holds (counted and moved into the new
+// epoch once every shard is zeroed: holds), split over the shards, in a
+// new epoch, unfrozen. Call it only
 // with the code frozen by owner and its pending reservations written. It
 // zeroes every shard first and only then opens them, and each step checks
 // that owner's freeze still holds, so stopping at any point, or losing the
 // freeze, can only leave seats unused (ErrFreezeLost), never add any.
 func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted int, owner string) error {
+	f := bucketState(inv)
+	f.epoch = newToken()
 	for s := 0; s < r.shards; s++ {
-		held, err := evalRebuildZero(ctx, r.rdb, r.keys.bucket(s, inv.Code), owner)
+		held, err := evalRebuildZero(ctx, r.rdb, r.keys.bucket(s, inv.Code), owner, f.epoch)
 		if err != nil {
 			return err
 		}
@@ -58,9 +62,11 @@ func (r *Reserver) Rebuild(ctx context.Context, inv invite.Invitation, persisted
 			return ErrFreezeLost
 		}
 	}
-	f := bucketState(inv)
-	f.epoch = newToken()
-	for s, tok := range split(inv.MaxUses-persisted, r.shards) {
+	live, err := r.restampHolds(ctx, inv.Code, f.epoch, owner)
+	if err != nil {
+		return err
+	}
+	for s, tok := range split(max(inv.MaxUses-persisted-live, 0), r.shards) {
 		f.tokens = tok
 		held, err := evalRebuildOpen(ctx, r.rdb, r.keys.bucket(s, inv.Code), owner, f)
 		if err != nil {

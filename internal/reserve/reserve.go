@@ -111,6 +111,7 @@ type Client interface {
 	SetNX(ctx context.Context, key string, value any, expiration time.Duration) *redis.BoolCmd
 	Exists(ctx context.Context, keys ...string) *redis.IntCmd
 	HGet(ctx context.Context, key, field string) *redis.StringCmd
+	ZRangeByScore(ctx context.Context, key string, opt *redis.ZRangeBy) *redis.StringSliceCmd
 	Pipeline() redis.Pipeliner
 	TxPipeline() redis.Pipeliner
 	XReadGroup(ctx context.Context, a *redis.XReadGroupArgs) *redis.XStreamSliceCmd
@@ -173,6 +174,13 @@ func (r *Reserver) Reserve(ctx context.Context, code string, a email.Address) (i
 	}
 	s := shardOf(a.Canonical, r.shards)
 	rep, err := r.call(ctx, s, code, a, 0, "", 0)
+	if err == nil && rep.status == stHoldDue {
+		// The email's hold is past its deadline and not yet swept: give
+		// its seat back (once, whoever does it), then ask again.
+		if _, err = r.Expire(ctx, s, a.Canonical, rep.arg); err == nil {
+			rep, err = r.call(ctx, s, code, a, 0, "", 0)
+		}
+	}
 	if err != nil {
 		return invite.Result{}, err
 	}
@@ -222,6 +230,15 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 		return invite.Result{Outcome: invite.Created, Shard: s, ID: rep.arg}, nil
 	case stExisting:
 		return invite.Result{Outcome: invite.Existing, Shard: s}, nil
+	case stHeld:
+		ms, err := strconv.ParseInt(rep.arg2, 10, 64)
+		if err != nil {
+			return invite.Result{}, fmt.Errorf("reserve: hold deadline %q: %w", rep.arg2, err)
+		}
+		return invite.Result{Outcome: invite.Held, Shard: s, ID: rep.arg, Deadline: time.UnixMilli(ms).UTC()}, nil
+	case stHoldDue:
+		// Expired once above; a second due hold means Redis' clock jumped.
+		return invite.Result{}, fmt.Errorf("%w: a hold past its deadline could not be expired", invite.ErrUnavailable)
 	case stTaken:
 		return invite.Result{}, invite.ErrEmailTaken
 	case stSoldOut:
@@ -276,8 +293,8 @@ func (r *Reserver) move(ctx context.Context, from, to int, code string, a email.
 func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address, carry int, carryEpoch string, markTTL int64) (reply, error) {
 	in := reserveCall{
 		sentinel: r.keys.sentinel(s), bucket: r.keys.bucket(s, code), claim: r.keys.claim(s, a.Canonical), stream: r.keys.stream(s),
-		history: r.keys.history(s),
-		code:    code, canonical: a.Canonical, email: a.Normalized, now: r.cfg.Now().UnixMilli(),
+		history: r.keys.history(s), holds: r.keys.holds(s),
+		code: code, canonical: a.Canonical, email: a.Normalized, now: r.cfg.Now().UnixMilli(),
 		carry: carry, carryEpoch: carryEpoch, markTTL: markTTL, shards: r.kArg,
 		sweepLease: max(r.cfg.SweepLease.Milliseconds(), 0),
 		ack:        r.cfg.AckReplicas > 0,

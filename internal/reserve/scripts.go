@@ -29,6 +29,9 @@ var (
 	rebuildScript  = script(lua.Rebuild)
 	historyScript  = script(lua.History)
 	seatHintScript = script(lua.SeatHint)
+	expireScript   = script(lua.Expire)
+	confirmScript  = script(lua.Confirm)
+	restampScript  = script(lua.Restamp)
 )
 
 // allScripts is every script made by script, for LoadScripts.
@@ -56,18 +59,21 @@ const (
 	stMismatch                          // arg: the shard count the shard was seeded for
 	stFrozen                            // arg: ms the reseed's freeze still holds
 	stHistory                           // another Redis history: recover first
+	stHeld                              // args: the hold's ID, its deadline (unix ms)
+	stHoldDue                           // arg: the code of the email's hold past its deadline: expire it first
 )
 
 // reply is reserve.lua's reply.
 type reply struct {
 	status reserveStatus
 	arg    string
+	arg2   string
 }
 
 // reserveCall is one run of reserve.lua: its keys, then its arguments.
 type reserveCall struct {
-	sentinel, bucket, claim, stream, history string
-	transfer                                 string // only with carried tokens
+	sentinel, bucket, claim, stream, history, holds string
+	transfer                                        string // only with carried tokens
 
 	code, canonical, email string
 	now                    int64  // unix ms
@@ -81,7 +87,7 @@ type reserveCall struct {
 
 // keysArgs are reserve.lua's KEYS and ARGV for in.
 func (in reserveCall) keysArgs() ([]string, []any) {
-	keys := []string{in.sentinel, in.bucket, in.claim, in.stream, in.history}
+	keys := []string{in.sentinel, in.bucket, in.claim, in.stream, in.history, in.holds}
 	if in.transfer != "" {
 		keys = append(keys, in.transfer)
 	}
@@ -168,7 +174,16 @@ func evalReserveWait(ctx context.Context, node *redis.Client, in reserveCall, re
 // decodeReply turns reserve.lua's {status, arg?} array into a reply.
 func decodeReply(v []any) (reply, error) {
 	st, arg, err := decodePair(v)
-	return reply{status: reserveStatus(st), arg: arg}, err
+	rep := reply{status: reserveStatus(st), arg: arg}
+	if err == nil && len(v) > 2 {
+		switch a := v[2].(type) {
+		case string:
+			rep.arg2 = a
+		case int64:
+			rep.arg2 = strconv.FormatInt(a, 10)
+		}
+	}
+	return rep, err
 }
 
 // decodePair decodes a script's {integer, arg?} array.
@@ -225,6 +240,7 @@ type bucketFields struct {
 	disabled bool
 	expires  int64 // unix ms, 0: never
 	epoch    string
+	window   int64 // confirmation window in ms, 0: none (holds)
 }
 
 // dis is how a bucket holds disabled.
@@ -237,7 +253,7 @@ func (f bucketFields) dis() string {
 
 // evalSeed runs seed.lua: it creates bucket with f unless it exists.
 func evalSeed(ctx context.Context, c redis.Scripter, bucket string, f bucketFields) (created bool, err error) {
-	n, err := seedScript.Run(ctx, c, []string{bucket}, f.tokens, f.dis(), f.expires, f.epoch).Int()
+	n, err := seedScript.Run(ctx, c, []string{bucket}, f.tokens, f.dis(), f.expires, f.epoch, f.window).Int()
 	if err != nil {
 		return false, invite.Unavailable(err)
 	}
@@ -279,8 +295,8 @@ func evalFreeze(ctx context.Context, c redis.Scripter, bucket string, ttl time.D
 
 // evalRebuildZero runs rebuild.lua's first step: bucket's tokens go to 0.
 // held is false when owner's freeze was lost (nothing changed).
-func evalRebuildZero(ctx context.Context, c redis.Scripter, bucket, owner string) (held bool, err error) {
-	n, err := rebuildScript.Run(ctx, c, []string{bucket}, owner, "zero").Int()
+func evalRebuildZero(ctx context.Context, c redis.Scripter, bucket, owner, epoch string) (held bool, err error) {
+	n, err := rebuildScript.Run(ctx, c, []string{bucket}, owner, "zero", epoch).Int()
 	if err != nil {
 		return false, invite.Unavailable(err)
 	}
@@ -290,7 +306,7 @@ func evalRebuildZero(ctx context.Context, c redis.Scripter, bucket, owner string
 // evalRebuildOpen runs rebuild.lua's second step: bucket is replaced by f,
 // unfrozen. held is false when owner's freeze was lost (nothing changed).
 func evalRebuildOpen(ctx context.Context, c redis.Scripter, bucket, owner string, f bucketFields) (held bool, err error) {
-	n, err := rebuildScript.Run(ctx, c, []string{bucket}, owner, "open", f.tokens, f.dis(), f.expires, f.epoch).Int()
+	n, err := rebuildScript.Run(ctx, c, []string{bucket}, owner, "open", f.tokens, f.dis(), f.expires, f.epoch, f.window).Int()
 	if err != nil {
 		return false, invite.Unavailable(err)
 	}

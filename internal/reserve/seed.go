@@ -162,7 +162,7 @@ func (r *Reserver) SeedBuckets(ctx context.Context, inv invite.Invitation, persi
 // bucketState is inv's state as its buckets hold it (without tokens and
 // epoch).
 func bucketState(inv invite.Invitation) bucketFields {
-	f := bucketFields{disabled: inv.Disabled}
+	f := bucketFields{disabled: inv.Disabled, window: max(inv.ConfirmWindow.Milliseconds(), 0)}
 	if !inv.ExpiresAt.IsZero() {
 		f.expires = inv.ExpiresAt.UnixMilli()
 	}

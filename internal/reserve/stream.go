@@ -86,7 +86,13 @@ func (r *Reserver) appendEntries(out []invite.Reservation, shard int, msgs []red
 		e, _ := m.Values["e"].(string)
 		ts, _ := m.Values["t"].(string)
 		ms, err := strconv.ParseInt(ts, 10, 64)
-		if c != "" && k != "" && e != "" && err == nil {
+		// A hold's entry (field h) and an expiry's (field x) are no
+		// registrations: they decode as entries to drop, so that a hold is
+		// never written as a registration before it is confirmed (the
+		// confirmation appends a registration entry of its own).
+		_, hold := m.Values["h"]
+		_, expiry := m.Values["x"]
+		if c != "" && k != "" && e != "" && err == nil && !hold && !expiry {
 			res.Code, res.Canonical, res.Email = c, k, e
 			res.ReservedAt = time.UnixMilli(ms).UTC()
 		}

@@ -57,3 +57,20 @@ var Rebuild string
 //
 //go:embed seathint.lua
 var SeatHint string
+
+// Expire gives back the seat of one hold past its deadline, once (see
+// expire.lua).
+//
+//go:embed expire.lua
+var Expire string
+
+// Confirm turns one hold into a registration (see confirm.lua).
+//
+//go:embed confirm.lua
+var Confirm string
+
+// Restamp counts one live hold for a reseed's rebuild and moves it into
+// the new epoch (see restamp.lua).
+//
+//go:embed restamp.lua
+var Restamp string

@@ -5,13 +5,17 @@
 --
 -- KEYS[1] seeded sentinel   {ns:s}:seeded        string: shard count K
 -- KEYS[2] token bucket      {ns:s}:b:<code>      hash: tok, so, dis, exp, frz,
---                                                 fo, ep, sl (sweep lease holder)
--- KEYS[3] email claim       {ns:s}:e:<canon>     string: code
+--                                                 fo, ep, sl (sweep lease holder),
+--                                                 cw (confirmation window, ms)
+-- KEYS[3] email claim       {ns:s}:e:<canon>     string: code, or a hold:
+--                                                 h|<code>|<deadline ms>|<hold id>|<epoch>
 -- KEYS[4] reservation log   {ns:s}:x             stream
 -- KEYS[5] history           {ns:s}:h             string: Redis' replication ID
 --                                                 when the shard was seeded or last
 --                                                 recovered (see history.lua)
--- KEYS[6] transfer mark      {ns:s}:t:<id>        string (only with carried tokens)
+-- KEYS[6] hold deadlines    {ns:s}:hx            sorted set: canonical email by
+--                                                 its hold's deadline (ms)
+-- KEYS[7] transfer mark      {ns:s}:t:<id>        string (only with carried tokens)
 -- ARGV[1] code   ARGV[2] canonical email   ARGV[3] email as entered (normalized)
 -- ARGV[4] now (unix ms)   ARGV[5] tokens carried in from other shards (>= 0)
 -- ARGV[6] sold-out mark TTL in ms (0: answer 5 instead of marking)
@@ -41,6 +45,14 @@
 --   {11}            a token was due, but this Redis is no longer the history
 --                   the shard was seeded in (a failover, a restart): the
 --                   service recovers it from MongoDB first
+--   {12, hold id, deadline ms}
+--                   a code with a confirmation window (cw): the token is
+--                   held for this email until the deadline (Redis' clock),
+--                   a hold entry appended; the same answer, with the same
+--                   hold, while it lives
+--   {13, code}      this email's hold on code is past its deadline and not
+--                   yet expired: the caller expires it (expire.lua), then
+--                   asks again
 
 local seeded = redis.call('GET', KEYS[1])
 if not seeded then
@@ -50,7 +62,7 @@ if seeded ~= ARGV[7] then
   return {9, seeded}
 end
 
-local b = redis.call('HMGET', KEYS[2], 'tok', 'so', 'dis', 'exp', 'frz', 'ep', 'sl')
+local b = redis.call('HMGET', KEYS[2], 'tok', 'so', 'dis', 'exp', 'frz', 'ep', 'sl', 'cw')
 if not b[1] then
   -- Carried tokens are dropped here: a vanished bucket can only strand
   -- capacity, never create it.
@@ -61,8 +73,8 @@ local tok = tonumber(b[1])
 local carry = tonumber(ARGV[5])
 -- Tokens taken before a reseed rebuilt the code (another epoch) are
 -- dropped: the rebuild already counted every seat from MongoDB.
-if carry > 0 and (b[6] or '0') == ARGV[8] and KEYS[6]
-    and redis.call('SET', KEYS[6], '1', 'NX', 'PX', 600000) then
+if carry > 0 and (b[6] or '0') == ARGV[8] and KEYS[7]
+    and redis.call('SET', KEYS[7], '1', 'NX', 'PX', 600000) then
   redis.call('HINCRBY', KEYS[2], 'tok', carry)
   tok = tok + carry
   -- This shard holds tokens again: a sold-out mark or sweep lease on it
@@ -87,6 +99,21 @@ if owner then
       redis.call('SET', KEYS[3], owner, 'KEEPTTL')
     end
     return {2}
+  end
+  local hcode, hdl, hid = string.match(owner, '^h|([^|]+)|(%d+)|([^|]+)|')
+  if hcode then
+    local t = redis.call('TIME')
+    local snow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if tonumber(hdl) <= snow then
+      return {13, hcode}
+    end
+    if hcode == ARGV[1] then
+      if ARGV[10] == '1' then
+        redis.call('SET', KEYS[3], owner, 'KEEPTTL') -- as for {2}, below
+      end
+      return {12, hid, hdl}
+    end
+    return {3, hcode}
   end
   return {3, owner}
 end
@@ -158,6 +185,20 @@ if cur then
 end
 
 redis.call('HINCRBY', KEYS[2], 'tok', -1)
+local cw = math.floor(tonumber(b[8] or '0') or 0)
+if cw > 0 then
+  -- A hold: the seat counts while it lives; confirm.lua makes it a
+  -- registration, expire.lua gives it back once (to a bucket of the same
+  -- epoch only: a rebuild in between counted it from MongoDB). The hold's
+  -- entry (field h: its deadline) tells the reconciler to record the hold,
+  -- not a registration.
+  local t = redis.call('TIME')
+  local dl = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + cw
+  local id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[1], 'k', ARGV[2], 'e', ARGV[3], 't', ARGV[4], 'h', dl)
+  redis.call('SET', KEYS[3], 'h|' .. ARGV[1] .. '|' .. dl .. '|' .. id .. '|' .. (b[6] or '0'))
+  redis.call('ZADD', KEYS[6], dl, ARGV[2])
+  return {12, id, tostring(dl)}
+end
 redis.call('SET', KEYS[3], ARGV[1])
 local id = redis.call('XADD', KEYS[4], '*', 'c', ARGV[1], 'k', ARGV[2], 'e', ARGV[3], 't', ARGV[4])
 return {1, id}

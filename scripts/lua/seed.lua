@@ -9,5 +9,5 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'so', 0, 'dis', ARGV[2], 'exp', ARGV[3], 'ep', ARGV[4])
+redis.call('HSET', KEYS[1], 'tok', ARGV[1], 'so', 0, 'dis', ARGV[2], 'exp', ARGV[3], 'ep', ARGV[4], 'cw', ARGV[5] or 0)
 return 1
