@@ -26,7 +26,7 @@ type failOpenAfter struct {
 var errInjected = errors.New("injected: process died between two opens")
 
 func (c failOpenAfter) blocked(sha string, keys []string, args []any) bool {
-	return sha == script(lua.Rebuild).Hash() && len(args) > 1 && fmt.Sprint(args[1]) == "open" && keys[0] != c.allow
+	return sha == rebuildScript.Hash() && len(args) > 1 && fmt.Sprint(args[1]) == "open" && keys[0] != c.allow
 }
 
 func (c failOpenAfter) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
@@ -39,7 +39,7 @@ func (c failOpenAfter) EvalSha(ctx context.Context, sha string, keys []string, a
 }
 
 func (c failOpenAfter) Eval(ctx context.Context, src string, keys []string, args ...any) *redis.Cmd {
-	if src == lua.Rebuild && c.blocked(script(lua.Rebuild).Hash(), keys, args) {
+	if src == lua.Rebuild && c.blocked(rebuildScript.Hash(), keys, args) {
 		cmd := redis.NewCmd(ctx)
 		cmd.SetErr(errInjected)
 		return cmd
