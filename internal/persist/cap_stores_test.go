@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
@@ -179,16 +177,7 @@ func TestSeatHintsSpareDuplicates(t *testing.T) {
 			if err := st0.CreateInvitation(ctx, invite.Invitation{Code: code, MaxUses: 400}); err != nil {
 				t.Fatal(err)
 			}
-			var rdb reserve.Client
-			if l.cluster {
-				c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.SharedRedisCluster(t)})
-				t.Cleanup(func() { c.Close() })
-				rdb = c
-			} else {
-				c := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-				t.Cleanup(func() { c.Close() })
-				rdb = c
-			}
+			rdb := testenv.SharedRedisClient(t, l.cluster)
 			hints := reserve.New(rdb, reserve.Config{Namespace: testenv.KeyPrefix(t), Shards: 4})
 			a, b := persist.NewStore(db, nil, nil), persist.NewStore(db, nil, nil)
 			a.UseSeatHints(hints)

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/redis/go-redis/v9"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
 	"github.com/invitegate/invitegate/internal/invite"
@@ -332,16 +331,7 @@ func TestReconcilerRefusesPastTheCap(t *testing.T) {
 			if err := st.CreateInvitation(ctx, invite.Invitation{Code: "over", MaxUses: 5}); err != nil {
 				t.Fatal(err)
 			}
-			var rdb reserve.Client
-			if l.cluster {
-				c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.SharedRedisCluster(t)})
-				t.Cleanup(func() { c.Close() })
-				rdb = c
-			} else {
-				c := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-				t.Cleanup(func() { c.Close() })
-				rdb = c
-			}
+			rdb := testenv.SharedRedisClient(t, l.cluster)
 			res := reserve.New(rdb, reserve.Config{Namespace: testenv.KeyPrefix(t), Shards: 4})
 			if err := res.SeedBuckets(ctx, invite.Invitation{Code: "over", MaxUses: 30}, 0); err != nil {
 				t.Fatal(err)

@@ -62,13 +62,7 @@ func TestReconcilerDropsVanishedEntries(t *testing.T) {
 		} {
 			t.Run(fmt.Sprintf("cluster=%v/drop=%v/failover=%v/wipe=%v", cluster, tc.drop, tc.failover, tc.wipe), func(t *testing.T) {
 				ctx := context.Background()
-				var rdb redis.UniversalClient
-				if cluster {
-					rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.SharedRedisCluster(t)})
-				} else {
-					rdb = redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
-				}
-				t.Cleanup(func() { rdb.Close() })
+				rdb := testenv.SharedRedisClient(t, cluster)
 				ns := testenv.KeyPrefix(t)
 				res := reserve.New(rdb, reserve.Config{Namespace: ns, Shards: 1})
 				inv := invite.Invitation{Code: "v", MaxUses: 10}

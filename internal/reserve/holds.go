@@ -181,32 +181,3 @@ const (
 	confirmFrozen ConfirmOutcome = 5
 	confirmStale  ConfirmOutcome = 6
 )
-
-// evalWait runs sc and WAIT replicas timeout on node as one pipeline (one
-// connection, so WAIT covers the script's writes); acked is WAIT's answer.
-// A node lacking the script gets it loaded and the pair sent again.
-func evalWait(ctx context.Context, node *redis.Client, sc *redis.Script, keys []string, args []any, replicas int, timeout time.Duration) ([]any, int64, error) {
-	send := func() (ev, w *redis.Cmd) {
-		pipe := node.Pipeline()
-		ev = pipe.EvalSha(ctx, sc.Hash(), keys, args...)
-		w = pipe.Do(ctx, "wait", replicas, timeout.Milliseconds())
-		_, _ = pipe.Exec(ctx) // each command carries its own error
-		return ev, w
-	}
-	ev, w := send()
-	if redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") {
-		if err := sc.Load(ctx, node).Err(); err != nil {
-			return nil, 0, err
-		}
-		ev, w = send()
-	}
-	v, err := ev.Slice()
-	if err != nil {
-		return nil, 0, err
-	}
-	acked, err := w.Int64()
-	if err != nil {
-		return nil, 0, err
-	}
-	return v, acked, nil
-}

@@ -20,14 +20,7 @@ import (
 // confirmation window of window (every bucket's cw).
 func holdsOn(t *testing.T, cluster bool, code string, max int, window time.Duration) (*Reserver, redis.UniversalClient) {
 	t.Helper()
-	var rdb redis.UniversalClient
-	if cluster {
-		c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.SharedRedisCluster(t)})
-		t.Cleanup(func() { c.Close() })
-		rdb = c
-	} else {
-		rdb = sharedRedis(t)
-	}
+	rdb := testenv.SharedRedisClient(t, cluster)
 	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 4})
 	ctx := context.Background()
 	if err := r.SeedBuckets(ctx, invite.Invitation{Code: code, MaxUses: max, ConfirmWindow: window}, 0); err != nil {

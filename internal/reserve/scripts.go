@@ -138,15 +138,26 @@ func submitReserve(ctx context.Context, c redis.Scripter, p Submitter, keys []st
 }
 
 // evalReserveWait runs reserve.lua and WAIT replicas timeout on node in
-// one round trip: a pipeline, so both go out on one connection and WAIT
-// counts the replicas holding everything that connection wrote, this call's
-// writes included. acked is WAIT's answer. A node lacking the script gets
-// it loaded and the pair sent again.
+// one round trip (evalWait).
 func evalReserveWait(ctx context.Context, node *redis.Client, in reserveCall, replicas int, timeout time.Duration) (rep reply, acked int64, err error) {
 	keys, args := in.keysArgs()
+	v, acked, err := evalWait(ctx, node, reserveScript, keys, args, replicas, timeout)
+	if err != nil {
+		return reply{}, 0, invite.Unavailable(err)
+	}
+	rep, err = decodeReply(v)
+	return rep, acked, err
+}
+
+// evalWait runs sc and WAIT replicas timeout on node as one pipeline: both
+// go out on one connection, so WAIT counts the replicas holding everything
+// that connection wrote, the script's writes included. acked is WAIT's
+// answer. A node lacking the script gets it loaded and the pair sent
+// again.
+func evalWait(ctx context.Context, node *redis.Client, sc *redis.Script, keys []string, args []any, replicas int, timeout time.Duration) ([]any, int64, error) {
 	send := func() (ev, w *redis.Cmd) {
 		pipe := node.Pipeline()
-		ev = pipe.EvalSha(ctx, reserveScript.Hash(), keys, args...)
+		ev = pipe.EvalSha(ctx, sc.Hash(), keys, args...)
 		// Pipeliner has no Wait method: WAIT blocks its connection, which
 		// is the point here.
 		w = pipe.Do(ctx, "wait", replicas, timeout.Milliseconds())
@@ -155,20 +166,20 @@ func evalReserveWait(ctx context.Context, node *redis.Client, in reserveCall, re
 	}
 	ev, w := send()
 	if redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") {
-		if err := reserveScript.Load(ctx, node).Err(); err != nil {
-			return reply{}, 0, invite.Unavailable(err)
+		if err := sc.Load(ctx, node).Err(); err != nil {
+			return nil, 0, err
 		}
 		ev, w = send()
 	}
 	v, err := ev.Slice()
 	if err != nil {
-		return reply{}, 0, invite.Unavailable(err)
+		return nil, 0, err
 	}
-	if acked, err = w.Int64(); err != nil {
-		return reply{}, 0, invite.Unavailable(err)
+	acked, err := w.Int64()
+	if err != nil {
+		return nil, 0, err
 	}
-	rep, err = decodeReply(v)
-	return rep, acked, err
+	return v, acked, nil
 }
 
 // decodeReply turns reserve.lua's {status, arg?} array into a reply.

@@ -182,6 +182,20 @@ func SharedRedisCluster(tb testing.TB) []string {
 	return slices.Clone(shared(tb, "the shared Redis Cluster", sharedCluster))
 }
 
+// SharedRedisClient returns a client of the shared redis-server, or of the
+// shared Redis Cluster, closed when the test ends.
+func SharedRedisClient(tb testing.TB, cluster bool) redis.UniversalClient {
+	tb.Helper()
+	var c redis.UniversalClient
+	if cluster {
+		c = redis.NewClusterClient(&redis.ClusterOptions{Addrs: SharedRedisCluster(tb)})
+	} else {
+		c = redis.NewClient(&redis.Options{Addr: SharedRedis(tb)})
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
 // StartRedisCluster is SharedRedisCluster with processes of its own, killed
 // when the test ends.
 func StartRedisCluster(tb testing.TB) []string {

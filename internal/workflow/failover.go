@@ -172,11 +172,13 @@ func (f *Failover) Recover(ctx context.Context) error {
 }
 
 func (f *Failover) recover(ctx context.Context) error {
+	st := newStepTimes()
 	unlock, err := f.res.Lock(ctx, failoverLock, f.cfg.LockTTL)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	st.mark("failover lock")
 	start := time.Now()
 	hs, err := f.res.Histories(ctx)
 	if err != nil {
@@ -189,9 +191,9 @@ func (f *Failover) recover(ctx context.Context) error {
 	}
 	log := f.log.WithField("shards", stale)
 	log.Warn("redis changed history (a failover or a restart); rebuilding every code from MongoDB before seats are handed out again")
-	codes, err := f.inv.reseedEvery(ctx)
+	codes, err := f.inv.reseedEvery(ctx, st)
 	if err != nil {
-		return fmt.Errorf("reseed: %w", err)
+		return fmt.Errorf("reseed (%s): %w", st, err)
 	}
 	for _, s := range stale {
 		ok, err := f.res.RecordHistory(ctx, s, hs[s].Current)
@@ -206,7 +208,7 @@ func (f *Failover) recover(ctx context.Context) error {
 	f.m.Recoveries.Inc()
 	f.m.Duration.Set(took.Seconds())
 	f.setState(nil, nil)
-	log.WithFields(map[string]any{"codes": codes, "took": took.String()}).
+	log.WithFields(map[string]any{"codes": codes, "took": took.String(), "steps": st.String()}).
 		Warn("redis failover recovery done: every code rebuilt from MongoDB, seats handed out again")
 	return nil
 }

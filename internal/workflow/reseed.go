@@ -3,6 +3,7 @@ package workflow
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/invitegate/invitegate/internal/invite"
@@ -97,7 +98,7 @@ func (w *Invitations) Reseed(ctx context.Context, code string) (ReseedReport, er
 		return f.rep, &StepError{Step: "read pending reservations", Err: err}
 	}
 	frozen := []frozenCode{f}
-	err = w.settle(ctx, frozen, map[string][]invite.Reservation{code: pending})
+	err = w.settle(ctx, frozen, map[string][]invite.Reservation{code: pending}, nil)
 	return frozen[0].rep, err
 }
 
@@ -137,7 +138,7 @@ func (w *Invitations) freeze(ctx context.Context, code string) (frozenCode, erro
 // (read after the freeze, by code) go to MongoDB, their claims come back
 // from MongoDB, their buckets are rebuilt from MongoDB's count. Each step
 // runs once for all the codes.
-func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending map[string][]invite.Reservation) error {
+func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending map[string][]invite.Reservation, st *stepTimes) error {
 	fail := func(step string, err error) error { return &StepError{Step: step, Err: err} }
 	var all []invite.Reservation
 	for _, f := range frozen {
@@ -171,6 +172,7 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 			}
 		}
 	}
+	st.mark("write pending")
 	code := ""
 	if len(frozen) == 1 {
 		code = frozen[0].inv.Code
@@ -179,6 +181,7 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 	if err != nil {
 		return fail("restore claims", err)
 	}
+	st.mark("restore claims")
 	for i := range frozen {
 		f := &frozen[i]
 		c := f.inv.Code
@@ -240,12 +243,37 @@ func (w *Invitations) persistPending(ctx context.Context, all []invite.Reservati
 	return results, nil
 }
 
+// stepTimes records how long each step of a pass took, for its log line;
+// a nil *stepTimes records nothing.
+type stepTimes struct {
+	last  time.Time
+	parts []string
+}
+
+func newStepTimes() *stepTimes { return &stepTimes{last: time.Now()} }
+
+func (s *stepTimes) mark(step string) {
+	if s == nil {
+		return
+	}
+	now := time.Now()
+	s.parts = append(s.parts, step+" "+now.Sub(s.last).Round(time.Millisecond).String())
+	s.last = now
+}
+
+func (s *stepTimes) String() string {
+	if s == nil {
+		return ""
+	}
+	return strings.Join(s.parts, ", ")
+}
+
 // reseedEvery rebuilds every code from MongoDB in one pass, for the
 // failover recovery: every code is frozen first, the streams are read
 // once, then all codes are settled together (settle). Every code refuses signups for the
 // whole pass (a few seconds), where ReseedAll closes one at a time; in
 // exchange the pass costs one read of the streams, not one per code.
-func (w *Invitations) reseedEvery(ctx context.Context) (codes int, err error) {
+func (w *Invitations) reseedEvery(ctx context.Context, st *stepTimes) (codes int, err error) {
 	invs, err := w.store.Invitations(ctx)
 	if err != nil {
 		return 0, err
@@ -263,12 +291,15 @@ func (w *Invitations) reseedEvery(ctx context.Context) (codes int, err error) {
 		}
 		frozen = append(frozen, f)
 	}
+	st.mark("lock and freeze")
 	pending, err := w.res.PendingByCode(ctx)
 	if err != nil {
 		return 0, &StepError{Step: "read pending reservations", Err: err}
 	}
-	if err := w.settle(ctx, frozen, pending); err != nil {
+	st.mark("read pending")
+	if err := w.settle(ctx, frozen, pending, st); err != nil {
 		return 0, err
 	}
+	st.mark("rebuild")
 	return len(frozen), nil
 }
