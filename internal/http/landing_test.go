@@ -56,8 +56,8 @@ func TestLandingPage(t *testing.T) {
 		apiStatus  int
 		apiOutcome string
 	}{
-		{"open", 200, []string{`data-code="open"`, `<label for="email">`, `aria-live="polite"`, "Starfall &lt;Beta&gt;"}, true, nil, 200, "open"},
-		{"filled", 200, []string{"Sorry, this invitation is full.", `role="status"`}, false, nil, 200, "full"},
+		{"open", 200, []string{`data-code="open"`, `<label for="email">`, `aria-live="polite"`, "Starfall &lt;Beta&gt;", `<button id="resend" class="secondary" type="button" aria-describedby="result" hidden>Resend the email</button>`}, true, nil, 200, "open"},
+		{"filled", 200, []string{"Sorry, this invitation is full.", `role="status"`}, false, []string{"Resend"}, 200, "full"},
 		{"off", 200, []string{"This invitation is no longer accepted."}, false, nil, 200, "disabled"},
 		{"old", 200, []string{"This invitation has expired."}, false, nil, 200, "expired"},
 		{"nope", 404, []string{"There is no invitation with the code", "nope"}, false, nil, 404, ""},
