@@ -142,7 +142,7 @@ var settings = []option{
 	{"INVITEGATE_CLIENT_IP_HEADER", "client-ip-header", "X-Forwarded-For", "header carrying the client's IP, read only from trusted proxies", func(c *Config) flag.Value { return (*strVal)(&c.ClientIPHeader) }},
 	{"INVITEGATE_BLOCKED_DOMAINS_FILE", "blocked-domains-file", "", "file of email domains to refuse, one per line, # comments (empty: none)", func(c *Config) flag.Value { return (*strVal)(&c.BlockedDomains) }},
 	{"INVITEGATE_HIDE_EMAIL_TAKEN", "hide-email-taken", "false", "answer an email used on another invitation like a repeat (200) instead of 409, hiding which invitation it used", func(c *Config) flag.Value { return (*boolVal)(&c.HideEmailTaken) }},
-	{"INVITEGATE_LANDING_PAGE", "landing-page", "true", "serve the built-in landing page at GET /invitations/{code} (false: POST only)", func(c *Config) flag.Value { return (*boolVal)(&c.LandingPage) }},
+	{"INVITEGATE_LANDING_PAGE", "landing-page", "true", "serve the built-in landing page at GET /invitations/{code} and the confirm page at GET /invitations/{code}/confirm (false: POST only)", func(c *Config) flag.Value { return (*boolVal)(&c.LandingPage) }},
 	{"INVITEGATE_GAME_NAME", "game-name", "Our Super Game", "the game's name, the landing page's title", func(c *Config) flag.Value { return (*strVal)(&c.GameName) }},
 	{"INVITEGATE_CORS_ORIGINS", "cors-origins", "", "comma-separated origins (https://host[:port]) whose pages may call the API from a browser (empty: same origin only)", func(c *Config) flag.Value { return (*listVal)(&c.CORSOrigins) }},
 	{"INVITEGATE_MAILER", "mailer", "true", "send the further-instructions emails from serve too (with INVITEGATE_SMTP_ADDR); invitegate mail sends them alone", func(c *Config) flag.Value { return (*boolVal)(&c.Mailer) }},

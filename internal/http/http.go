@@ -78,7 +78,9 @@ type Config struct {
 	// which invitation an address used.
 	HideEmailTaken bool
 	// LandingPage serves the built-in landing page at GET
-	// /invitations/{code} (with Status; see landing.go).
+	// /invitations/{code} (with Status; see landing.go) and the page
+	// confirmation emails link to at GET /invitations/{code}/confirm
+	// (confirm_page.go).
 	LandingPage bool
 	// GameName is the title of the landing page.
 	GameName string
@@ -167,8 +169,11 @@ func New(res Reserver, cfg Config) http.Handler {
 		a.statuses = &statusCache{fn: cfg.Status, timeout: cfg.Timeout, now: cfg.Now}
 		r.GET("/invitations/:code", a.page)
 		r.HEAD("/invitations/:code", a.page) // link checkers and some crawlers
+		r.GET("/invitations/:code/confirm", a.confirmPage)
+		r.HEAD("/invitations/:code/confirm", a.confirmPage)
 		r.GET("/assets/landing.css", asset("text/css; charset=utf-8", landingCSS))
 		r.GET("/assets/landing.js", asset("text/javascript; charset=utf-8", landingJS))
+		r.GET("/assets/confirm.js", asset("text/javascript; charset=utf-8", confirmJS))
 	}
 	r.NoRoute(func(c *gin.Context) { a.fail(c, "", a.cfg.Now(), errNotFound) })
 	r.NoMethod(func(c *gin.Context) { a.fail(c, "", a.cfg.Now(), errMethod) })

@@ -133,6 +133,13 @@ func TestOpenAPI(t *testing.T) {
 		{name: "landing page off", h: noPage, method: "GET", path: "/invitations/open", status: 405, problem: "method-not-allowed"},
 		{name: "style", h: srv, method: "GET", path: "/assets/landing.css", status: 200},
 		{name: "script", h: srv, method: "GET", path: "/assets/landing.js", status: 200},
+		{name: "confirm page", h: srv, method: "GET", path: "/invitations/open/confirm?token=dG9rZW4", header: browser, status: 200},
+		{name: "confirm page, no token", h: srv, method: "GET", path: "/invitations/open/confirm", header: browser, status: 400},
+		{name: "confirm page, impossible code", h: srv, method: "GET", path: "/invitations/" + strings.Repeat("x", 65) + "/confirm?token=dG9rZW4", header: browser, status: 404},
+		{name: "HEAD confirm page", h: srv, method: "HEAD", path: "/invitations/open/confirm?token=dG9rZW4", status: 200},
+		{name: "HEAD confirm page, no token", h: srv, method: "HEAD", path: "/invitations/open/confirm?token=", status: 400},
+		{name: "HEAD confirm page, impossible code", h: srv, method: "HEAD", path: "/invitations/" + strings.Repeat("x", 65) + "/confirm?token=dG9rZW4", status: 404},
+		{name: "confirm script", h: srv, method: "GET", path: "/assets/confirm.js", status: 200},
 
 		{name: "preflight allowed", h: cors, method: "OPTIONS", path: "/invitations/open", header: map[string]string{"Origin": "https://landing.example.com", "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}, status: 204},
 		{name: "preflight refused", h: cors, method: "OPTIONS", path: "/invitations/open", header: map[string]string{"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}, status: 403},
