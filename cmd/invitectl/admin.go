@@ -17,8 +17,9 @@ import (
 	"github.com/invitegate/invitegate/internal/workflow"
 )
 
-// readCSV parses an import file: code,max_uses[,expires_at] per line, an
-// optional header line starting with "code". Every problem is reported
+// readCSV parses an import file: code,max_uses[,expires_at[,confirm_window]]
+// per line (an empty field: none; confirm_window as parseWindow reads it),
+// an optional header line starting with "code". Every problem is reported
 // with its line number; nothing is returned unless every row is good.
 func readCSV(path string) ([]invite.Invitation, error) {
 	f, err := os.Open(path)
@@ -45,8 +46,8 @@ func readCSV(path string) ([]invite.Invitation, error) {
 			seen[""] = line // header
 			continue
 		}
-		if len(rec) < 2 || len(rec) > 3 {
-			return nil, fmt.Errorf("line %d: want code,max_uses[,expires_at], got %d fields", line, len(rec))
+		if len(rec) < 2 || len(rec) > 4 {
+			return nil, fmt.Errorf("line %d: want code,max_uses[,expires_at[,confirm_window]], got %d fields", line, len(rec))
 		}
 		inv := invite.Invitation{Code: strings.TrimSpace(rec[0])}
 		if !invite.ValidCode(inv.Code) {
@@ -61,12 +62,17 @@ func readCSV(path string) ([]invite.Invitation, error) {
 			return nil, fmt.Errorf("line %d: max_uses %q must be an integer 1..%d", line, rec[1], invite.MaxUsesLimit)
 		}
 		inv.MaxUses = n
-		if len(rec) == 3 && strings.TrimSpace(rec[2]) != "" {
+		if len(rec) >= 3 && strings.TrimSpace(rec[2]) != "" {
 			t, err := time.Parse(time.RFC3339, strings.TrimSpace(rec[2]))
 			if err != nil {
 				return nil, fmt.Errorf("line %d: expires_at %q is not RFC 3339 (e.g. 2027-01-31T23:59:59Z)", line, rec[2])
 			}
 			inv.ExpiresAt = t.UTC()
+		}
+		if len(rec) == 4 && strings.TrimSpace(rec[3]) != "" {
+			if inv.ConfirmWindow, err = parseWindow(rec[3]); err != nil {
+				return nil, fmt.Errorf("line %d: confirm_window %w", line, err)
+			}
 		}
 		out = append(out, inv)
 	}
@@ -111,6 +117,21 @@ func setMax(ctx context.Context, e *env, code string, n int, stdout, stderr io.W
 		return exitOK
 	}
 	fmt.Fprintf(stdout, "%s: max %d -> %d\n", code, old, n)
+	return exitOK
+}
+
+// setConfirm changes a code's confirmation window (0: none) in MongoDB and
+// in the live counters.
+func setConfirm(ctx context.Context, e *env, code string, d time.Duration, stdout, stderr io.Writer) int {
+	old, err := e.inv.SetConfirmWindow(ctx, code, d)
+	if err != nil {
+		return fail(stderr, "set-confirm", code, err)
+	}
+	if old == d {
+		fmt.Fprintf(stdout, "%s already has confirm %s\n", code, formatWindow(d))
+		return exitOK
+	}
+	fmt.Fprintf(stdout, "%s: confirm %s -> %s\n", code, formatWindow(old), formatWindow(d))
 	return exitOK
 }
 

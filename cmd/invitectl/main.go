@@ -1,8 +1,9 @@
 // Command invitectl administers invitegate's invitations: create and
-// import them, list their counters, change their capacity or state, reseed
-// Redis from MongoDB, and report the further-instructions emails. It reads
-// the same INVITEGATE_* environment as the service. It parses, calls
-// internal/workflow, and prints; the workflows themselves live there.
+// import them, list their counters, change their capacity, state or
+// confirmation window, reseed Redis from MongoDB, and report the
+// further-instructions emails. It reads the same INVITEGATE_* environment
+// as the service. It parses, calls internal/workflow, and prints; the
+// workflows themselves live there.
 package main
 
 import (
@@ -33,13 +34,18 @@ import (
 const usage = `invitectl: administer invitegate invitations.
 
 Usage:
-  invitectl create CODE --max N [--expires RFC3339] [--disabled]
+  invitectl create CODE --max N [--expires RFC3339] [--disabled] [--confirm WINDOW]
   invitectl import [--skip-existing] FILE.csv
-                                   rows: code,max_uses[,expires_at RFC 3339]; every row is
-                                   checked before anything is written
+                                   rows: code,max_uses[,expires_at RFC 3339[,confirm_window]];
+                                   empty fields: none; every row is checked before
+                                   anything is written
   invitectl list [--json]
   invitectl set-max CODE N           up or down, applied to the live counters
                                    (INVITEGATE_RESERVER=mongo: up only)
+  invitectl set-confirm CODE WINDOW|off
+                                   signups on CODE hold their seat until the email
+                                   is confirmed (off: register at once); holds already
+                                   taken keep their deadlines
   invitectl disable CODE
   invitectl enable CODE
   invitectl reseed [CODE | --all]   no argument: restore what Redis lacks; CODE or
@@ -47,6 +53,9 @@ Usage:
   invitectl mail [--json]           the further-instructions emails: pending, sent,
                                    failed (given up after INVITEGATE_MAIL_MAX_ATTEMPTS)
   invitectl mail retry              make every given-up email pending again
+
+WINDOW is a confirmation window of 1s..7d: a Go duration (90s, 30m, 1h30m)
+with an optional leading number of days (7d, 1d12h); off or 0 is none.
 
 Connection settings come from the service's environment:
 INVITEGATE_REDIS_ADDRS, INVITEGATE_REDIS_CLUSTER, INVITEGATE_REDIS_PASSWORD,
@@ -157,7 +166,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
-	case "create", "list", "reseed", "import", "set-max", "disable", "enable", "mail":
+	case "create", "list", "reseed", "import", "set-max", "set-confirm", "disable", "enable", "mail":
 	default:
 		fmt.Fprintf(stderr, "invitectl: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage
@@ -167,6 +176,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	maxUses := fs.Int("max", 0, "capacity of the invitation, 1..1000")
 	expires := fs.String("expires", "", "expiry time, RFC 3339 (e.g. 2027-01-31T23:59:59Z)")
 	disabled := fs.Bool("disabled", false, "create the invitation disabled")
+	confirm := fs.String("confirm", "", "confirmation window, 1s..7d (e.g. 30m, 1d12h): signups hold their seat until the email is confirmed")
 	asJSON := fs.Bool("json", false, "print JSON")
 	all := fs.Bool("all", false, "reseed: rebuild every invitation")
 	skipExisting := fs.Bool("skip-existing", false, "import: leave codes that already exist alone instead of failing")
@@ -202,6 +212,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			}
 			inv.ExpiresAt = t.UTC()
 		}
+		if *confirm != "" {
+			if inv.ConfirmWindow, err = parseWindow(*confirm); err != nil {
+				fmt.Fprintf(stderr, "invitectl create: --confirm %v\n", err)
+				return exitUsage
+			}
+		}
+	case "set-confirm":
+		if len(pos) != 2 {
+			fmt.Fprintln(stderr, "invitectl set-confirm: want CODE WINDOW (e.g. 30m, 7d) or CODE off")
+			return exitUsage
+		}
+		if inv.ConfirmWindow, err = parseWindow(pos[1]); err != nil {
+			fmt.Fprintf(stderr, "invitectl set-confirm: %v\n", err)
+			return exitUsage
+		}
+		inv.Code = pos[0]
 	case "set-max":
 		// NOTE: with INVITEGATE_RESERVER=mongo only raising max_uses is
 		// supported (setMax): lowering it safely needs the seats above the
@@ -274,6 +300,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return importAll(ctx, e, batch, *skipExisting, stdout, stderr)
 	case "set-max":
 		return setMax(ctx, e, inv.Code, inv.MaxUses, stdout, stderr)
+	case "set-confirm":
+		return setConfirm(ctx, e, inv.Code, inv.ConfirmWindow, stdout, stderr)
 	case "disable", "enable":
 		return setDisabled(ctx, e, inv.Code, cmd == "disable", stdout, stderr)
 	case "mail":
@@ -313,7 +341,11 @@ func create(ctx context.Context, e *env, inv invite.Invitation, stdout, stderr i
 		fmt.Fprintf(stderr, "invitectl create: %v\n", err)
 		return exitFailure
 	}
-	fmt.Fprintf(stdout, "created %s (max %d)\n", inv.Code, inv.MaxUses)
+	if inv.ConfirmWindow > 0 {
+		fmt.Fprintf(stdout, "created %s (max %d, confirm %s)\n", inv.Code, inv.MaxUses, formatWindow(inv.ConfirmWindow))
+	} else {
+		fmt.Fprintf(stdout, "created %s (max %d)\n", inv.Code, inv.MaxUses)
+	}
 	return exitOK
 }
 
@@ -332,7 +364,7 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "CODE\tMAX\tPERSISTED\tRESERVED\tREMAINING\tSTATE\tLAG\t")
+	fmt.Fprintln(tw, "CODE\tMAX\tCONFIRM\tPERSISTED\tRESERVED\tREMAINING\tSTATE\tLAG\t")
 	for _, r := range rows {
 		state := "open"
 		switch {
@@ -347,7 +379,8 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		if r.LagSeconds > 0 {
 			lag = (time.Duration(r.LagSeconds * float64(time.Second))).Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t\n", r.Code, r.MaxUses, r.Persisted, r.Reserved, r.Remaining, state, lag)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\t\n", r.Code, r.MaxUses, formatWindow(time.Duration(r.ConfirmWindowMs)*time.Millisecond),
+			r.Persisted, r.Reserved, r.Remaining, state, lag)
 	}
 	_ = tw.Flush()
 	return exitOK

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -20,7 +21,7 @@ import (
 
 // TestMongoOnlyDeployment: with INVITEGATE_RESERVER=mongo invitectl needs
 // no Redis (the address given here has nothing listening): create, import,
-// list, disable/enable, set-max up and mail work on MongoDB alone and the
+// list, disable/enable, set-max up, set-confirm and mail work on MongoDB alone and the
 // MongoDB-only reservation path sees each change at once; set-max down and
 // reseed are refused with nothing changed; a deployment that runs the Redis
 // path refuses this mode.
@@ -101,6 +102,17 @@ func TestMongoOnlyDeployment(t *testing.T) {
 	step(exitUsage, "INVITEGATE_RESERVER=mongo", "reseed", "beta")
 	step(exitOK, "pending", "mail")
 	step(exitMissing, "no invitation", "disable", "nope")
+	// The confirmation window: MongoDB alone (a Redis call would fail).
+	step(exitOK, "created delta (max 1, confirm 1h)", "create", "delta", "--max", "1", "--confirm", "1h")
+	step(exitOK, "beta: confirm - -> 30m", "set-confirm", "beta", "30m")
+	if inv, _, err := e.store.Invitation(ctx, "beta"); err != nil || inv.ConfirmWindow != 30*time.Minute {
+		t.Fatalf("MongoDB after set-confirm: %+v, %v; want a 30m window", inv, err)
+	}
+	if rows := byCode(); rows["beta"].ConfirmWindowMs != 1800000 || rows["delta"].ConfirmWindowMs != 3600000 || rows["gamma"].ConfirmWindowMs != 0 {
+		t.Fatalf("list after set-confirm: %+v", rows)
+	}
+	step(exitOK, "beta: confirm 30m -> -", "set-confirm", "beta", "off")
+	step(exitMissing, "no invitation", "set-confirm", "nope", "1m")
 	// invitectl only reads the deployment's path: recording it is the
 	// service's first start, which seats the registrations made before.
 	if mode, ok, err := e.store.Reserver(ctx); err != nil || ok {

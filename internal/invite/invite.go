@@ -20,8 +20,9 @@ type Invitation struct {
 	Disabled  bool
 	ExpiresAt time.Time // zero: never expires
 	// ConfirmWindow, when above zero, makes a signup hold its seat for
-	// that long until the email is confirmed (the buckets' cw; see
-	// docs/ARCHITECTURE.md, "Confirmation holds").
+	// that long until the email is confirmed (MongoDB's confirm_window_ms,
+	// the buckets' cw; see docs/ARCHITECTURE.md, "Confirmation holds").
+	// Zero: no confirmation; otherwise ValidConfirmWindow holds.
 	ConfirmWindow time.Duration
 }
 
@@ -61,3 +62,17 @@ func ValidCode(code string) bool {
 
 // ValidMaxUses reports whether n is an allowed capacity (1..1000).
 func ValidMaxUses(n int) bool { return n >= 1 && n <= MaxUsesLimit }
+
+// The bounds of an invitation's confirmation window (ConfirmWindow).
+const (
+	MinConfirmWindow = time.Second
+	MaxConfirmWindow = 7 * 24 * time.Hour
+)
+
+// ValidConfirmWindow reports whether d is an allowed confirmation window:
+// whole milliseconds (MongoDB and the buckets hold it in ms) from
+// MinConfirmWindow to MaxConfirmWindow. Zero, which means no window, is
+// not one: callers accept it separately.
+func ValidConfirmWindow(d time.Duration) bool {
+	return d >= MinConfirmWindow && d <= MaxConfirmWindow && d%time.Millisecond == 0
+}

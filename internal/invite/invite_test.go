@@ -39,6 +39,28 @@ func TestValidMaxUses(t *testing.T) {
 	}
 }
 
+func TestValidConfirmWindow(t *testing.T) {
+	tests := []struct {
+		d    time.Duration
+		want bool
+	}{
+		{0, false}, // no window: not a window
+		{-time.Second, false},
+		{time.Second - time.Millisecond, false},
+		{time.Second, true},
+		{time.Second + time.Millisecond, true},
+		{time.Second + time.Microsecond, false}, // not whole milliseconds
+		{30 * time.Minute, true},
+		{7 * 24 * time.Hour, true},
+		{7*24*time.Hour + time.Millisecond, false},
+	}
+	for _, tt := range tests {
+		if got := ValidConfirmWindow(tt.d); got != tt.want {
+			t.Errorf("ValidConfirmWindow(%v) = %v, want %v", tt.d, got, tt.want)
+		}
+	}
+}
+
 func TestExpired(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {

@@ -1,6 +1,7 @@
 package persist
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -46,5 +47,57 @@ func TestDecodeInvitation(t *testing.T) {
 	inv, err := decodeInvitation(raw)
 	if err != nil || !inv.Disabled || !inv.ExpiresAt.Equal(exp) {
 		t.Fatalf("got %+v, %v; want disabled, expiring %v", inv, err, exp)
+	}
+}
+
+// TestDecodeConfirmWindow: confirm_window_ms as invitectl or another tool
+// may write it. A bad value makes the invitation unusable, as a bad
+// max_uses does.
+func TestDecodeConfirmWindow(t *testing.T) {
+	tests := []struct {
+		name    string
+		value   any // nil: the field is absent
+		want    time.Duration
+		wantErr bool
+	}{
+		{"absent", nil, 0, false},
+		{"null", bson.Null{}, 0, false},
+		{"zero", int32(0), 0, false},
+		{"zero double", 0.0, 0, false},
+		{"int32", int32(30000), 30 * time.Second, false},
+		{"int64", int64(1800000), 30 * time.Minute, false},
+		{"integral double", 60000.0, time.Minute, false},
+		{"minimum", int32(1000), time.Second, false},
+		{"maximum", int64(604800000), 7 * 24 * time.Hour, false},
+		{"below minimum", int32(999), 0, true},
+		{"above maximum", int64(604800001), 0, true},
+		{"negative", int32(-1000), 0, true},
+		{"negative double", -1000.0, 0, true},
+		{"huge", int64(math.MaxInt64), 0, true},
+		{"wraps to 1s in ns", int64(1<<58 + 1000), 0, true}, // (2^58+1000) ms = 15625·2^64 + 10^9 ns
+		{"fractional double", 1000.5, 0, true},
+		{"huge double", 1e300, 0, true},
+		{"NaN", math.NaN(), 0, true},
+		{"string", "30m", 0, true},
+		{"bool", true, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := bson.D{{Key: "_id", Value: "a"}, {Key: "max_uses", Value: int32(5)}}
+			if tt.value != nil {
+				doc = append(doc, bson.E{Key: "confirm_window_ms", Value: tt.value})
+			}
+			raw, err := bson.Marshal(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			inv, err := decodeInvitation(raw)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err == nil && (inv.ConfirmWindow != tt.want || inv.MaxUses != 5) {
+				t.Fatalf("ConfirmWindow = %v, MaxUses %d; want %v, 5", inv.ConfirmWindow, inv.MaxUses, tt.want)
+			}
+		})
 	}
 }

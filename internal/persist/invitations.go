@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -13,8 +14,8 @@ import (
 	"github.com/invitegate/invitegate/internal/invite"
 )
 
-// CreateInvitation inserts inv. It returns ErrInvalid for a bad code or
-// max_uses and ErrExists when the code is taken.
+// CreateInvitation inserts inv. It returns ErrInvalid for a bad code,
+// max_uses or confirmation window and ErrExists when the code is taken.
 func (s *Store) CreateInvitation(ctx context.Context, inv invite.Invitation) error {
 	if !invite.ValidCode(inv.Code) {
 		return fmt.Errorf("%w: code must be 1-64 characters of A-Z a-z 0-9 _ -", ErrInvalid)
@@ -22,14 +23,10 @@ func (s *Store) CreateInvitation(ctx context.Context, inv invite.Invitation) err
 	if !invite.ValidMaxUses(inv.MaxUses) {
 		return fmt.Errorf("%w: max_uses must be 1..%d", ErrInvalid, invite.MaxUsesLimit)
 	}
-	doc := bson.D{{Key: "_id", Value: inv.Code}, {Key: "max_uses", Value: int32(inv.MaxUses)}}
-	if inv.Disabled {
-		doc = append(doc, bson.E{Key: "disabled", Value: true})
+	if !validWindow(inv.ConfirmWindow) {
+		return fmt.Errorf("%w: %s", ErrInvalid, windowRange)
 	}
-	if !inv.ExpiresAt.IsZero() {
-		doc = append(doc, bson.E{Key: "expires_at", Value: inv.ExpiresAt})
-	}
-	_, err := s.inv.InsertOne(ctx, doc)
+	_, err := s.inv.InsertOne(ctx, invitationDoc(inv))
 	if mongo.IsDuplicateKeyError(err) {
 		return ErrExists
 	}
@@ -45,7 +42,7 @@ func (s *Store) CreateInvitation(ctx context.Context, inv invite.Invitation) err
 func (s *Store) CreateInvitations(ctx context.Context, invs []invite.Invitation) error {
 	docs := make([]any, 0, len(invs))
 	for _, inv := range invs {
-		if !invite.ValidCode(inv.Code) || !invite.ValidMaxUses(inv.MaxUses) {
+		if !invite.ValidCode(inv.Code) || !invite.ValidMaxUses(inv.MaxUses) || !validWindow(inv.ConfirmWindow) {
 			return fmt.Errorf("%w: %q", ErrInvalid, inv.Code)
 		}
 		n, err := s.inv.CountDocuments(ctx, bson.D{{Key: "_id", Value: inv.Code}})
@@ -55,11 +52,7 @@ func (s *Store) CreateInvitations(ctx context.Context, invs []invite.Invitation)
 		if n > 0 {
 			return fmt.Errorf("%w: %q", ErrExists, inv.Code)
 		}
-		doc := bson.D{{Key: "_id", Value: inv.Code}, {Key: "max_uses", Value: int32(inv.MaxUses)}}
-		if !inv.ExpiresAt.IsZero() {
-			doc = append(doc, bson.E{Key: "expires_at", Value: inv.ExpiresAt})
-		}
-		docs = append(docs, doc)
+		docs = append(docs, invitationDoc(inv))
 	}
 	if len(docs) == 0 {
 		return nil
@@ -92,6 +85,50 @@ func (s *Store) SetMaxUses(ctx context.Context, code string, old, n int) error {
 			return ErrNotFound
 		}
 		return ErrChanged
+	}
+	return nil
+}
+
+// invitationDoc is inv as its document holds it; a field at its default
+// (enabled, no expiry, no confirmation window) is left out.
+func invitationDoc(inv invite.Invitation) bson.D {
+	doc := bson.D{{Key: "_id", Value: inv.Code}, {Key: "max_uses", Value: int32(inv.MaxUses)}}
+	if inv.Disabled {
+		doc = append(doc, bson.E{Key: "disabled", Value: true})
+	}
+	if !inv.ExpiresAt.IsZero() {
+		doc = append(doc, bson.E{Key: "expires_at", Value: inv.ExpiresAt})
+	}
+	if inv.ConfirmWindow != 0 {
+		doc = append(doc, bson.E{Key: "confirm_window_ms", Value: inv.ConfirmWindow.Milliseconds()})
+	}
+	return doc
+}
+
+// windowRange says which confirmation windows are allowed.
+var windowRange = fmt.Sprintf("confirm_window_ms must be %d..%d (%v..%v), or absent for none",
+	invite.MinConfirmWindow.Milliseconds(), invite.MaxConfirmWindow.Milliseconds(), invite.MinConfirmWindow, invite.MaxConfirmWindow)
+
+// validWindow reports whether d is no window (0) or an allowed one.
+func validWindow(d time.Duration) bool { return d == 0 || invite.ValidConfirmWindow(d) }
+
+// SetConfirmWindow sets code's confirmation window; 0 removes it (no
+// confirmation). It returns ErrInvalid for a window out of range and
+// ErrNotFound when there is no such invitation.
+func (s *Store) SetConfirmWindow(ctx context.Context, code string, d time.Duration) error {
+	if !validWindow(d) {
+		return fmt.Errorf("%w: %s", ErrInvalid, windowRange)
+	}
+	upd := bson.D{{Key: "$unset", Value: bson.D{{Key: "confirm_window_ms", Value: ""}}}}
+	if d != 0 {
+		upd = bson.D{{Key: "$set", Value: bson.D{{Key: "confirm_window_ms", Value: d.Milliseconds()}}}}
+	}
+	res, err := s.inv.UpdateOne(ctx, bson.D{{Key: "_id", Value: code}}, upd)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	if res.MatchedCount == 0 {
+		return ErrNotFound
 	}
 	return nil
 }
@@ -151,7 +188,8 @@ func (s *Store) Invitations(ctx context.Context) ([]invite.Invitation, error) {
 }
 
 // decodeInvitation reads an invitation written by invitectl or by any other
-// tool: max_uses may be an int32, an int64 or a double holding an integer.
+// tool: max_uses (and confirm_window_ms) may be an int32, an int64 or a
+// double holding an integer.
 func decodeInvitation(raw bson.Raw) (invite.Invitation, error) {
 	var inv invite.Invitation
 	id, ok := raw.Lookup("_id").StringValueOK()
@@ -185,5 +223,44 @@ func decodeInvitation(raw bson.Raw) (invite.Invitation, error) {
 	if e := raw.Lookup("expires_at"); e.Type == bson.TypeDateTime {
 		inv.ExpiresAt = e.Time().UTC()
 	}
+	w, err := decodeWindow(raw.Lookup("confirm_window_ms"))
+	if err != nil {
+		return inv, err
+	}
+	inv.ConfirmWindow = w
 	return inv, nil
+}
+
+// decodeWindow reads confirm_window_ms, which another tool may write as
+// well: absent, null or 0 is no window; otherwise milliseconds as an
+// int32, an int64 or a double holding an integer, within
+// invite.MinConfirmWindow..MaxConfirmWindow. Anything else makes the
+// invitation unusable, as a bad max_uses does: guessing a window (or
+// none) would admit differently than its author meant.
+func decodeWindow(v bson.RawValue) (time.Duration, error) {
+	var ms int64
+	switch v.Type {
+	case 0, bson.TypeNull: // absent, null
+		return 0, nil
+	case bson.TypeInt32:
+		ms = int64(v.Int32())
+	case bson.TypeInt64:
+		ms = v.Int64()
+	case bson.TypeDouble:
+		f := v.Double()
+		if f != math.Trunc(f) || math.IsInf(f, 0) || math.IsNaN(f) || f < 0 || f > float64(invite.MaxConfirmWindow.Milliseconds()) {
+			return 0, fmt.Errorf("confirm_window_ms %v is not an integer in range", f)
+		}
+		ms = int64(f)
+	default:
+		return 0, fmt.Errorf("confirm_window_ms has BSON type %s, want int32, int64 or integral double", v.Type)
+	}
+	if ms == 0 {
+		return 0, nil
+	}
+	// Compared in ms: a huge value times a millisecond would wrap around.
+	if ms >= invite.MinConfirmWindow.Milliseconds() && ms <= invite.MaxConfirmWindow.Milliseconds() {
+		return time.Duration(ms) * time.Millisecond, nil
+	}
+	return 0, fmt.Errorf("confirm_window_ms %d out of range %d..%d", ms, invite.MinConfirmWindow.Milliseconds(), invite.MaxConfirmWindow.Milliseconds())
 }

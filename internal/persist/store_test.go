@@ -178,3 +178,66 @@ func TestEnsureSchemaIsIdempotent(t *testing.T) {
 		}
 	}
 }
+
+// TestConfirmWindowStore: confirm_window_ms through create, import and
+// SetConfirmWindow; bad windows are refused with nothing written.
+func TestConfirmWindowStore(t *testing.T) {
+	ctx := context.Background()
+	st, db := newStore(t)
+	coll := db.Collection(persist.InvitationsCollection)
+	field := func(code string) bson.RawValue {
+		t.Helper()
+		raw, err := coll.FindOne(ctx, bson.D{{Key: "_id", Value: code}}).Raw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw.Lookup("confirm_window_ms")
+	}
+	if err := st.CreateInvitation(ctx, invite.Invitation{Code: "w", MaxUses: 5, ConfirmWindow: 30 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if v := field("w"); v.Type != bson.TypeInt64 || v.Int64() != 1800000 {
+		t.Fatalf("confirm_window_ms = %v, want the long 1800000", v)
+	}
+	if err := st.CreateInvitation(ctx, invite.Invitation{Code: "none", MaxUses: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if v := field("none"); v.Type != 0 {
+		t.Fatalf("no window written as %v, want the field absent", v)
+	}
+	for _, d := range []time.Duration{time.Millisecond, -time.Second, 8 * 24 * time.Hour, time.Second + time.Microsecond} {
+		if err := st.CreateInvitation(ctx, invite.Invitation{Code: "bad", MaxUses: 5, ConfirmWindow: d}); !errors.Is(err, persist.ErrInvalid) {
+			t.Fatalf("create with window %v: %v, want ErrInvalid", d, err)
+		}
+		if err := st.CreateInvitations(ctx, []invite.Invitation{{Code: "ok", MaxUses: 1}, {Code: "bad", MaxUses: 5, ConfirmWindow: d}}); !errors.Is(err, persist.ErrInvalid) {
+			t.Fatalf("import with window %v: %v, want ErrInvalid", d, err)
+		}
+		if err := st.SetConfirmWindow(ctx, "w", d); !errors.Is(err, persist.ErrInvalid) {
+			t.Fatalf("SetConfirmWindow(%v): %v, want ErrInvalid", d, err)
+		}
+	}
+	if n, _ := coll.CountDocuments(ctx, bson.D{{Key: "_id", Value: bson.D{{Key: "$in", Value: bson.A{"ok", "bad"}}}}}); n != 0 {
+		t.Fatalf("refused creates wrote %d invitations", n)
+	}
+	if err := st.CreateInvitations(ctx, []invite.Invitation{{Code: "imp", MaxUses: 1, ConfirmWindow: 7 * 24 * time.Hour}}); err != nil {
+		t.Fatal(err)
+	}
+	if inv, ok, err := st.Invitation(ctx, "imp"); !ok || err != nil || inv.ConfirmWindow != 7*24*time.Hour {
+		t.Fatalf("imported: %+v, %v, %v; want a 7-day window", inv, ok, err)
+	}
+	if err := st.SetConfirmWindow(ctx, "none", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if inv, _, _ := st.Invitation(ctx, "none"); inv.ConfirmWindow != time.Second || inv.MaxUses != 5 {
+		t.Fatalf("after SetConfirmWindow(1s): %+v", inv)
+	}
+	if err := st.SetConfirmWindow(ctx, "w", 0); err != nil {
+		t.Fatal(err)
+	}
+	if v := field("w"); v.Type != 0 {
+		t.Fatalf("window off left confirm_window_ms %v, want it removed", v)
+	}
+	if err := st.SetConfirmWindow(ctx, "nope", time.Minute); !errors.Is(err, persist.ErrNotFound) {
+		t.Fatalf("SetConfirmWindow(nope): %v, want ErrNotFound", err)
+	}
+}

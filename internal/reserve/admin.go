@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrBelowTaken means a capacity cut would go below the seats already
@@ -71,6 +72,20 @@ func (r *Reserver) undoShrink(ctx context.Context, code string, taken []int) {
 func (r *Reserver) SetDisabled(ctx context.Context, code string, disabled bool) error {
 	for s := 0; s < r.shards; s++ {
 		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{disabled: &disabled}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetConfirmWindow sets code's confirmation window on every live bucket
+// (0: none, the field is removed), so the next signup on any replica takes
+// a hold, or registers at once. Holds already taken keep their deadlines.
+// A code with no buckets is left alone: seeding reads MongoDB's window.
+func (r *Reserver) SetConfirmWindow(ctx context.Context, code string, d time.Duration) error {
+	ms := max(d.Milliseconds(), 0)
+	for s := 0; s < r.shards; s++ {
+		if _, _, err := evalAdjust(ctx, r.rdb, r.keys.bucket(s, code), bucketChange{window: &ms}); err != nil {
 			return err
 		}
 	}

@@ -273,8 +273,9 @@ func evalSeed(ctx context.Context, c redis.Scripter, bucket string, f bucketFiel
 
 // bucketChange is what adjust.lua changes on an existing bucket.
 type bucketChange struct {
-	tokens   int   // > 0 added; < 0 up to -tokens free tokens removed
-	disabled *bool // set when not nil
+	tokens   int    // > 0 added; < 0 up to -tokens free tokens removed
+	disabled *bool  // set when not nil
+	window   *int64 // confirmation window in ms, set when not nil; 0 removes it
 }
 
 // evalAdjust runs adjust.lua: it applies ch to bucket if it exists and,
@@ -285,7 +286,11 @@ func evalAdjust(ctx context.Context, c redis.Scripter, bucket string, ch bucketC
 	if ch.disabled != nil {
 		dis = bucketFields{disabled: *ch.disabled}.dis()
 	}
-	n, err := adjustScript.Run(ctx, c, []string{bucket}, ch.tokens, dis).Int()
+	cw := ""
+	if ch.window != nil {
+		cw = strconv.FormatInt(max(*ch.window, 0), 10)
+	}
+	n, err := adjustScript.Run(ctx, c, []string{bucket}, ch.tokens, dis, cw).Int()
 	if err != nil {
 		return 0, false, invite.Unavailable(err)
 	}

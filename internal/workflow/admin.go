@@ -244,6 +244,43 @@ func (w *Invitations) SetDisabled(ctx context.Context, code string, disabled boo
 	return nil
 }
 
+// SetConfirmWindow changes code's confirmation window to d (0: none) in
+// MongoDB, then in Redis' buckets, under the code's lock (so no seeder or
+// reseed writes buckets from the old window meanwhile), and returns the
+// window it had. Holds already taken keep their deadlines; the next
+// signups follow d. It returns persist.ErrNotFound, or persist.ErrInvalid
+// for a window out of range (nothing changed).
+func (w *Invitations) SetConfirmWindow(ctx context.Context, code string, d time.Duration) (old time.Duration, err error) {
+	if d != 0 && !invite.ValidConfirmWindow(d) {
+		return 0, fmt.Errorf("%w: the confirmation window must be %v..%v in whole milliseconds, or none", persist.ErrInvalid, invite.MinConfirmWindow, invite.MaxConfirmWindow)
+	}
+	if w.res == nil {
+		// MongoDB alone: no buckets to change (and no holds taken yet on
+		// this path; docs/ARCHITECTURE.md, "Confirmation holds").
+		inv, err := w.invitation(ctx, code)
+		if err != nil {
+			return 0, err
+		}
+		return inv.ConfirmWindow, w.store.SetConfirmWindow(ctx, code, d)
+	}
+	unlock, err := w.res.Lock(ctx, code, lockFor)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	inv, err := w.invitation(ctx, code)
+	if err != nil {
+		return 0, err
+	}
+	if err := w.store.SetConfirmWindow(ctx, code, d); err != nil {
+		return inv.ConfirmWindow, err
+	}
+	if err := w.res.SetConfirmWindow(ctx, code, d); err != nil {
+		return inv.ConfirmWindow, fmt.Errorf("MongoDB updated, Redis not (run the same set-confirm again, or `invitectl reseed %s`): %w", code, err)
+	}
+	return inv.ConfirmWindow, nil
+}
+
 // invitation reads code, or returns persist.ErrNotFound.
 func (w *Invitations) invitation(ctx context.Context, code string) (invite.Invitation, error) {
 	inv, ok, err := w.store.Invitation(ctx, code)
@@ -267,6 +304,9 @@ type Counters struct {
 	Expired   bool       `json:"expired"`
 	ExpiresAt *time.Time `json:"expires_at,omitempty"`
 	Seeded    bool       `json:"seeded"`
+	// ConfirmWindowMs is the code's confirmation window in ms; 0: none
+	// (signups register at once).
+	ConfirmWindowMs int64 `json:"confirm_window_ms"`
 	// LagSeconds is the age of the code's oldest reservation not yet in
 	// MongoDB; 0 when everything is written.
 	LagSeconds float64 `json:"lag_seconds"`
@@ -300,7 +340,8 @@ func (w *Invitations) List(ctx context.Context) ([]Counters, error) {
 				return nil, err
 			}
 		}
-		r := Counters{Code: inv.Code, MaxUses: inv.MaxUses, Persisted: counts[inv.Code], Disabled: inv.Disabled, Expired: inv.Expired(now), Seeded: seeded}
+		r := Counters{Code: inv.Code, MaxUses: inv.MaxUses, Persisted: counts[inv.Code], Disabled: inv.Disabled, Expired: inv.Expired(now), Seeded: seeded,
+			ConfirmWindowMs: inv.ConfirmWindow.Milliseconds()}
 		if !inv.ExpiresAt.IsZero() {
 			t := inv.ExpiresAt
 			r.ExpiresAt = &t

@@ -6,6 +6,9 @@
 -- KEYS[1] token bucket {ns:s}:b:<code>
 -- ARGV[1] tokens: > 0 added, < 0 up to that many free tokens removed
 -- ARGV[2] disabled: '0' or '1' sets it, '' leaves it
+-- ARGV[3] confirmation window cw in ms: > 0 sets it, '0' removes it (no
+--         holds), '' or absent leaves it. Holds already taken keep their
+--         deadlines: only the next signups read cw.
 -- Reply: -1 no bucket, nothing changed (seeding will read MongoDB);
 -- otherwise the tokens added or removed.
 --
@@ -31,5 +34,12 @@ else
 end
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'dis', ARGV[2])
+end
+if ARGV[3] and ARGV[3] ~= '' then
+  if tonumber(ARGV[3]) > 0 then
+    redis.call('HSET', KEYS[1], 'cw', ARGV[3])
+  else
+    redis.call('HDEL', KEYS[1], 'cw')
+  end
 end
 return moved

@@ -31,7 +31,7 @@ var GiveBack string
 var Unlock string
 
 // Adjust changes one shard's existing bucket: tokens, disabled, the
-// sold-out mark (see adjust.lua).
+// confirmation window, the sold-out mark (see adjust.lua).
 //
 //go:embed adjust.lua
 var Adjust string
