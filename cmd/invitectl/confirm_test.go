@@ -187,7 +187,7 @@ func TestConfirmWindowPolicy(t *testing.T) {
 		t.Fatalf("signup after set-confirm off: %+v, %v; want created", res, err)
 	}
 	again, err := e.signups().Reserve(ctx, "plain", first)
-	if err != nil || again.Outcome != invite.Held || again.ID != res.ID || !again.Deadline.Equal(res.Deadline) {
+	if err != nil || again.Outcome != invite.HeldAgain || again.ID != res.ID || !again.Deadline.Equal(res.Deadline) {
 		t.Fatalf("the earlier hold after off: %+v, %v; want the same hold (deadline %v)", again, err, res.Deadline)
 	}
 	if r := remaining(t, e, "plain"); r != 1 {

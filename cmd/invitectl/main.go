@@ -364,7 +364,7 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		return exitOK
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "CODE\tMAX\tCONFIRM\tPERSISTED\tRESERVED\tREMAINING\tSTATE\tLAG\t")
+	fmt.Fprintln(tw, "CODE\tMAX\tCONFIRM\tPERSISTED\tHELD\tCONFIRMED\tRESERVED\tREMAINING\tSTATE\tLAG\t")
 	for _, r := range rows {
 		state := "open"
 		switch {
@@ -379,8 +379,8 @@ func list(ctx context.Context, e *env, asJSON bool, stdout, stderr io.Writer) in
 		if r.LagSeconds > 0 {
 			lag = (time.Duration(r.LagSeconds * float64(time.Second))).Round(time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\t\n", r.Code, r.MaxUses, formatWindow(time.Duration(r.ConfirmWindowMs)*time.Millisecond),
-			r.Persisted, r.Reserved, r.Remaining, state, lag)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t\n", r.Code, r.MaxUses, formatWindow(time.Duration(r.ConfirmWindowMs)*time.Millisecond),
+			r.Persisted, r.Held, r.Confirmed, r.Reserved, r.Remaining, state, lag)
 	}
 	_ = tw.Flush()
 	return exitOK

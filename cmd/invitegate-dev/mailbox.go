@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,6 +67,19 @@ func (s *mailboxSession) Data(r io.Reader) error {
 	}
 	s.mb.mu.Lock()
 	fmt.Fprintf(s.mb.out, "mail to %s saved as %s\n", email.Mask(s.to), name)
+	if link := confirmLink(b); link != "" {
+		fmt.Fprintf(s.mb.out, "  confirmation link: %s\n", link)
+	}
 	s.mb.mu.Unlock()
 	return nil
+}
+
+// linkRE finds a confirmation link in a message whose quoted-printable
+// soft line breaks and "=3D" were undone.
+var linkRE = regexp.MustCompile(`https?://[^\s"<>]+/confirm\?token=[A-Za-z0-9_-]+`)
+
+// confirmLink returns the first confirmation link of a message, or "".
+func confirmLink(msg []byte) string {
+	body := strings.ReplaceAll(strings.ReplaceAll(string(msg), "=\r\n", ""), "=3D", "=")
+	return linkRE.FindString(body)
 }

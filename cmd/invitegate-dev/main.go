@@ -12,11 +12,14 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -32,7 +35,9 @@ import (
 // demo invitations created on first start.
 var demo = []invite.Invitation{
 	{Code: "twitter-reg1", MaxUses: 1000},
-	{Code: "telegram-test", MaxUses: 100},
+	// A newcomer sees the confirmation loop on this one: 202, the email
+	// with its link (printed too), the confirm page, 201.
+	{Code: "telegram-test", MaxUses: 100, ConfirmWindow: 10 * time.Minute},
 	{Code: "instagram-hello", MaxUses: 10},
 }
 
@@ -91,6 +96,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		"INVITEGATE_SMTP_ADDR":       mb.addr,
 		"INVITEGATE_SMTP_TLS":        "none",
 	}
+	// Confirmation links: a secret kept with the data, so links sent
+	// before a restart still work.
+	secret, err := devSecret(filepath.Join(filepath.Dir(dir), "confirm-secret"))
+	if err != nil {
+		fmt.Fprintf(stderr, "invitegate-dev: confirmation secret: %v\n", err)
+		return 1
+	}
+	defaults["INVITEGATE_CONFIRM_SECRET"] = secret
 	env := func(k string) string {
 		if k == "INVITEGATE_REDIS_ADDRS" || k == "INVITEGATE_MONGO_URI" || k == "INVITEGATE_REDIS_CLUSTER" {
 			return defaults[k] // the embedded servers, always
@@ -113,6 +126,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if len(host) > 0 && host[0] == ':' {
 		host = "localhost" + host
 	}
+	// The links in the confirmation emails point at this process.
+	defaults["INVITEGATE_PUBLIC_URL"] = "http://" + host
 	admin := cfg.AdminAddr
 	if len(admin) > 0 && admin[0] == ':' {
 		admin = "localhost" + admin
@@ -120,10 +135,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fmt.Fprintf(stdout, `
 invitegate (dev): embedded Redis (miniredis) and MongoDB-wire server (FerretDB, data in %s)
   Page     http://%s/invitations/twitter-reg1   (open it in a browser)
-  API      http://%s/invitations/{code}     codes: twitter-reg1 (1000), telegram-test (100), instagram-hello (10)
+  API      http://%s/invitations/{code}     codes: twitter-reg1 (1000), telegram-test (100, confirm by email within 10 min), instagram-hello (10)
   admin    http://%s/livez  /readyz  /metrics
   Redis    %s   MongoDB %s   (database %q)
-  Mail     every further-instructions email is saved as an .eml file in %s
+  Mail     every email is saved as an .eml file in %s (confirmation links are printed here too)
 
 Try:
   curl -i -X POST http://%s/invitations/twitter-reg1 -H 'Content-Type: application/json' -d '{"email":"you@example.com"}'
@@ -133,6 +148,21 @@ Administer it from another terminal while it runs:
 
 `, dir, host, host, admin, mr.Addr(), uri, cfg.MongoDB, mailDir, host, mr.Addr(), uri)
 	return app.Command(ctx, args, env, stdout, stderr)
+}
+
+// devSecret returns the confirmation secret stored in file, creating it
+// (32 random bytes, hex) on first use.
+func devSecret(file string) (string, error) {
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	raw := make([]byte, 32)
+	_, _ = rand.Read(raw)
+	secret := hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return "", err
+	}
+	return secret, os.WriteFile(file, []byte(secret+"\n"), 0o600)
 }
 
 // seedDemo creates the demo invitations unless they exist.

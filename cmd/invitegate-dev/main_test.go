@@ -9,6 +9,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,27 @@ import (
 
 	"github.com/invitegate/invitegate/internal/testenv"
 )
+
+// syncBuffer is the dev server's terminal, read while it writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// terminal is what the last dev server started printed.
+var terminal *syncBuffer
 
 // start runs the dev server like `make run` and returns its API address and
 // a stop function (SIGTERM's path: cancel, drain, exit 0).
@@ -26,9 +48,10 @@ func start(t *testing.T, dataDir string) (string, func()) {
 	env := map[string]string{"INVITEGATE_DEV_DATA": dataDir, "INVITEGATE_LOG_LEVEL": "warn"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	var out bytes.Buffer
+	out := &syncBuffer{}
+	terminal = out
 	go func() {
-		done <- run(ctx, []string{"serve", "--http-addr", api, "--admin-addr", admin}, func(k string) string { return env[k] }, &out, io.Discard)
+		done <- run(ctx, []string{"serve", "--http-addr", api, "--admin-addr", admin}, func(k string) string { return env[k] }, out, io.Discard)
 	}()
 	testenv.WaitFor(t, 30*time.Second, "the dev server to become ready", func() bool { return testenv.Readyz(admin) == http.StatusOK })
 	return api, func() {
@@ -80,20 +103,43 @@ func TestDevServerKeepsSignupsAcrossRestart(t *testing.T) {
 		{"twitter-reg1", "dev@example.com", 200},
 		{"telegram-test", "dev@example.com", 409},
 		{"instagram-hello", "late@example.com", 410},
-		{"telegram-test", "new@example.com", 201},
+		// telegram-test has a confirmation window: the seat is held.
+		{"telegram-test", "new@example.com", 202},
 	} {
 		if st := post(t, api, c.code, c.email); st != c.want {
 			t.Fatalf("after restart %s on %s: %d, want %d", c.email, c.code, st, c.want)
 		}
 	}
+	// The terminal prints the confirmation email's link, pointing at this
+	// process; following it registers the email.
+	linkRE := regexp.MustCompile(`confirmation link: (http://` + regexp.QuoteMeta(api) + `/invitations/telegram-test/confirm\?token=([A-Za-z0-9_-]+))`)
+	var m []string
+	testenv.WaitFor(t, 20*time.Second, "the confirmation link on the terminal", func() bool {
+		m = linkRE.FindStringSubmatch(terminal.String())
+		return m != nil
+	})
+	resp, err := http.Get(m[1])
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the link: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	resp, err = http.Post("http://"+api+"/invitations/telegram-test/confirm", "application/json", strings.NewReader(`{"token":"`+m[2]+`"}`))
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("confirm through the printed link: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	if st := post(t, api, "telegram-test", "new@example.com"); st != 200 {
+		t.Fatalf("confirmed email again: %d, want 200", st)
+	}
 
 	// Every signup's email lands in the dev mailbox, once, across the
-	// restart: 1 + 10 before it, 1 after.
+	// restart: 1 + 10 before it; after it the confirmation email and, once
+	// confirmed, the further-instructions one.
 	var files []string
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		files, _ = filepath.Glob(filepath.Join(dir, "mail", "*.eml"))
-		if len(files) >= 12 {
+		if len(files) >= 13 {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -114,7 +160,7 @@ func TestDevServerKeepsSignupsAcrossRestart(t *testing.T) {
 		}
 		to[msg.Header.Get("To")]++
 	}
-	if len(files) != 12 || len(to) != 12 {
-		t.Fatalf("%d emails to %d recipients, want 12 and 12: %v", len(files), len(to), to)
+	if len(files) != 13 || len(to) != 12 || to["<new@example.com>"] != 2 {
+		t.Fatalf("%d emails to %d recipients, want 13 to 12 (two to new@example.com): %v", len(files), len(to), to)
 	}
 }

@@ -1,6 +1,8 @@
 package app
 
 import (
+	"time"
+
 	"github.com/invitegate/invitegate/internal/config"
 	"github.com/invitegate/invitegate/internal/email"
 	api "github.com/invitegate/invitegate/internal/http"
@@ -63,9 +65,16 @@ func (m *Main) apiConfig(mets metrics) (apiSetup, error) {
 		// The replicas' WAIT comes on top of the Redis work.
 		out.Timeout += cfg.AckTimeout
 	}
+	if m.mongoRes == nil {
+		// Confirmation holds: the Redis path only.
+		out.Confirmer, out.Tokens = m.signups, m.sealer
+		rs := &resender{st: m.Store, now: m.Now, log: m.Logger, asked: map[string]time.Time{}}
+		out.Resend = rs.resend
+	}
 	if cfg.Ack == config.AckMongo && m.mongoRes == nil {
 		m.committer = persist.NewCommitter(m.Store, persist.CommitterConfig{Batches: mets.persist.AckBatch})
-		out.res = workflow.NewMongoAck(m.signups, m.Store, m.committer, cfg.AckTimeout, m.Now)
+		ack := workflow.NewMongoAck(m.signups, m.Store, m.committer, cfg.AckTimeout, m.Now)
+		out.res, out.Confirmer = ack, ack
 		// The MongoDB wait comes on top of the Redis work.
 		out.Timeout += cfg.AckTimeout
 	}

@@ -31,6 +31,7 @@ func (m *Main) openMailer(mets metrics) error {
 		Domain:      mailDomain(cfg.MailFrom),
 		Owner:       fmt.Sprintf("%s-%d", host, os.Getpid()),
 		MaxAttempts: cfg.MailAttempts,
+		ConfirmLink: m.confirmLink(),
 		Now:         m.Now,
 		Logger:      m.Logger,
 		Metrics:     mets.mail,

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/net/netutil"
 
 	"github.com/invitegate/invitegate/internal/config"
+	"github.com/invitegate/invitegate/internal/confirm"
 	api "github.com/invitegate/invitegate/internal/http"
 	"github.com/invitegate/invitegate/internal/mail"
 	"github.com/invitegate/invitegate/internal/persist"
@@ -71,6 +72,8 @@ type Main struct {
 	mailer     *mail.Mailer
 	committer  *persist.Committer
 	mongoRes   *persist.MongoReserver // INVITEGATE_RESERVER=mongo
+	sealer     *confirm.Sealer        // nil without INVITEGATE_CONFIRM_SECRET
+	expirer    *workflow.Expirer
 	ready      atomic.Bool
 	draining   atomic.Bool // shutting down: answers close their connection
 	depUp      *prometheus.GaugeVec
@@ -129,6 +132,11 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 
+	if m.Mode == Mail || m.Mode == Serve {
+		if err := retry(ctx, log, "mongodb", m.openConfirm); err != nil {
+			return err
+		}
+	}
 	if m.Mode == Mail || (m.Mode == Serve && cfg.Mailer) {
 		if err := m.openMailer(mets); err != nil {
 			return err
@@ -235,6 +243,9 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	if err := retry(ctx, log, "redis scripts", m.Reserver.LoadScripts); err != nil {
 		return err
 	}
+	// Every replica gives back the seats of holds past their deadline;
+	// expire.lua settles each once.
+	m.expirer = workflow.NewExpirer(m.Reserver, workflow.ExpirerConfig{Now: m.Now, Logger: log})
 	if m.Mode == Reconcile || cfg.Reconciler {
 		streams := reserve.New(m.rdbStreams, reserve.Config{
 			Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Now: m.Now, Logger: log,
@@ -292,6 +303,13 @@ func (m *Main) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			_ = m.mailer.Run(recCtx)
+		}()
+	}
+	if m.expirer != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = m.expirer.Run(recCtx)
 		}()
 	}
 	wg.Add(1)

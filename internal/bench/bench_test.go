@@ -165,6 +165,10 @@ func benchSections(t *testing.T) map[string]bool {
 func benchK1(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes, tab *table, rounds *series) {
 	s := newStack(t, bin, mongoSrv, "redis", 1, sz)
 	spikes, plainSpikes := s.roundCodes(t, "spike"), s.roundCodes(t, "plain")
+	// The same spike on a code with a confirmation window: each 202 holds
+	// a seat with the same one reserve.lua call. The window outlasts the
+	// run, so no hold expires before verify counts them.
+	confirms := s.roundCodesWindow(t, "confirm", confirmWindow)
 	retry := s.codes(t, "retry", max(1, sz.retry/sz.capacity))
 	rated := map[int][]string{}
 	for _, rate := range sz.rates {
@@ -178,6 +182,7 @@ func benchK1(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, sz sizes,
 	for i := range sz.rounds {
 		s.floorRound(t, rounds, floor, fmt.Sprintf("floor%d", i))
 		s.spikeRound(t, rounds, s.svc, "K=1", "", i, spikes[i])
+		s.spikeRound(t, rounds, s.svc, "K=1, confirm code", "c", i, confirms[i])
 		s.spikeRound(t, rounds, plain, "K=1, no pipelining", "plain", i, plainSpikes[i])
 	}
 	rounds.medians(tab)
@@ -227,12 +232,23 @@ func benchAckReplica(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, s
 	s.fillAndRetry(t, tab, ack, "K=1, ack=replica", "afill", retryAcked)
 }
 
+// confirmWindow is the confirmation window of the benchmark's confirm
+// codes: far longer than a run, so every hold is still live when checked.
+const confirmWindow = 30 * time.Minute
+
 // roundCodes creates a fresh code for each round: <prefix><i>-0.
 func (s *stack) roundCodes(t *testing.T, prefix string) [][]string {
 	t.Helper()
+	return s.roundCodesWindow(t, prefix, 0)
+}
+
+// roundCodesWindow is roundCodes for codes with a confirmation window
+// (0: none).
+func (s *stack) roundCodesWindow(t *testing.T, prefix string, window time.Duration) [][]string {
+	t.Helper()
 	out := make([][]string, s.sz.rounds)
 	for i := range out {
-		out[i] = s.codes(t, fmt.Sprintf("%s%d", prefix, i), 1)
+		out[i] = s.codesWindow(t, fmt.Sprintf("%s%d", prefix, i), 1, window)
 	}
 	return out
 }
@@ -379,13 +395,18 @@ type stack struct {
 	storePid func() int
 
 	caps     map[string]int             // code → max_uses
+	windows  map[string]time.Duration   // code → confirmation window (absent: none)
 	demand   map[string]int             // code → distinct new emails sent
 	admitted map[string]map[string]bool // code → emails answered 201
+	held     map[string]map[string]bool // code → emails answered 202 (codes with a window)
 }
 
 func newStack(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, reserver string, shards int, sz sizes) *stack {
 	t.Helper()
-	s := &stack{sz: sz, mongo: mongoSrv, shards: shards, caps: map[string]int{}, demand: map[string]int{}, admitted: map[string]map[string]bool{}}
+	s := &stack{
+		sz: sz, mongo: mongoSrv, shards: shards, caps: map[string]int{}, windows: map[string]time.Duration{},
+		demand: map[string]int{}, admitted: map[string]map[string]bool{}, held: map[string]map[string]bool{},
+	}
 	db := testenv.DBName(t)
 	mc, err := mongo.Connect(options.Client().ApplyURI(mongoSrv.URI).SetTimeout(30 * time.Second))
 	if err != nil {
@@ -397,6 +418,9 @@ func newStack(t *testing.T, bin string, mongoSrv *testenv.MongoProcess, reserver
 		"INVITEGATE_MONGO_URI=" + mongoSrv.URI, "INVITEGATE_MONGO_DB=" + db,
 		"INVITEGATE_SHARDS=" + strconv.Itoa(shards),
 		"INVITEGATE_SHUTDOWN_GRACE=0s", "INVITEGATE_PPROF=true",
+		// Required once an invitation has a confirmation window (the
+		// confirmation links); without SMTP no email is sent.
+		"INVITEGATE_PUBLIC_URL=http://localhost", "INVITEGATE_CONFIRM_SECRET=" + benchConfirmSecret,
 	}
 	s.storePid = mongoSrv.Pid
 	switch reserver {
@@ -445,18 +469,31 @@ func (s *stack) startFloor(t *testing.T) server {
 	return server{addr: addr, pid: c.Pid}
 }
 
+// benchConfirmSecret seals the bench services' confirmation links.
+const benchConfirmSecret = "invitegate-bench-confirm-secret-0123456789abcdef"
+
 // codes creates n invitations prefix-0 .. prefix-(n-1) of the run's
 // capacity.
 func (s *stack) codes(t *testing.T, prefix string, n int) []string {
 	t.Helper()
+	return s.codesWindow(t, prefix, n, 0)
+}
+
+// codesWindow is codes with a confirmation window (0: none).
+func (s *stack) codesWindow(t *testing.T, prefix string, n int, window time.Duration) []string {
+	t.Helper()
 	var out []string
 	for i := 0; i < n; i++ {
 		code := fmt.Sprintf("%s-%d", prefix, i)
-		if err := s.store.CreateInvitation(context.Background(), invite.Invitation{Code: code, MaxUses: s.sz.capacity}); err != nil {
+		if err := s.store.CreateInvitation(context.Background(), invite.Invitation{Code: code, MaxUses: s.sz.capacity, ConfirmWindow: window}); err != nil {
 			t.Fatal(err)
 		}
 		s.caps[code] = s.sz.capacity
 		s.admitted[code] = map[string]bool{}
+		if window > 0 {
+			s.windows[code] = window
+			s.held[code] = map[string]bool{}
+		}
 		out = append(out, code)
 	}
 	return out
@@ -556,6 +593,19 @@ func (s *stack) run(t *testing.T, name string, srv server, l load) row {
 			}
 			r.newEmails = append(r.newEmails, [2]string{a.Invitation, a.Email})
 		}
+		if res.Code == http.StatusAccepted {
+			var a struct {
+				Invitation, Email, Status string
+				ExpiresAt                 string `json:"expires_at"`
+			}
+			if err := json.Unmarshal(res.Body, &a); err != nil {
+				t.Fatalf("%s: 202 body %q: %v", name, res.Body, err)
+			}
+			if a.Status != "pending_confirmation" || a.ExpiresAt == "" {
+				r.badHeld++
+			}
+			r.heldEmails = append(r.heldEmails, [2]string{a.Invitation, a.Email})
+		}
 	}
 	wall := time.Since(start)
 	m.Close()
@@ -596,8 +646,10 @@ func (s *stack) run(t *testing.T, name string, srv server, l load) row {
 // code it was answered for and nothing else is (I3, and nothing invented),
 // no code holds more than max_uses (I1), no email was admitted twice (I2),
 // a code that got at least max_uses definite answers is exactly full, and
-// a repeat of registered emails is answered 200 every time. It returns "ok"
-// or what is wrong.
+// a repeat of registered emails is answered 200 every time. On a code with
+// a confirmation window the same holds of its live holds instead (see
+// verifyHolds), and a 201 there (or a 202 on a code without one) is wrong.
+// It returns "ok" or what is wrong.
 func (s *stack) verify(t *testing.T, r *row, codes []string, prefix string, repeat bool) string {
 	t.Helper()
 	var problems []string
@@ -613,16 +665,33 @@ func (s *stack) verify(t *testing.T, r *row, codes []string, prefix string, repe
 			problems = append(problems, fmt.Sprintf("201 for unknown code %q", code))
 			continue
 		}
+		if s.windows[code] > 0 {
+			problems = append(problems, fmt.Sprintf("%s answered 201 on %s, which has a confirmation window", em, code))
+		}
 		if s.admitted[code][em] {
 			problems = append(problems, fmt.Sprintf("%s admitted twice to %s", em, code))
 		}
 		s.admitted[code][em] = true
 	}
+	for _, ce := range r.heldEmails {
+		code, em := ce[0], ce[1]
+		if s.held[code] == nil {
+			problems = append(problems, fmt.Sprintf("202 for %q, not a code with a confirmation window", code))
+			continue
+		}
+		if s.held[code][em] {
+			problems = append(problems, fmt.Sprintf("%s held twice on %s", em, code))
+		}
+		s.held[code][em] = true
+	}
+	if r.badHeld > 0 {
+		problems = append(problems, fmt.Sprintf("%d answers 202 without status pending_confirmation and expires_at", r.badHeld))
+	}
 	if repeat && r.codes[http.StatusOK] != r.requests {
 		problems = append(problems, fmt.Sprintf("registered emails answered %v, want 200 each", r.codes))
 	}
 	// The targeter takes the codes in turn, so each got an equal share.
-	definite := (r.codes[http.StatusCreated] + r.codes[http.StatusGone]) / len(codes)
+	definite := (r.codes[http.StatusCreated] + r.codes[http.StatusAccepted] + r.codes[http.StatusGone]) / len(codes)
 	ctx := context.Background()
 	deadline := time.Now().Add(s.sz.drainAfter)
 	// Every reservation Redis holds reaches MongoDB before the counts are
@@ -631,6 +700,12 @@ func (s *stack) verify(t *testing.T, r *row, codes []string, prefix string, repe
 		return err.Error()
 	}
 	for _, code := range codes {
+		if s.windows[code] > 0 {
+			if err := s.verifyHolds(ctx, r, code, prefix, definite, &unknown, deadline, &problems); err != nil {
+				return err.Error()
+			}
+			continue
+		}
 		adm := s.admitted[code]
 		n, err := s.store.Count(ctx, code)
 		for err == nil && n < len(adm) && time.Now().Before(deadline) {
@@ -681,6 +756,68 @@ func (s *stack) verify(t *testing.T, r *row, codes []string, prefix string, repe
 		return strings.Join(problems, "; ")
 	}
 	return "ok"
+}
+
+// verifyHolds is verify for code, which has a confirmation window: once
+// the reconciler has written them, every email answered 202 is a live hold
+// of code in MongoDB and nothing else is (but for requests answered 5xx or
+// not at all, counted down in unknown), no email holds two seats, no more
+// than max_uses are held, exactly max_uses once definite answers (202 and
+// 410) reached it, and nothing is registered (no one confirmed).
+func (s *stack) verifyHolds(ctx context.Context, r *row, code, prefix string, definite int, unknown *int, deadline time.Time, problems *[]string) error {
+	held := s.held[code]
+	live, err := s.store.LiveHolds(ctx, code, time.Now())
+	for err == nil && len(live) < len(held) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		live, err = s.store.LiveHolds(ctx, code, time.Now())
+	}
+	if err != nil {
+		return err
+	}
+	holds := map[string]bool{}
+	for _, h := range live {
+		if holds[h.Canonical] {
+			*problems = append(*problems, fmt.Sprintf("%s: %s has two live holds", code, h.Canonical))
+		}
+		holds[h.Canonical] = true
+	}
+	for em := range held {
+		if !holds[em] {
+			*problems = append(*problems, fmt.Sprintf("%s answered 202 for %s but no live hold in MongoDB", em, code))
+			break
+		}
+	}
+	for em := range holds {
+		if held[em] {
+			continue
+		}
+		if !strings.HasPrefix(em, prefix+"-") || *unknown == 0 {
+			*problems = append(*problems, fmt.Sprintf("%s: %s held but never answered 202", code, em))
+			break
+		}
+		*unknown--
+		held[em] = true
+		r.unknownAdmitted++
+	}
+	registered := 0
+	if err := s.store.ForEachRegistration(ctx, code, func(canonical, c string) error {
+		registered++
+		return nil
+	}); err != nil {
+		return err
+	}
+	if registered > 0 {
+		*problems = append(*problems, fmt.Sprintf("%s: %d registered, want none before any confirmation", code, registered))
+	}
+	if len(live) > s.caps[code] {
+		*problems = append(*problems, fmt.Sprintf("%s: %d live holds, over max_uses %d", code, len(live), s.caps[code]))
+	}
+	if definite >= s.caps[code] && len(live) != s.caps[code] {
+		*problems = append(*problems, fmt.Sprintf("%s: %d of %d seats held after %d definite answers", code, len(live), s.caps[code], definite))
+	}
+	r.admitted += len(held)
+	r.capacity += s.caps[code]
+	return nil
 }
 
 // profile saves a 5 s CPU profile of the service to path
@@ -807,6 +944,8 @@ type row struct {
 	codes              map[int]int    // status → count; 0: no answer (timeout, connection error)
 	failures           map[string]int // 5xx problem type → count
 	newEmails          [][2]string    // {code, email} answered 201
+	heldEmails         [][2]string    // {code, email} answered 202 (seat held until confirmed)
+	badHeld            int            // 202 answers without status pending_confirmation and expires_at
 	admitted, capacity int            // registered over the scenario's codes, their max_uses (service only)
 	unknownAdmitted    int            // of those, requests answered 5xx or not at all that were admitted
 	rssMB              float64        // peak RSS of the serving process

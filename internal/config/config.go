@@ -20,6 +20,7 @@ import (
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/confirm"
 	"github.com/invitegate/invitegate/internal/mail"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
@@ -75,6 +76,8 @@ type Config struct {
 	SMTPTLS        string
 	MailFrom       string
 	MailAttempts   int
+	PublicURL      string
+	ConfirmSecret  string
 }
 
 // Reservation paths (INVITEGATE_RESERVER).
@@ -152,6 +155,8 @@ var settings = []option{
 	{"INVITEGATE_SMTP_TLS", "smtp-tls", "starttls", "starttls (required), tls (implicit, port 465) or none (a local catcher such as Mailpit)", func(c *Config) flag.Value { return (*strVal)(&c.SMTPTLS) }},
 	{"INVITEGATE_MAIL_FROM", "mail-from", "Our Super Game <beta@our-super-game.io>", "sender of the emails", func(c *Config) flag.Value { return (*strVal)(&c.MailFrom) }},
 	{"INVITEGATE_MAIL_MAX_ATTEMPTS", "mail-max-attempts", "8", "delivery attempts per email before it is given up (backoff 30 s doubling, at most 1 h between)", func(c *Config) flag.Value { return (*intVal)(&c.MailAttempts) }},
+	{"INVITEGATE_PUBLIC_URL", "public-url", "", "the service's address as people reach it (https://beta.our-super-game.io): confirmation links start with it; required once an invitation has a confirmation window", func(c *Config) flag.Value { return (*strVal)(&c.PublicURL) }},
+	{"INVITEGATE_CONFIRM_SECRET", "confirm-secret", "", "secret of at least 32 characters sealing the confirmation links' tokens, the same on every replica (e.g. `openssl rand -hex 32`; masked in logs); empty: a secret generated once and kept in MongoDB's settings", func(c *Config) flag.Value { return (*strVal)(&c.ConfirmSecret) }},
 	{"INVITEGATE_REDIS_PIPELINE", "redis-pipeline", "true", "coalesce concurrent signups' Redis calls into pipelined round trips (go-redis autopipelining); false: one round trip each", func(c *Config) flag.Value { return (*boolVal)(&c.RedisPipeline) }},
 	{"INVITEGATE_PPROF", "pprof", "false", "serve Go's profiler (net/http/pprof) on the admin listener under /debug/pprof/", func(c *Config) flag.Value { return (*boolVal)(&c.Pprof) }},
 }
@@ -291,6 +296,15 @@ func (c Config) Validate() error {
 			return fmt.Errorf("INVITEGATE_SMTP_ADDR, _TLS or INVITEGATE_MAIL_FROM: %w", err)
 		}
 	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return fmt.Errorf("INVITEGATE_PUBLIC_URL=%q: want an absolute http(s) address such as https://beta.our-super-game.io (no query)", c.PublicURL)
+		}
+	}
+	if c.ConfirmSecret != "" && len(c.ConfirmSecret) < confirm.MinSecretLen {
+		return fmt.Errorf("INVITEGATE_CONFIRM_SECRET: want at least %d characters (e.g. `openssl rand -hex 32`)", confirm.MinSecretLen)
+	}
 	if c.MailAttempts < 1 || c.MailAttempts > 100 {
 		return fmt.Errorf("INVITEGATE_MAIL_MAX_ATTEMPTS=%d: must be 1..100", c.MailAttempts)
 	}
@@ -371,6 +385,9 @@ func (c Config) Fields() logrus.Fields {
 	}
 	if c.SMTPPassword != "" {
 		f["INVITEGATE_SMTP_PASSWORD"] = "***"
+	}
+	if c.ConfirmSecret != "" {
+		f["INVITEGATE_CONFIRM_SECRET"] = "***"
 	}
 	f["INVITEGATE_MONGO_URI"] = maskURI(c.MongoURI)
 	return f

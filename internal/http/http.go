@@ -22,6 +22,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/sirupsen/logrus"
 
+	"github.com/invitegate/invitegate/internal/confirm"
 	"github.com/invitegate/invitegate/internal/defaults"
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
@@ -37,6 +38,13 @@ func init() {
 // every invite.Reserver.
 type Reserver interface {
 	Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error)
+}
+
+// Confirmer turns a hold into a registration: invite.Created the first
+// time, invite.Existing on a repeat, invite.ErrHoldExpired once the hold
+// is no longer live (workflow.Signups.Confirm, workflow.MongoAck.Confirm).
+type Confirmer interface {
+	Confirm(ctx context.Context, h confirm.Hold) (invite.Result, error)
 }
 
 // Limiter decides whether one client may make one more signup attempt; it
@@ -86,6 +94,14 @@ type Config struct {
 	GameName string
 	// Status tells the landing page whether a code takes signups.
 	Status StatusFunc
+	// Confirmer confirms holds (POST /invitations/{code}/confirm) with
+	// the tokens Tokens opens; without both that endpoint answers 404.
+	Confirmer Confirmer
+	Tokens    *confirm.Sealer
+	// Resend, when set, is called (in the background) when an email whose
+	// hold lives signs up again: the confirmation email goes out again, at
+	// most once a minute (the callee decides).
+	Resend func(ctx context.Context, canonical, code, holdID string)
 	// CORSOrigins may call the API from a browser (e.g.
 	// "https://our-super-game.io"); empty: same origin only.
 	CORSOrigins []string
@@ -165,6 +181,7 @@ func New(res Reserver, cfg Config) http.Handler {
 		r.Use(corsMiddleware(cfg.CORSOrigins))
 	}
 	r.POST("/invitations/:code", a.limit, a.register)
+	r.POST("/invitations/:code/confirm", a.limit, a.confirm)
 	if cfg.LandingPage && cfg.Status != nil {
 		a.statuses = &statusCache{fn: cfg.Status, timeout: cfg.Timeout, now: cfg.Now}
 		r.GET("/invitations/:code", a.page)
@@ -185,9 +202,14 @@ type registration struct {
 	Invitation string `json:"invitation"`
 	Email      string `json:"email"`
 	Status     string `json:"status"`
+	// ExpiresAt is a hold's deadline (202 pending_confirmation).
+	ExpiresAt string `json:"expires_at,omitempty"`
 }
 
-const route = "/invitations/{code}"
+const (
+	route        = "/invitations/{code}"
+	confirmRoute = "/invitations/{code}/confirm"
+)
 
 // acquire takes an in-flight slot for the Redis and MongoDB work of one
 // signup, or reports false at once when MaxInFlight are taken: past
@@ -233,7 +255,11 @@ func (a *API) limit(c *gin.Context) {
 	}
 	if !ok {
 		c.Header("Retry-After", strconv.Itoa(int(max((wait+time.Second-1)/time.Second, 1))))
-		a.fail(c, route, a.cfg.Now(), errRateLimited)
+		r := route
+		if strings.HasSuffix(c.FullPath(), "/confirm") {
+			r = confirmRoute
+		}
+		a.fail(c, r, a.cfg.Now(), errRateLimited)
 	}
 }
 
@@ -248,7 +274,7 @@ func (a *API) register(c *gin.Context) {
 		a.fail(c, route, start, errMediaType)
 		return
 	}
-	raw, err := a.decode(c)
+	raw, err := a.decode(c, "email", errMissingEmail)
 	if err != nil {
 		a.fail(c, route, start, err)
 		return
@@ -276,12 +302,21 @@ func (a *API) register(c *gin.Context) {
 		a.fail(c, route, start, err)
 		return
 	}
-	status, body, outcome := http.StatusCreated, registration{code, addr.Normalized, "registered"}, "created"
+	status, body, outcome := http.StatusCreated, registration{Invitation: code, Email: addr.Normalized, Status: "registered"}, "created"
 	switch {
 	case hidden:
 		status, body.Status, outcome = http.StatusOK, "already_registered", "email_taken_hidden"
 	case res.Outcome == invite.Existing:
 		status, body.Status, outcome = http.StatusOK, "already_registered", "existing"
+	case res.Outcome == invite.Held, res.Outcome == invite.HeldAgain:
+		status, body.Status, outcome = http.StatusAccepted, "pending_confirmation", "held"
+		body.ExpiresAt = res.Deadline.UTC().Format(time.RFC3339)
+		if res.Outcome == invite.HeldAgain {
+			outcome = "held_again"
+			if a.cfg.Resend != nil {
+				go a.cfg.Resend(context.WithoutCancel(ctx), addr.Canonical, code, res.ID)
+			}
+		}
 	}
 	a.m.observe(route, status, outcome, a.cfg.Now().Sub(start))
 	if a.debug {
@@ -300,12 +335,9 @@ func isJSON(ct string) bool {
 	return !ok || strings.EqualFold(cs, "utf-8")
 }
 
-// decode reads the body, at most MaxBody bytes, and returns its email field.
-// The body must be exactly one JSON object whose only member is "email"
-// (name matched case-insensitively, so "Email" works) holding a string;
-// duplicate members, other members, invalid UTF-8 and trailing data are
-// rejected rather than guessed at.
-func (a *API) decode(c *gin.Context) (string, error) {
+// decode reads the body, at most MaxBody bytes, and returns its member
+// name (see decodeMember).
+func (a *API) decode(c *gin.Context, name string, missing error) (string, error) {
 	if c.Request.ContentLength > a.cfg.MaxBody {
 		return "", errTooLarge
 	}
@@ -317,10 +349,17 @@ func (a *API) decode(c *gin.Context) (string, error) {
 		}
 		return "", errMalformed
 	}
-	return decodeEmail(body)
+	return decodeMember(body, name, missing)
 }
 
-func decodeEmail(body []byte) (string, error) {
+func decodeEmail(body []byte) (string, error) { return decodeMember(body, "email", errMissingEmail) }
+
+// decodeMember returns the string member name of body, which must be
+// exactly one JSON object whose only member is name (matched
+// case-insensitively, so "Email" works) holding a string; duplicate
+// members, other members, invalid UTF-8 and trailing data are rejected
+// rather than guessed at, and a missing member is missing.
+func decodeMember(body []byte, name string, missing error) (string, error) {
 	if !utf8.Valid(body) {
 		return "", errMalformed
 	}
@@ -336,7 +375,7 @@ func decodeEmail(body []byte) (string, error) {
 			return "", errMalformed
 		}
 		key, _ := tok.(string)
-		if !strings.EqualFold(key, "email") || seen {
+		if !strings.EqualFold(key, name) || seen {
 			return "", errMalformed
 		}
 		seen = true
@@ -357,9 +396,65 @@ func decodeEmail(body []byte) (string, error) {
 		return "", errMalformed
 	}
 	if !seen {
-		return "", errMissingEmail
+		return "", missing
 	}
 	return value, nil
+}
+
+// confirm serves POST /invitations/{code}/confirm {"token": "..."}: the
+// hold the token names becomes a registration (201), or already is (200);
+// 410 once the hold is no longer live, 404 for a token that is not valid
+// for this code.
+func (a *API) confirm(c *gin.Context) {
+	start := a.cfg.Now()
+	code := c.Param("code")
+	if !invite.ValidCode(code) {
+		a.fail(c, confirmRoute, start, invite.ErrUnknownCode)
+		return
+	}
+	if !isJSON(c.GetHeader("Content-Type")) {
+		a.fail(c, confirmRoute, start, errMediaType)
+		return
+	}
+	token, err := a.decode(c, "token", errMissingToken)
+	if errors.Is(err, errMalformed) {
+		err = errMalformedToken
+	}
+	if err != nil {
+		a.fail(c, confirmRoute, start, err)
+		return
+	}
+	if a.cfg.Tokens == nil || a.cfg.Confirmer == nil {
+		a.fail(c, confirmRoute, start, errInvalidToken)
+		return
+	}
+	h, err := a.cfg.Tokens.Open(token)
+	if err != nil || h.Code != code {
+		a.fail(c, confirmRoute, start, errInvalidToken)
+		return
+	}
+	release, ok := a.acquire()
+	if !ok {
+		a.fail(c, confirmRoute, start, errOverloaded)
+		return
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(c.Request.Context(), a.cfg.Timeout)
+	defer cancel()
+	res, err := a.cfg.Confirmer.Confirm(ctx, h)
+	if err != nil {
+		a.fail(c, confirmRoute, start, err)
+		return
+	}
+	status, body, outcome := http.StatusCreated, registration{Invitation: code, Email: h.Email, Status: "registered"}, "confirmed"
+	if res.Outcome == invite.Existing {
+		status, body.Status, outcome = http.StatusOK, "already_registered", "already_confirmed"
+	}
+	a.m.observe(confirmRoute, status, outcome, a.cfg.Now().Sub(start))
+	if a.debug {
+		a.log.WithFields(logrus.Fields{"code": code, "email": email.Mask(h.Email), "status": status}).Debug("confirmation")
+	}
+	c.JSON(status, body)
 }
 
 // problem is an RFC 9457 problem document.
@@ -380,6 +475,12 @@ var (
 	errTooLarge     = errors.New("body too large")
 	errMalformed    = errors.New("malformed body")
 	errMissingEmail = errors.New("missing email")
+	errMissingToken = errors.New("missing token")
+	// errMalformedToken is errMalformed on the confirm endpoint.
+	errMalformedToken = errors.New("malformed confirmation body")
+	// errInvalidToken: the token was not made by this service for this
+	// code (tampered, another code's, made up).
+	errInvalidToken = errors.New("invalid confirmation token")
 	errOverloaded   = errors.New("overloaded")
 	errRateLimited  = errors.New("rate limited")
 	// errBlockedDomain: the address is valid but its domain is refused.
@@ -408,6 +509,10 @@ var failures = []struct {
 	{errMalformed, failure{400, "malformed-body", "malformed", "Malformed request body", `The body must be a JSON object with one string member "email".`}},
 	{errBlockedDomain, failure{400, "email-domain-not-accepted", "blocked_domain", "Email domain not accepted", "Use a permanent email address, not a disposable one."}},
 	{errMissingEmail, failure{400, "missing-email", "malformed", "Email is required", `The body must be a JSON object with one string member "email".`}},
+	{errMalformedToken, failure{400, "malformed-body", "malformed", "Malformed request body", `The body must be a JSON object with one string member "token".`}},
+	{errMissingToken, failure{400, "missing-token", "malformed", "Token is required", `The body must be a JSON object with one string member "token".`}},
+	{errInvalidToken, failure{404, "invalid-confirmation", "invalid_token", "Invalid confirmation link", "This confirmation link is not valid for this invitation."}},
+	{invite.ErrHoldExpired, failure{410, "confirmation-expired", "confirmation_expired", "Confirmation link expired", "The time to confirm this signup has passed and the place was given back. Sign up again on the invitation page."}},
 	{errTooLarge, failure{413, "body-too-large", "too_large", "Request body too large", "The body is larger than a signup needs."}},
 	{errMediaType, failure{415, "unsupported-media-type", "unsupported_media", "Unsupported media type", "Send Content-Type: application/json."}},
 	{invite.ErrEmailTaken, failure{409, "email-already-used", "email_taken", "Email already used", "This email address has already used another invitation."}},

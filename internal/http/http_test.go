@@ -17,6 +17,7 @@ import (
 	"github.com/invitegate/invitegate/internal/email"
 	api "github.com/invitegate/invitegate/internal/http"
 	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
 	"github.com/invitegate/invitegate/internal/workflow"
 )
@@ -35,6 +36,10 @@ func (s source) Invitations(context.Context) ([]invite.Invitation, error) {
 	}
 	return out, nil
 }
+func (s source) LiveHolds(context.Context, string, time.Time) ([]persist.Hold, error) {
+	return nil, nil
+}
+
 func (s source) ForEachRegistration(context.Context, string, func(string, string) error) error {
 	return nil
 }

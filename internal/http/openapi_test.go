@@ -71,6 +71,24 @@ func TestOpenAPI(t *testing.T) {
 	statusFails := func(err error) http.Handler {
 		return api.New(stub{}, api.Config{LandingPage: true, Status: func(context.Context, string) (invite.Status, error) { return "", err }})
 	}
+	// Confirmation holds (confirm_test.go's holding and confirmer).
+	deadline := time.Date(2026, 5, 1, 12, 30, 0, 0, time.UTC)
+	holds := func(o invite.Outcome) http.Handler {
+		return api.New(holding{invite.Result{Outcome: o, ID: "1712000000000-3", Deadline: deadline}}, api.Config{Resend: func(context.Context, string, string, string) {}})
+	}
+	sealer := newSealer(t, testSecret)
+	confirms := func(res invite.Outcome, err error) http.Handler {
+		return api.New(stub{}, api.Config{Tokens: sealer, Confirmer: &confirmer{res: invite.Result{Outcome: res}, err: err}})
+	}
+	confirmed := confirms(invite.Created, nil)
+	token := sealer.Seal(aliceHold) // for "open"
+	otherCode := aliceHold
+	otherCode.Code = "two"
+	tokenJSON := tokenBody(token)
+	tampered := "x" + token[1:] // another nonce
+	if token[0] == 'x' {
+		tampered = "y" + token[1:]
+	}
 
 	type exchange struct {
 		name    string
@@ -114,6 +132,29 @@ func TestOpenAPI(t *testing.T) {
 		{name: "reseeding", h: api.New(stub{err: invite.ErrFrozen}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 503, problem: "invitation-reseeding"},
 		{name: "unexpected error", h: api.New(stub{err: errors.New("boom")}, api.Config{}), path: "/invitations/open", body: `{"email":"h@example.com"}`, status: 500, problem: "internal"},
 		{name: "refused origin", h: cors, path: "/invitations/open", header: map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, body: `{"email":"i@example.com"}`, status: 403},
+		{name: "held for confirmation", h: holds(invite.Held), path: "/invitations/open", body: `{"email":"alice.b+beta@gmail.com"}`, status: 202, validRequest: true},
+		{name: "held again", h: holds(invite.HeldAgain), path: "/invitations/open", body: `{"email":"alice.b+beta@gmail.com"}`, status: 202, validRequest: true},
+
+		{name: "confirm", h: confirmed, path: "/invitations/open/confirm", body: tokenJSON, status: 201, validRequest: true},
+		{name: "confirm, member name in any case", h: confirmed, path: "/invitations/open/confirm", body: `{"TOKEN":"` + token + `"}`, status: 201, validRequest: true},
+		{name: "confirm again", h: confirms(invite.Existing, nil), path: "/invitations/open/confirm", body: tokenJSON, status: 200, validRequest: true},
+		{name: "confirm too late", h: confirms(0, invite.ErrHoldExpired), path: "/invitations/open/confirm", body: tokenJSON, status: 410, problem: "confirmation-expired", validRequest: true},
+		{name: "confirm, token tampered", h: confirmed, path: "/invitations/open/confirm", body: tokenBody(tampered), status: 404, problem: "invalid-confirmation", validRequest: true},
+		{name: "confirm, made-up token", h: confirmed, path: "/invitations/open/confirm", body: `{"token":"dG9rZW4"}`, status: 404, problem: "invalid-confirmation", validRequest: true},
+		{name: "confirm, another code's token", h: confirmed, path: "/invitations/open/confirm", body: tokenBody(sealer.Seal(otherCode)), status: 404, problem: "invalid-confirmation", validRequest: true},
+		{name: "confirm, not configured", h: noPage, path: "/invitations/open/confirm", body: tokenJSON, status: 404, problem: "invalid-confirmation"},
+		{name: "confirm, impossible code", h: confirmed, path: "/invitations/" + strings.Repeat("x", 65) + "/confirm", body: tokenJSON, status: 404, problem: "unknown-invitation"},
+		{name: "confirm, no token", h: confirmed, path: "/invitations/open/confirm", body: `{}`, status: 400, problem: "missing-token", invalidRequest: true},
+		{name: "confirm, not JSON", h: confirmed, path: "/invitations/open/confirm", body: `{"token":`, status: 400, problem: "malformed-body", invalidRequest: true},
+		{name: "confirm, token not a string", h: confirmed, path: "/invitations/open/confirm", body: `{"token":1}`, status: 400, problem: "malformed-body", invalidRequest: true},
+		{name: "confirm, another member", h: confirmed, path: "/invitations/open/confirm", body: `{"token":"` + token + `","email":"alice@example.com"}`, status: 400, problem: "malformed-body", invalidRequest: true},
+		{name: "confirm, body too large", h: confirmed, path: "/invitations/open/confirm", body: tokenBody(strings.Repeat("a", 5000)), status: 413, problem: "body-too-large"},
+		{name: "confirm, not JSON content type", h: confirmed, path: "/invitations/open/confirm", header: map[string]string{"Content-Type": "text/plain"}, body: tokenJSON, status: 415, problem: "unsupported-media-type"},
+		{name: "confirm, rate limited", h: limited, path: "/invitations/open/confirm", body: tokenJSON, status: 429, problem: "rate-limited"},
+		{name: "confirm, Redis down", h: confirms(0, invite.Unavailable(errors.New("dial tcp: refused"))), path: "/invitations/open/confirm", body: tokenJSON, status: 503, problem: "unavailable"},
+		{name: "confirm, reseeding", h: confirms(0, invite.ErrFrozen), path: "/invitations/open/confirm", body: tokenJSON, status: 503, problem: "invitation-reseeding"},
+		{name: "confirm, unexpected error", h: confirms(0, errors.New("boom")), path: "/invitations/open/confirm", body: tokenJSON, status: 500, problem: "internal"},
+		{name: "confirm, refused origin", h: cors, path: "/invitations/open/confirm", header: map[string]string{"Content-Type": "application/json", "Origin": "https://evil.example"}, body: tokenJSON, status: 403},
 
 		{name: "status open", h: srv, method: "GET", path: "/invitations/open", status: 200},
 		{name: "status full", h: srv, method: "GET", path: "/invitations/filled", header: map[string]string{"Accept": "application/json"}, status: 200},
@@ -201,9 +242,10 @@ func TestOpenAPI(t *testing.T) {
 		check(ex.name, hr, w, ex.status, ex.problem)
 	}
 
-	// 503 overloaded: one signup holds the only in-flight slot.
+	// 503 overloaded: one signup holds the only in-flight slot, which
+	// confirmations share.
 	b := blocking{entered: make(chan struct{}, 1), release: make(chan struct{})} // abuse_test.go
-	shedding := api.New(b, api.Config{MaxInFlight: 1})
+	shedding := api.New(b, api.Config{MaxInFlight: 1, Tokens: sealer, Confirmer: &confirmer{res: invite.Result{Outcome: invite.Created}}})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		hr := httptest.NewRequest(http.MethodPost, "/invitations/open", strings.NewReader(`{"email":"j@example.com"}`))
@@ -215,9 +257,14 @@ func TestOpenAPI(t *testing.T) {
 	hr.Header.Set("Content-Type", "application/json")
 	w := httptest.NewRecorder()
 	shedding.ServeHTTP(w, hr)
+	chr := httptest.NewRequest(http.MethodPost, "http://localhost:8080/invitations/open/confirm", strings.NewReader(tokenJSON))
+	chr.Header.Set("Content-Type", "application/json")
+	cw := httptest.NewRecorder()
+	shedding.ServeHTTP(cw, chr)
 	close(b.release)
 	wg.Wait()
 	check("overloaded", hr, w, 503, "overloaded")
+	check("confirm, overloaded", chr, cw, 503, "overloaded")
 
 	// Drift, spec → code: every status the spec declares was produced.
 	var raw struct {

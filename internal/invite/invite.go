@@ -40,7 +40,29 @@ type Reservation struct {
 	Canonical  string
 	Email      string
 	ReservedAt time.Time
+	// Kind is what the entry records: a registration (the zero value), a
+	// hold taken, or a hold that ended unconfirmed.
+	Kind EntryKind
+	// HoldID names the hold a HoldTaken or HoldEnded entry records, or
+	// the hold a Registration confirmed (empty: an instant signup).
+	HoldID string
+	// Deadline is a HoldTaken entry's deadline.
+	Deadline time.Time
 }
+
+// EntryKind is what a reservation stream entry records.
+type EntryKind int
+
+const (
+	// Registration: a seat taken for good (an instant signup, or a hold
+	// confirmed: HoldID set).
+	Registration EntryKind = iota
+	// HoldTaken: a seat held until Deadline for the email to confirm.
+	HoldTaken
+	// HoldEnded: the hold HoldID passed its deadline unconfirmed; its
+	// seat went back. Email is empty.
+	HoldEnded
+)
 
 // ValidCode reports whether code is a well-formed invitation code:
 // 1..64 characters of [A-Za-z0-9_-]. Anything else can never name an

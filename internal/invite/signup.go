@@ -22,6 +22,10 @@ var (
 	ErrUnavailable = errors.New("invite: reservation store unavailable")
 	// ErrFrozen means a reseed of the code is running; retry in a moment.
 	ErrFrozen = errors.New("invite: invitation is being reseeded")
+	// ErrHoldExpired means a confirmation came after its hold's deadline:
+	// the seat went back (or goes back at once); the email may sign up
+	// again.
+	ErrHoldExpired = errors.New("invite: the confirmation window has passed")
 	// ErrMisconfigured means the stores disagree with this process's
 	// settings (e.g. Redis seeded for another shard count); it needs an
 	// operator.
@@ -45,14 +49,17 @@ const (
 	Created Outcome = iota + 1
 	// Existing means the email already holds this code; nothing changed.
 	Existing
-	// Held: a code with a confirmation window holds a seat for the email
-	// until Deadline (new, or the same hold again); ID names the hold.
+	// Held: a code with a confirmation window took a seat for the email
+	// as a hold until Deadline; ID names the hold.
 	Held
+	// HeldAgain: the email's hold on this code lives (a repeat); ID and
+	// Deadline are the hold's, unchanged.
+	HeldAgain
 )
 
 // Result is a successful reservation. Shard is the Redis shard of the
 // email and ID the reservation stream entry (empty for Existing); both are
-// zero on the MongoDB-only path. Deadline is a hold's (Held).
+// zero on the MongoDB-only path. Deadline is a hold's (Held, HeldAgain).
 type Result struct {
 	Outcome  Outcome
 	Shard    int

@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"errors"
 	htmltemplate "html/template"
+	"strconv"
 	"strings"
 	"text/template"
 	"time"
@@ -63,6 +64,15 @@ type Store interface {
 	MailCounts(ctx context.Context) (map[string]int, error)
 }
 
+// HoldStore is the confirmation emails' outbox, on the holds
+// (persist.Store).
+type HoldStore interface {
+	DueHoldMail(ctx context.Context, now time.Time, limit int) ([]persist.Hold, error)
+	ClaimHoldMail(ctx context.Context, key string, round, attempt int, owner string, now time.Time, lease time.Duration) (bool, error)
+	HoldMailSent(ctx context.Context, key string, round, attempt int, now time.Time) error
+	HoldMailFailed(ctx context.Context, key string, round, attempt int, reason string, next time.Time) error
+}
+
 // Config tunes a Mailer. Zero values take the defaults noted.
 type Config struct {
 	Game   string // the game's name in the email
@@ -80,6 +90,9 @@ type Config struct {
 	Lease time.Duration
 	// SendTimeout bounds one SMTP delivery (default 30s).
 	SendTimeout time.Duration
+	// ConfirmLink returns the confirmation link of a hold; nil: the
+	// confirmation emails are not sent (they wait as pending).
+	ConfirmLink func(h persist.Hold) string
 	Poll        time.Duration // between looks at the outbox when idle (default 1s)
 	Batch       int           // due mails taken per look (default 100)
 	Now         func() time.Time
@@ -87,13 +100,18 @@ type Config struct {
 	Metrics     *Metrics
 }
 
-// Mailer sends the outbox's mail. Run it on any number of replicas.
+// Mailer sends the outbox's mail: every registration's, and, with a
+// HoldStore and Config.ConfirmLink, every hold's confirmation email. Run
+// it on any number of replicas.
 type Mailer struct {
 	st   Store
+	hst  HoldStore // nil: no confirmation emails
 	send Sender
-	cfg  Config
-	log  logrus.FieldLogger
-	m    *Metrics
+	// noLinkLogged: when the mailer last said it cannot make links.
+	noLinkLogged time.Time
+	cfg          Config
+	log          logrus.FieldLogger
+	m            *Metrics
 }
 
 // New returns a Mailer over st sending through send.
@@ -115,7 +133,11 @@ func New(st Store, send Sender, cfg Config) *Mailer {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
-	return &Mailer{st: st, send: send, cfg: cfg, log: cfg.Logger.WithField("component", "mail"), m: cfg.Metrics}
+	m := &Mailer{st: st, send: send, cfg: cfg, log: cfg.Logger.WithField("component", "mail"), m: cfg.Metrics}
+	if hst, ok := st.(HoldStore); ok && cfg.ConfirmLink != nil {
+		m.hst = hst
+	}
+	return m
 }
 
 // Run sends due mail until ctx ends. A failing MongoDB is logged and tried
@@ -148,25 +170,30 @@ func (m *Mailer) Run(ctx context.Context) error {
 	}
 }
 
-// RunOnce takes one batch of due mail and tries each whose attempt it can
-// claim; it returns how many it tried.
+// RunOnce takes one batch of due confirmation emails (they are urgent:
+// the hold's deadline runs) and one of due registration emails, and tries
+// each whose attempt it can claim; it returns how many it tried.
 func (m *Mailer) RunOnce(ctx context.Context) (int, error) {
+	tried := 0
+	if m.hst != nil {
+		n, err := m.runHolds(ctx)
+		tried += n
+		if err != nil {
+			return tried, err
+		}
+	}
 	due, err := m.st.DueMail(ctx, m.cfg.Now(), m.cfg.Batch)
 	if err != nil {
-		return 0, err
+		return tried, err
 	}
-	tried := 0
 	for _, reg := range due {
 		if ctx.Err() != nil {
 			break
 		}
 		attempt := reg.Mail.Attempts
-		ok, err := m.st.ClaimMail(ctx, reg.Canonical, reg.Mail.Round, attempt, m.cfg.Owner, m.cfg.Now(), m.cfg.Lease)
-		if errors.Is(err, persist.ErrClaimsExhausted) {
-			// One stuck mail must not hold up the others behind it.
-			m.log.WithField("code", reg.Invitation).Error("mail attempt claimed and abandoned too often; skipped")
-			continue
-		}
+		ok, err := m.claim(reg.Invitation, func() (bool, error) {
+			return m.st.ClaimMail(ctx, reg.Canonical, reg.Mail.Round, attempt, m.cfg.Owner, m.cfg.Now(), m.cfg.Lease)
+		})
 		if err != nil {
 			return tried, err
 		}
@@ -179,22 +206,105 @@ func (m *Mailer) RunOnce(ctx context.Context) (int, error) {
 	return tried, nil
 }
 
-// attempt sends one claimed attempt and records its outcome.
+// claim runs one claim of an attempt; ok is false when another mailer has
+// it, or when its claims were abandoned too often (one stuck mail must not
+// hold up the others behind it: skipped, logged).
+func (m *Mailer) claim(code string, fn func() (bool, error)) (ok bool, err error) {
+	ok, err = fn()
+	if errors.Is(err, persist.ErrClaimsExhausted) {
+		m.log.WithField("code", code).Error("mail attempt claimed and abandoned too often; skipped")
+		return false, nil
+	}
+	return ok, err
+}
+
+// runHolds is RunOnce for the confirmation emails.
+func (m *Mailer) runHolds(ctx context.Context) (int, error) {
+	due, err := m.hst.DueHoldMail(ctx, m.cfg.Now(), m.cfg.Batch)
+	if err != nil {
+		return 0, err
+	}
+	tried := 0
+	for _, h := range due {
+		if ctx.Err() != nil {
+			break
+		}
+		if m.cfg.ConfirmLink(h) == "" {
+			// No link can be made (no INVITEGATE_PUBLIC_URL): the email
+			// waits, its attempts untouched.
+			if now := m.cfg.Now(); now.Sub(m.noLinkLogged) > time.Minute {
+				m.noLinkLogged = now
+				m.log.WithField("code", h.Invitation).Error("confirmation emails wait: set INVITEGATE_PUBLIC_URL, the start of their links")
+			}
+			continue
+		}
+		attempt := h.Mail.Attempts
+		ok, err := m.claim(h.Invitation, func() (bool, error) {
+			return m.hst.ClaimHoldMail(ctx, h.Key, h.Mail.Round, attempt, m.cfg.Owner, m.cfg.Now(), m.cfg.Lease)
+		})
+		if err != nil {
+			return tried, err
+		}
+		if !ok {
+			continue
+		}
+		tried++
+		msg, err := m.confirmMessage(h)
+		m.deliver(ctx, outbox{
+			code: h.Invitation, email: h.Email, canonical: h.Canonical, attempt: attempt, msg: msg, renderErr: err,
+			sent: func(ctx context.Context, now time.Time) error {
+				return m.hst.HoldMailSent(ctx, h.Key, h.Mail.Round, attempt, now)
+			},
+			failed: func(ctx context.Context, reason string, next time.Time) error {
+				return m.hst.HoldMailFailed(ctx, h.Key, h.Mail.Round, attempt, reason, next)
+			},
+		})
+	}
+	return tried, nil
+}
+
+// outbox is one claimed attempt: its message, and how to record its
+// outcome.
+type outbox struct {
+	code, email, canonical string
+	attempt                int
+	msg                    Message
+	renderErr              error
+	sent                   func(ctx context.Context, now time.Time) error
+	failed                 func(ctx context.Context, reason string, next time.Time) error
+}
+
+// attempt sends one claimed attempt of reg's email and records its outcome.
 func (m *Mailer) attempt(ctx context.Context, reg persist.Registration, attempt int) {
 	msg, err := m.message(reg)
+	m.deliver(ctx, outbox{
+		code: reg.Invitation, email: reg.Email, canonical: reg.Canonical, attempt: attempt, msg: msg, renderErr: err,
+		sent: func(ctx context.Context, now time.Time) error {
+			return m.st.MailSent(ctx, reg.Canonical, reg.Mail.Round, attempt, now)
+		},
+		failed: func(ctx context.Context, reason string, next time.Time) error {
+			return m.st.MailFailed(ctx, reg.Canonical, reg.Mail.Round, attempt, reason, next)
+		},
+	})
+}
+
+// deliver sends one claimed attempt and records its outcome.
+func (m *Mailer) deliver(ctx context.Context, o outbox) {
+	err := o.renderErr
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, m.cfg.SendTimeout)
-		err = m.send.Send(sctx, msg)
+		err = m.send.Send(sctx, o.msg)
 		cancel()
 	}
-	log := m.log.WithField("code", reg.Invitation).WithField("attempt", attempt+1)
+	attempt := o.attempt
+	log := m.log.WithField("code", o.code).WithField("attempt", attempt+1)
 	// The outcome is recorded even when ctx ends mid-send (a shutdown): a
 	// message the server took must not be sent again.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err == nil {
 		m.m.Sent.Inc()
-		if err := m.st.MailSent(rctx, reg.Canonical, reg.Mail.Round, attempt, m.cfg.Now()); errors.Is(err, persist.ErrMailOutcomeLate) {
+		if err := o.sent(rctx, m.cfg.Now()); errors.Is(err, persist.ErrMailOutcomeLate) {
 			log.Warn("mail sent after its claim's lease ran out; another mailer may have sent it too")
 		} else if err != nil {
 			log.WithError(err).Error("mail sent but not recorded; it may be sent again after the claim's lease")
@@ -203,7 +313,7 @@ func (m *Mailer) attempt(ctx context.Context, reg persist.Registration, attempt 
 	}
 	m.m.Failures.Inc()
 	// SMTP replies often quote the recipient; logs never carry it.
-	err = scrubbed{err, strings.NewReplacer(reg.Email, email.Mask(reg.Email), reg.Canonical, email.Mask(reg.Canonical)).Replace(err.Error())}
+	err = scrubbed{err, strings.NewReplacer(o.email, email.Mask(o.email), o.canonical, email.Mask(o.canonical)).Replace(err.Error())}
 	var next time.Time
 	if attempt+1 < m.cfg.MaxAttempts && !IsPermanent(err) {
 		next = m.cfg.Now().Add(m.backoff(attempt + 1))
@@ -212,7 +322,7 @@ func (m *Mailer) attempt(ctx context.Context, reg persist.Registration, attempt 
 		m.m.GaveUp.Inc()
 		log.WithError(err).Error("mail not sent; giving up")
 	}
-	if err := m.st.MailFailed(rctx, reg.Canonical, reg.Mail.Round, attempt, truncate(err.Error(), 300), next); err != nil && !errors.Is(err, persist.ErrMailOutcomeLate) {
+	if err := o.failed(rctx, truncate(err.Error(), 300), next); err != nil && !errors.Is(err, persist.ErrMailOutcomeLate) {
 		log.WithError(err).Error("mail failure not recorded")
 	}
 }
@@ -233,9 +343,38 @@ func (m *Mailer) backoff(n int) time.Duration {
 var templates embed.FS
 
 var (
-	textTmpl = template.Must(template.ParseFS(templates, "templates/instructions.txt"))
-	htmlTmpl = htmltemplate.Must(htmltemplate.ParseFS(templates, "templates/instructions.html"))
+	textTmpl        = template.Must(template.ParseFS(templates, "templates/instructions.txt"))
+	htmlTmpl        = htmltemplate.Must(htmltemplate.ParseFS(templates, "templates/instructions.html"))
+	confirmTextTmpl = template.Must(template.ParseFS(templates, "templates/confirm.txt"))
+	confirmHTMLTmpl = htmltemplate.Must(htmltemplate.ParseFS(templates, "templates/confirm.html"))
 )
+
+type confirmData struct{ Game, Code, Email, Deadline, Link string }
+
+// confirmMessage renders h's confirmation email. The deadline is written
+// in UTC (the email cannot know the reader's time zone; the landing page
+// shows it in theirs). Each round (a resend) has its own Message-ID.
+func (m *Mailer) confirmMessage(h persist.Hold) (Message, error) {
+	d := confirmData{
+		Game: m.cfg.Game, Code: h.Invitation, Email: h.Email,
+		Deadline: h.Deadline.UTC().Format("Monday 2 January 2006, 15:04 MST"), Link: m.cfg.ConfirmLink(h),
+	}
+	var text, html bytes.Buffer
+	if err := confirmTextTmpl.Execute(&text, d); err != nil {
+		return Message{}, err
+	}
+	if err := confirmHTMLTmpl.Execute(&html, d); err != nil {
+		return Message{}, err
+	}
+	sum := sha256.Sum256([]byte(h.Key + "#" + strconv.Itoa(h.Mail.Round)))
+	return Message{
+		To:        h.Email,
+		Subject:   "Confirm your email to keep your place in the " + m.cfg.Game + " closed beta",
+		Text:      text.String(),
+		HTML:      html.String(),
+		MessageID: "confirm-" + hex.EncodeToString(sum[:12]) + "@" + m.cfg.Domain,
+	}, nil
+}
 
 type mailData struct{ Game, Code, Email string }
 

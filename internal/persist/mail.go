@@ -67,6 +67,12 @@ func (s *Store) DueMail(ctx context.Context, now time.Time, limit int) ([]Regist
 // it and ok is false. Claims and reads use majority concerns, so a MongoDB
 // failover cannot hand one attempt to two mailers.
 func (s *Store) ClaimMail(ctx context.Context, canonical string, round, attempt int, owner string, now time.Time, lease time.Duration) (ok bool, err error) {
+	return s.claimMail(ctx, s.regMajority, canonical, round, attempt, owner, now, lease)
+}
+
+// claimMail is ClaimMail for the outbox of the document key of c (read
+// with majority concern): registrations or holds.
+func (s *Store) claimMail(ctx context.Context, c *mongo.Collection, canonical string, round, attempt int, owner string, now time.Time, lease time.Duration) (ok bool, err error) {
 	claims := s.claims()
 	claimed, gen := false, 0
 	for ; gen < maxClaimGenerations && !claimed; gen++ {
@@ -98,12 +104,15 @@ func (s *Store) ClaimMail(ctx context.Context, canonical string, round, attempt 
 	if !claimed {
 		return false, ErrClaimsExhausted
 	}
-	var reg Registration
-	err = s.regMajority.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&reg)
+	var doc struct {
+		Mail  *Outbox `bson:"mail"`
+		State string  `bson:"state"` // a hold's: its mail goes only while it is held
+	}
+	err = c.FindOne(ctx, bson.D{{Key: "_id", Value: canonical}}).Decode(&doc)
 	if err != nil && !errors.Is(err, mongo.ErrNoDocuments) {
 		return false, fmt.Errorf("%w: claim mail: %w", ErrDatabase, err)
 	}
-	if err == nil && reg.Mail != nil && reg.Mail.State == MailPending && reg.Mail.Round == round && reg.Mail.Attempts == attempt {
+	if err == nil && doc.Mail != nil && doc.Mail.State == MailPending && doc.Mail.Round == round && doc.Mail.Attempts == attempt && (doc.State == "" || doc.State == HoldHeld) {
 		return true, nil
 	}
 	// The attempt was finished by someone else (we worked from a stale
@@ -129,21 +138,27 @@ const maxClaimGenerations = 20
 // MailSent records that attempt (0-based) of round delivered canonical's
 // mail.
 func (s *Store) MailSent(ctx context.Context, canonical string, round, attempt int, now time.Time) error {
-	return s.mailOutcome(ctx, canonical, round, attempt, bson.D{
+	return s.mailOutcome(ctx, s.reg, canonical, round, attempt, sentSet(attempt, now))
+}
+
+func sentSet(attempt int, now time.Time) bson.D {
+	return bson.D{
 		{Key: "mail.state", Value: MailSent}, {Key: "mail.attempts", Value: attempt + 1}, {Key: "mail.sent_at", Value: now.UTC()},
-	})
+	}
 }
 
 // MailFailed records that attempt (0-based) failed with reason: the mail
 // is due again at next, or, when next is zero, given up (state failed).
 func (s *Store) MailFailed(ctx context.Context, canonical string, round, attempt int, reason string, next time.Time) error {
+	return s.mailOutcome(ctx, s.reg, canonical, round, attempt, failedSet(attempt, reason, next))
+}
+
+func failedSet(attempt int, reason string, next time.Time) bson.D {
 	set := bson.D{{Key: "mail.attempts", Value: attempt + 1}, {Key: "mail.last_error", Value: reason}}
 	if next.IsZero() {
-		set = append(set, bson.E{Key: "mail.state", Value: MailFailed})
-	} else {
-		set = append(set, bson.E{Key: "mail.next_at", Value: next.UTC()})
+		return append(set, bson.E{Key: "mail.state", Value: MailFailed})
 	}
-	return s.mailOutcome(ctx, canonical, round, attempt, set)
+	return append(set, bson.E{Key: "mail.next_at", Value: next.UTC()})
 }
 
 // ErrMailOutcomeLate means the mail was no longer pending at that round and
@@ -151,8 +166,8 @@ func (s *Store) MailFailed(ctx context.Context, canonical string, round, attempt
 // the lease ran out.
 var ErrMailOutcomeLate = errors.New("persist: mail outcome came after the claim's lease")
 
-func (s *Store) mailOutcome(ctx context.Context, canonical string, round, attempt int, set bson.D) error {
-	res, err := s.reg.UpdateOne(ctx,
+func (s *Store) mailOutcome(ctx context.Context, c *mongo.Collection, canonical string, round, attempt int, set bson.D) error {
+	res, err := c.UpdateOne(ctx,
 		bson.D{{Key: "_id", Value: canonical}, {Key: "mail.state", Value: MailPending}, {Key: "mail.round", Value: round}, {Key: "mail.attempts", Value: attempt}},
 		bson.D{{Key: "$set", Value: set}})
 	if err != nil {

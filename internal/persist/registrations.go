@@ -135,8 +135,44 @@ const dupRounds = 3
 // is Refused only when MongoDB itself shows every seat below max_uses
 // taken. The results are in the order of rs. A returned error means
 // nothing is known to be written (MongoDB unreachable); per-item failures
-// are reported as Failed instead.
+// are reported as Failed instead. Entries of holds (invite.HoldTaken,
+// HoldEnded) are recorded in the holds collection (holds.go), and a
+// registration that confirmed a hold (HoldID) also marks it confirmed.
 func (s *Store) Persist(ctx context.Context, rs []invite.Reservation) ([]Result, error) {
+	plain := true
+	for _, r := range rs {
+		if r.Kind != invite.Registration || r.HoldID != "" {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return s.persistRegistrations(ctx, rs)
+	}
+	out := make([]Result, len(rs))
+	var regs []invite.Reservation
+	var idx []int
+	for i, r := range rs {
+		if r.Kind == invite.Registration {
+			regs = append(regs, r)
+			idx = append(idx, i)
+		}
+	}
+	if len(regs) > 0 {
+		res, err := s.persistRegistrations(ctx, regs)
+		if err != nil {
+			return nil, err
+		}
+		for n, i := range idx {
+			out[i] = res[n]
+		}
+	}
+	s.persistHolds(ctx, rs, out)
+	return out, nil
+}
+
+// persistRegistrations is Persist for registration entries.
+func (s *Store) persistRegistrations(ctx context.Context, rs []invite.Reservation) ([]Result, error) {
 	out := make([]Result, len(rs))
 	if len(rs) == 0 {
 		return out, nil

@@ -44,8 +44,13 @@ func (m *MongoReserver) EnsureSchema(ctx context.Context) error {
 	return nil
 }
 
+// ErrConfirmNeedsRedis: a code with a confirmation window on a deployment
+// without Redis (INVITEGATE_RESERVER=mongo); it needs an operator.
+var ErrConfirmNeedsRedis = fmt.Errorf("%w: confirmation windows need the Redis path (INVITEGATE_RESERVER=redis)", invite.ErrMisconfigured)
+
 // Reserve takes one seat of code for a, with the outcomes and errors of
-// reserve.Reserver.Reserve; MongoDB failures wrap invite.ErrUnavailable.
+// reserve.Reserver.Reserve (ErrConfirmNeedsRedis for a code with a
+// confirmation window); MongoDB failures wrap invite.ErrUnavailable.
 func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	if !invite.ValidCode(code) {
 		return invite.Result{}, invite.ErrUnknownCode
@@ -56,6 +61,11 @@ func (m *MongoReserver) Reserve(ctx context.Context, code string, a email.Addres
 	inv, err := m.usable(ctx, code)
 	if err != nil {
 		return invite.Result{}, err
+	}
+	if inv.ConfirmWindow > 0 {
+		// Holds live in Redis: admitting at once would hand the seat to an
+		// address nobody confirmed.
+		return invite.Result{}, ErrConfirmNeedsRedis
 	}
 	k, err := m.takeSeat(ctx, inv, a.Canonical)
 	if err != nil {

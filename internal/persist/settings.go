@@ -2,6 +2,8 @@ package persist
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -116,4 +118,25 @@ func (s *Store) CheckReserver(ctx context.Context, mode string) (fresh bool, err
 		return false, fmt.Errorf("%w: %w", ErrDatabase, err)
 	}
 	return false, s.ExpectReserver(ctx, mode)
+}
+
+// GeneratedConfirmSecret returns the deployment's generated secret for
+// the confirmation links' tokens, creating it (32 random bytes, hex) on
+// first use with a unique insert, so every replica that asks gets the
+// same one. It serves deployments that set no INVITEGATE_CONFIRM_SECRET;
+// whoever can read the settings collection can then make tokens.
+func (s *Store) GeneratedConfirmSecret(ctx context.Context) (string, error) {
+	raw := make([]byte, 32)
+	_, _ = rand.Read(raw) // never fails (crypto/rand)
+	_, err := s.settings.InsertOne(ctx, bson.D{{Key: "_id", Value: "confirm_secret"}, {Key: "value", Value: hex.EncodeToString(raw)}})
+	if err != nil && !mongo.IsDuplicateKeyError(err) {
+		return "", fmt.Errorf("%w: %w", ErrDatabase, err)
+	}
+	var secret string
+	if ok, err := s.setting(ctx, "confirm_secret", &secret); err != nil {
+		return "", err
+	} else if !ok {
+		return "", fmt.Errorf("%w: the generated confirmation secret is missing", ErrDatabase)
+	}
+	return secret, nil
 }

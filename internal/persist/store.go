@@ -122,5 +122,8 @@ func (s *Store) EnsureSchema(ctx context.Context) error {
 			return fmt.Errorf("%w: create index: %w", ErrDatabase, err)
 		}
 	}
+	if err := s.ensureHoldIndexes(ctx); err != nil {
+		return err
+	}
 	return s.seatLegacy(ctx)
 }

@@ -79,16 +79,18 @@ func (r *Reserver) callAcked(ctx context.Context, in reserveCall, p Submitter) (
 	}
 	confirm := in
 	confirm.carry, confirm.carryEpoch, confirm.transfer, confirm.markTTL = 0, "", "", 0
+	// On an error rep still says what the first call took (call counts a
+	// new hold from it); callers look at the error first.
 	again, acked, err := evalReserveWait(ctx, node, confirm, r.cfg.AckReplicas, r.cfg.AckTimeout)
 	if err != nil {
 		r.movedReload(ctx, err)
-		return reply{}, err
+		return rep, err
 	}
 	// A hold is confirmed by the same hold again; a seat by Existing.
 	if again.status != stExisting && (rep.status != stHeld || again.status != stHeld || again.arg != rep.arg) {
 		// The claim changed between the two calls (a give-back pointed it
 		// at MongoDB's code, or Redis lost it): nothing to acknowledge.
-		return reply{}, fmt.Errorf("%w: the claim changed before the replicas confirmed it (status %d)", invite.ErrUnavailable, again.status)
+		return rep, fmt.Errorf("%w: the claim changed before the replicas confirmed it (status %d)", invite.ErrUnavailable, again.status)
 	}
 	return rep, r.acked(acked, true)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -31,6 +32,9 @@ func (r *Reserver) Expire(ctx context.Context, s int, canonical, code string) (e
 		return false, invite.Unavailable(err)
 	}
 	n, _, err := decodePair(v)
+	if n == 1 {
+		r.metrics.HoldsExpired.Inc()
+	}
 	return n == 1, err
 }
 
@@ -39,13 +43,13 @@ type DueHold struct {
 	Canonical, Code string
 }
 
-// ExpireDue expires up to limit holds of shard s whose deadline is at or
-// before now (by the index; each is checked again by expire.lua against
-// Redis' clock and claim) and returns how many it expired. Several
-// replicas may run it on the same shard at once: each hold's seat comes
-// back once.
-func (r *Reserver) ExpireDue(ctx context.Context, s int, now time.Time, limit int) (int, error) {
-	members, err := r.rdb.ZRangeByScore(ctx, r.keys.holds(s), &redis.ZRangeBy{Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: int64(limit)}).Result()
+// ExpireDue expires up to limit holds of shard s whose deadline has
+// passed by Redis' clock, the clock that set it (duehold.lua reads the
+// index; expire.lua checks each against its claim), and returns how many
+// it expired. Several replicas may run it on the same shard at once: each
+// hold's seat comes back once.
+func (r *Reserver) ExpireDue(ctx context.Context, s int, limit int) (int, error) {
+	members, err := dueHoldScript.Run(ctx, r.rdb, []string{r.keys.holds(s)}, limit).StringSlice()
 	if err != nil {
 		return 0, invite.Unavailable(err)
 	}
@@ -126,11 +130,12 @@ const (
 // Confirmed or AlreadyConfirmed answer waits until the replicas hold it
 // (ErrNotReplicated otherwise: a retry answers AlreadyConfirmed). It
 // returns invite.ErrFrozen while a reseed holds the code, ErrHistory while
-// the shard's Redis changed history and is not yet recovered, or an error
-// wrapping invite.ErrUnavailable.
+// the shard's Redis changed history and is not yet recovered, ErrNotSeeded
+// on a shard not seeded (seed, then call again: workflow.Signups does), or
+// an error wrapping invite.ErrUnavailable.
 func (r *Reserver) Confirm(ctx context.Context, code, canonical, holdID, email string) (ConfirmOutcome, string, error) {
 	s := shardOf(canonical, r.shards)
-	keys := []string{r.keys.claim(s, canonical), r.keys.holds(s), r.keys.stream(s), r.keys.bucket(s, code), r.keys.history(s)}
+	keys := []string{r.keys.claim(s, canonical), r.keys.holds(s), r.keys.stream(s), r.keys.bucket(s, code), r.keys.history(s), r.keys.sentinel(s)}
 	ack := "0"
 	if r.cfg.AckReplicas > 0 {
 		ack = "1"
@@ -161,6 +166,14 @@ func (r *Reserver) Confirm(ctx context.Context, code, canonical, holdID, email s
 	out := ConfirmOutcome(n)
 	switch out {
 	case Confirmed, AlreadyConfirmed:
+		if out == Confirmed {
+			// Counted where Redis confirmed it, whatever WAIT then said:
+			// a retry after ErrNotReplicated is AlreadyConfirmed.
+			r.metrics.HoldsConfirmed.Inc()
+			if at, ok := entryTime(holdID); ok {
+				r.metrics.ConfirmSeconds.Observe(max(r.cfg.Now().Sub(at).Seconds(), 0))
+			}
+		}
 		if err := r.acked(acked, true); err != nil {
 			return 0, "", err
 		}
@@ -169,6 +182,8 @@ func (r *Reserver) Confirm(ctx context.Context, code, canonical, holdID, email s
 		return 0, "", invite.ErrFrozen
 	case confirmStale:
 		return 0, "", ErrHistory
+	case confirmUnseeded:
+		return 0, "", ErrNotSeeded
 	default:
 		return 0, "", fmt.Errorf("reserve: unexpected confirm status %d", n)
 	}
@@ -178,6 +193,46 @@ func (r *Reserver) Confirm(ctx context.Context, code, canonical, holdID, email s
 // confirm.lua's answers while a reseed freezes the code, and while the
 // shard's Redis is not the history it was seeded in.
 const (
-	confirmFrozen ConfirmOutcome = 5
-	confirmStale  ConfirmOutcome = 6
+	confirmFrozen   ConfirmOutcome = 5
+	confirmStale    ConfirmOutcome = 6
+	confirmUnseeded ConfirmOutcome = 7
 )
+
+// entryTime is when the stream entry id was appended (its milliseconds
+// part, by Redis' clock).
+func entryTime(id string) (time.Time, bool) {
+	ms, _, ok := strings.Cut(id, "-")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(n), true
+}
+
+// HoldRecord is a live hold as MongoDB recorded it.
+type HoldRecord struct {
+	Canonical, Code, HoldID string
+	Deadline                time.Time
+}
+
+// RestoreHolds writes back the claims (and index entries) of holds Redis
+// lost, in epoch (a seeding's buckets'; a reseed's rebuild moves them into
+// its own), leaving every email that has a claim as it is. It returns how
+// many it restored.
+func (r *Reserver) RestoreHolds(ctx context.Context, holds []HoldRecord, epoch string) (int, error) {
+	n := 0
+	for _, h := range holds {
+		if !invite.ValidCode(h.Code) || h.HoldID == "" || strings.Contains(h.HoldID, "|") {
+			continue // not written by this service; never a claim
+		}
+		s := shardOf(h.Canonical, r.shards)
+		dl := strconv.FormatInt(h.Deadline.UnixMilli(), 10)
+		claim := "h|" + h.Code + "|" + dl + "|" + h.HoldID + "|" + epoch
+		done, err := restoreScript.Run(ctx, r.rdb, []string{r.keys.claim(s, h.Canonical), r.keys.holds(s)}, claim, dl, h.Canonical).Int()
+		if err != nil {
+			return n, invite.Unavailable(err)
+		}
+		n += done
+	}
+	return n, nil
+}

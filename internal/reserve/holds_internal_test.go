@@ -3,6 +3,7 @@ package reserve
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,8 +21,14 @@ import (
 // confirmation window of window (every bucket's cw).
 func holdsOn(t *testing.T, cluster bool, code string, max int, window time.Duration) (*Reserver, redis.UniversalClient) {
 	t.Helper()
+	return holdsOnK(t, cluster, 4, code, max, window)
+}
+
+// holdsOnK is holdsOn with K shards.
+func holdsOnK(t *testing.T, cluster bool, shards int, code string, max int, window time.Duration) (*Reserver, redis.UniversalClient) {
+	t.Helper()
 	rdb := testenv.SharedRedisClient(t, cluster)
-	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: 4})
+	r := New(rdb, Config{Namespace: testenv.KeyPrefix(t), Shards: shards})
 	ctx := context.Background()
 	if err := r.SeedBuckets(ctx, invite.Invitation{Code: code, MaxUses: max, ConfirmWindow: window}, 0); err != nil {
 		t.Fatal(err)
@@ -85,7 +92,7 @@ func TestHoldsSpikeConfirmExpire(t *testing.T) {
 				canon = append(canon, c)
 			}
 			again, err := r.Reserve(ctx, code, testenv.Address(t, canon[0]))
-			if err != nil || again.Outcome != invite.Held || again.ID != held[canon[0]].ID || !again.Deadline.Equal(held[canon[0]].Deadline) {
+			if err != nil || again.Outcome != invite.HeldAgain || again.ID != held[canon[0]].ID || !again.Deadline.Equal(held[canon[0]].Deadline) {
 				t.Fatalf("repeat: %+v %v, want the same hold %+v", again, err, held[canon[0]])
 			}
 			if d := time.Until(again.Deadline); d <= 0 || d > window {
@@ -111,7 +118,7 @@ func TestHoldsSpikeConfirmExpire(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for s := 0; s < 4; s++ {
-						n, err := r.ExpireDue(ctx, s, time.Now(), 100)
+						n, err := r.ExpireDue(ctx, s, 100)
 						if err != nil {
 							t.Error(err)
 						}
@@ -242,10 +249,10 @@ func TestHoldExpiryAfterRebuild(t *testing.T) {
 	}
 }
 
-// TestHoldEntriesAreNoRegistrations: the stream entries of a hold and of
-// its expiry decode as entries to drop (no code), the confirmation's as a
-// registration of the confirmed email.
-func TestHoldEntriesAreNoRegistrations(t *testing.T) {
+// TestHoldEntriesDecode: the stream entries of a hold and of its expiry
+// decode as such (never as registrations), the confirmation's as a
+// registration of the confirmed email naming its hold.
+func TestHoldEntriesDecode(t *testing.T) {
 	ctx := context.Background()
 	r, raw := holdsOn(t, false, "he", 4, 50*time.Millisecond)
 	held, _ := holdOutcomes(t, r, "he", []string{"kept@example.com", "lapsed@example.com"})
@@ -258,6 +265,7 @@ func TestHoldEntriesAreNoRegistrations(t *testing.T) {
 		t.Fatalf("expire: %v %v", done, err)
 	}
 	regs := map[string]bool{}
+	kinds := map[invite.EntryKind]int{}
 	entries := 0
 	for s := 0; s < 4; s++ {
 		msgs, err := raw.XRange(ctx, r.keys.stream(s), "-", "+").Result()
@@ -266,10 +274,20 @@ func TestHoldEntriesAreNoRegistrations(t *testing.T) {
 		}
 		entries += len(msgs)
 		for _, res := range r.appendEntries(nil, s, msgs) {
-			if res.Code != "" {
+			if res.Code == "" {
+				t.Fatalf("entry %s does not decode: %+v", res.ID, res)
+			}
+			kinds[res.Kind]++
+			if res.Kind == invite.Registration {
 				regs[res.Canonical] = true
+				if res.HoldID == "" {
+					t.Fatalf("confirmation %s names no hold", res.ID)
+				}
 			}
 		}
+	}
+	if kinds[invite.HoldTaken] != 2 || kinds[invite.HoldEnded] != 1 {
+		t.Fatalf("entry kinds %v, want 2 holds taken and 1 ended", kinds)
 	}
 	if entries != 4 || len(regs) != 1 || !regs["kept@example.com"] {
 		t.Fatalf("%d entries decode to registrations %v; want 4 entries (2 holds, a confirmation, an expiry) and only kept@example.com", entries, regs)
@@ -318,5 +336,132 @@ func TestHoldsCountedByRebuild(t *testing.T) {
 	}
 	if rem, _, _ := r.Remaining(ctx, code); rem != 1 {
 		t.Fatalf("remaining %d after a counted hold expired, want 1 (its seat back)", rem)
+	}
+}
+
+// TestHoldsNeverOverCapWhileExpiring samples I1 for holds while they
+// expire under a crowd: on one shard (node and cluster), after 20 holds of
+// which 5 are confirmed, two sweepers expire the rest at their deadline
+// while 8 clients keep signing up new emails. Every millisecond one
+// MULTI reads the bucket's tokens and the live holds ({ns:0}:hx) at one
+// instant: tokens + live holds + the 5 confirmed must always be exactly
+// max_uses with tokens >= 0, so live holds + registrations never exceed
+// it; and the new emails end up with exactly the 15 seats that came back.
+func TestHoldsNeverOverCapWhileExpiring(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(map[bool]string{false: "node", true: "cluster"}[cluster], func(t *testing.T) {
+			ctx := context.Background()
+			const code, max, confirmed = "ov", 20, 5
+			r, raw := holdsOnK(t, cluster, 1, code, max, 800*time.Millisecond)
+			held, _ := holdOutcomes(t, r, code, testenv.Emails("first", max))
+			if len(held) != max {
+				t.Fatalf("%d held, want %d", len(held), max)
+			}
+			var last time.Time
+			n := 0
+			for c, h := range held {
+				if h.Deadline.After(last) {
+					last = h.Deadline
+				}
+				if n < confirmed {
+					if out, _, err := r.Confirm(ctx, code, c, h.ID, c); err != nil || out != Confirmed {
+						t.Fatalf("confirm: %v %v", out, err)
+					}
+				}
+				n++
+			}
+			stop := make(chan struct{})
+			var samples, bad atomic.Int64
+			var firstBad atomic.Value
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { // the sampler
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var tok *redis.StringCmd
+					var live *redis.IntCmd
+					_, err := raw.TxPipelined(ctx, func(p redis.Pipeliner) error {
+						tok = p.HGet(ctx, r.keys.bucket(0, code), "tok")
+						live = p.ZCard(ctx, r.keys.holds(0))
+						return nil
+					})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					tk, _ := tok.Int()
+					samples.Add(1)
+					if tk < 0 || tk+int(live.Val())+confirmed != max {
+						bad.Add(1)
+						firstBad.CompareAndSwap(nil, fmt.Sprintf("tokens %d, live holds %d, confirmed %d", tk, live.Val(), confirmed))
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			for range 2 { // two replicas' expirers
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						if _, err := r.ExpireDue(ctx, 0, 100); err != nil {
+							t.Error(err)
+							return
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+				}()
+			}
+			var next atomic.Int64
+			var mu sync.Mutex
+			again := map[string]bool{}
+			for range 8 { // the crowd
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						em := fmt.Sprintf("crowd-%d@example.com", next.Add(1))
+						res, err := r.Reserve(ctx, code, testenv.Address(t, em))
+						switch {
+						case errors.Is(err, invite.ErrFull):
+						case err != nil:
+							t.Error(err)
+							return
+						case res.Outcome == invite.Held:
+							mu.Lock()
+							again[em] = true
+							mu.Unlock()
+						}
+						time.Sleep(time.Millisecond)
+					}
+				}()
+			}
+			time.Sleep(time.Until(last) + 700*time.Millisecond)
+			close(stop)
+			wg.Wait()
+			if b := bad.Load(); b > 0 {
+				t.Fatalf("%d of %d samples broke the cap; first: %v", b, samples.Load(), firstBad.Load())
+			}
+			if samples.Load() < 100 {
+				t.Fatalf("only %d samples", samples.Load())
+			}
+			if len(again) != max-confirmed {
+				t.Fatalf("%d new holds after the expiries, want exactly the %d seats that came back", len(again), max-confirmed)
+			}
+		})
 	}
 }

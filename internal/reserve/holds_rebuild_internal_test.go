@@ -88,7 +88,7 @@ func TestHoldsPartialRebuildGivesNothingBack(t *testing.T) {
 		t.Fatalf("rebuild: %v, want the injected failure", err)
 	}
 	time.Sleep(800 * time.Millisecond) // the freeze ends by itself
-	expired, err := r.ExpireDue(ctx, 1, time.Now(), 100)
+	expired, err := r.ExpireDue(ctx, 1, 100)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,9 +28,16 @@ func TestHoldsReseedKeepsCapAndWindow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The holds' entries are pending (a reseed writes them to MongoDB's
+	// holds before it rebuilds), and none is a registration.
 	pending, err := r.Pending(ctx, code)
-	if err != nil || len(pending) != 0 {
-		t.Fatalf("pending %d %v", len(pending), err)
+	if err != nil || len(pending) != max {
+		t.Fatalf("pending %d %v, want the %d holds' entries", len(pending), err, max)
+	}
+	for _, p := range pending {
+		if p.Kind != invite.HoldTaken || p.HoldID != held[p.Canonical].ID {
+			t.Fatalf("pending entry %+v, want the hold %s", p, held[p.Canonical].ID)
+		}
 	}
 	// MongoDB holds no registration of code: persisted = 0.
 	if err := r.Rebuild(ctx, invite.Invitation{Code: code, MaxUses: max, ConfirmWindow: 30 * time.Second}, 0, owner); err != nil {
@@ -131,7 +138,7 @@ func TestHoldsFractionalWindow(t *testing.T) {
 	_, err := r.Reserve(ctx, "fc", a) // the seat is taken, the answer an error
 	s := shardOf(a.Canonical, 4)
 	time.Sleep(200 * time.Millisecond)
-	n, _ := r.ExpireDue(ctx, s, time.Now(), 10)
+	n, _ := r.ExpireDue(ctx, s, 10)
 	rem, _, _ := r.Remaining(ctx, "fc")
 	t.Logf("first answer: %v; remaining %d of 4", err, rem)
 	_, err2 := r.Reserve(ctx, "fc", a)

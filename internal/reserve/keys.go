@@ -89,3 +89,6 @@ func split(n, shards int) []int {
 	}
 	return out
 }
+
+// ShardOf returns the shard of a canonical email.
+func (r *Reserver) ShardOf(canonical string) int { return shardOf(canonical, r.shards) }

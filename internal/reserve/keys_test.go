@@ -61,11 +61,12 @@ func TestDecodeReply(t *testing.T) {
 		want    reply
 		wantErr bool
 	}{
-		{[]any{int64(1), "1700000000000-0"}, reply{stReserved, "1700000000000-0", ""}, false},
-		{[]any{int64(3), "other"}, reply{stTaken, "other", ""}, false},
-		{[]any{int64(9), int64(16)}, reply{stMismatch, "16", ""}, false},
-		{[]any{int64(4)}, reply{stSoldOut, "", ""}, false},
-		{[]any{int64(12), "1700000000000-0", "1700000060000"}, reply{stHeld, "1700000000000-0", "1700000060000"}, false},
+		{[]any{int64(1), "1700000000000-0"}, reply{status: stReserved, arg: "1700000000000-0"}, false},
+		{[]any{int64(3), "other"}, reply{status: stTaken, arg: "other"}, false},
+		{[]any{int64(9), int64(16)}, reply{status: stMismatch, arg: "16"}, false},
+		{[]any{int64(4)}, reply{status: stSoldOut}, false},
+		{[]any{int64(12), "1700000000000-0", "1700000060000"}, reply{status: stHeld, arg: "1700000000000-0", arg2: "1700000060000"}, false},
+		{[]any{int64(12), "1700000000000-0", "1700000060000", int64(1)}, reply{status: stHeld, arg: "1700000000000-0", arg2: "1700000060000", again: true}, false},
 		{[]any{}, reply{}, true},
 		{[]any{"1"}, reply{}, true},
 	}

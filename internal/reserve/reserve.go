@@ -235,7 +235,11 @@ func (r *Reserver) result(s int, rep reply) (invite.Result, error) {
 		if err != nil {
 			return invite.Result{}, fmt.Errorf("reserve: hold deadline %q: %w", rep.arg2, err)
 		}
-		return invite.Result{Outcome: invite.Held, Shard: s, ID: rep.arg, Deadline: time.UnixMilli(ms).UTC()}, nil
+		out := invite.Held
+		if rep.again {
+			out = invite.HeldAgain
+		}
+		return invite.Result{Outcome: out, Shard: s, ID: rep.arg, Deadline: time.UnixMilli(ms).UTC()}, nil
 	case stHoldDue:
 		// Expired once above; a second due hold means Redis' clock jumped.
 		return invite.Result{}, fmt.Errorf("%w: a hold past its deadline could not be expired", invite.ErrUnavailable)
@@ -317,10 +321,19 @@ func (r *Reserver) call(ctx context.Context, s int, code string, a email.Address
 	if carry == 0 && r.cfg.Pipeline != nil && (r.cfg.PipelineAbove <= 0 || n > int64(r.cfg.PipelineAbove)) {
 		p = r.cfg.Pipeline
 	}
+	var rep reply
+	var err error
 	if in.ack {
-		return r.callAcked(ctx, in, p)
+		rep, err = r.callAcked(ctx, in, p)
+	} else {
+		rep, err = evalReserve(ctx, r.rdb, p, in)
 	}
-	return evalReserve(ctx, r.rdb, p, in)
+	if rep.status == stHeld && !rep.again {
+		// Counted where Redis took it, whatever WAIT then said: a retry
+		// after ErrNotReplicated gets the same hold again.
+		r.metrics.HoldsCreated.Inc()
+	}
+	return rep, err
 }
 
 var _ invite.Reserver = (*Reserver)(nil)

@@ -32,6 +32,8 @@ var (
 	expireScript   = script(lua.Expire)
 	confirmScript  = script(lua.Confirm)
 	restampScript  = script(lua.Restamp)
+	restoreScript  = script(lua.RestoreHold)
+	dueHoldScript  = script(lua.DueHold)
 )
 
 // allScripts is every script made by script, for LoadScripts.
@@ -68,6 +70,7 @@ type reply struct {
 	status reserveStatus
 	arg    string
 	arg2   string
+	again  bool // stHeld: the email's live hold, answered again
 }
 
 // reserveCall is one run of reserve.lua: its keys, then its arguments.
@@ -194,6 +197,7 @@ func decodeReply(v []any) (reply, error) {
 			rep.arg2 = strconv.FormatInt(a, 10)
 		}
 	}
+	rep.again = len(v) > 3
 	return rep, err
 }
 

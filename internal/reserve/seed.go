@@ -115,28 +115,39 @@ func (w *ClaimWriter) Flush() error {
 // reseed` gives back; it never over-admits. They take the survivors'
 // epoch, so tokens swept from those into them are kept, not dropped.
 func (r *Reserver) SeedBuckets(ctx context.Context, inv invite.Invitation, persisted int) error {
+	_, _, err := r.SeedBucketsEpoch(ctx, inv, persisted)
+	return err
+}
+
+// SeedBucketsEpoch is SeedBuckets, and returns the epoch of the code's
+// buckets after it, and whether this call created all of them from
+// persisted (fresh is false when some or all existed: those did not count
+// persisted). Holds counted in persisted are restored only into fresh
+// buckets, in their epoch, so that their expiry gives their seat back
+// there.
+func (r *Reserver) SeedBucketsEpoch(ctx context.Context, inv invite.Invitation, persisted int) (epoch string, fresh bool, err error) {
 	exists := make([]bool, r.shards)
-	present, epoch := 0, ""
+	present := 0
 	for s := 0; s < r.shards; s++ {
 		ep, err := r.rdb.HGet(ctx, r.keys.bucket(s, inv.Code), "ep").Result()
 		if errors.Is(err, redis.Nil) {
 			// No bucket, or one without an epoch (none is created so).
 			if n, err := r.rdb.Exists(ctx, r.keys.bucket(s, inv.Code)).Result(); err != nil {
-				return invite.Unavailable(err)
+				return "", false, invite.Unavailable(err)
 			} else if n == 0 {
 				continue
 			}
 		} else if err != nil {
-			return invite.Unavailable(err)
+			return "", false, invite.Unavailable(err)
 		}
 		exists[s] = true
 		present++
 		epoch = ep
 	}
 	if present == r.shards {
-		return nil
+		return epoch, false, nil
 	}
-	amounts := split(inv.MaxUses-persisted, r.shards)
+	amounts := split(max(inv.MaxUses-persisted, 0), r.shards)
 	if present > 0 {
 		r.log.WithFields(map[string]any{"code": inv.Code, "present": present, "shards": r.shards}).
 			Warn("some buckets of this code are missing; recreating them empty, run `invitectl reseed` to restore capacity")
@@ -153,10 +164,10 @@ func (r *Reserver) SeedBuckets(ctx context.Context, inv invite.Invitation, persi
 		}
 		f.tokens = amounts[s]
 		if _, err := evalSeed(ctx, r.rdb, r.keys.bucket(s, inv.Code), f); err != nil {
-			return err
+			return "", false, err
 		}
 	}
-	return nil
+	return f.epoch, present == 0, nil
 }
 
 // bucketState is inv's state as its buckets hold it (without tokens and

@@ -76,29 +76,55 @@ func (r *Reserver) createGroup(ctx context.Context, shard int) error {
 }
 
 // appendEntries decodes stream messages. A message that cannot be decoded
-// (never written by reserve.lua) is returned with an empty Code so the
-// caller can drop it instead of retrying it forever.
+// (never written by the scripts) is returned with an empty Code so the
+// caller can drop it instead of retrying it forever. Entries of holds
+// carry field h (taken: its deadline), hc (a registration confirming the
+// hold named) or x (ended unconfirmed: the hold named).
 func (r *Reserver) appendEntries(out []invite.Reservation, shard int, msgs []redis.XMessage) []invite.Reservation {
 	for _, m := range msgs {
-		res := invite.Reservation{ID: m.ID, Shard: shard}
-		c, _ := m.Values["c"].(string)
-		k, _ := m.Values["k"].(string)
-		e, _ := m.Values["e"].(string)
-		ts, _ := m.Values["t"].(string)
-		ms, err := strconv.ParseInt(ts, 10, 64)
-		// A hold's entry (field h) and an expiry's (field x) are no
-		// registrations: they decode as entries to drop, so that a hold is
-		// never written as a registration before it is confirmed (the
-		// confirmation appends a registration entry of its own).
-		_, hold := m.Values["h"]
-		_, expiry := m.Values["x"]
-		if c != "" && k != "" && e != "" && err == nil && !hold && !expiry {
-			res.Code, res.Canonical, res.Email = c, k, e
-			res.ReservedAt = time.UnixMilli(ms).UTC()
-		}
-		out = append(out, res)
+		out = append(out, decodeEntry(shard, m))
 	}
 	return out
+}
+
+func decodeEntry(shard int, m redis.XMessage) invite.Reservation {
+	res := invite.Reservation{ID: m.ID, Shard: shard}
+	c, _ := m.Values["c"].(string)
+	k, _ := m.Values["k"].(string)
+	if c == "" || k == "" {
+		return res
+	}
+	if x, ok := m.Values["x"].(string); ok {
+		if x == "" {
+			return res
+		}
+		res.Code, res.Canonical, res.Kind, res.HoldID = c, k, invite.HoldEnded, x
+		return res
+	}
+	e, _ := m.Values["e"].(string)
+	ts, _ := m.Values["t"].(string)
+	ms, err := strconv.ParseInt(ts, 10, 64)
+	if e == "" || err != nil {
+		return res
+	}
+	kind, holdID := invite.Registration, ""
+	var deadline time.Time
+	if h, ok := m.Values["h"].(string); ok {
+		dl, err := strconv.ParseInt(h, 10, 64)
+		if err != nil {
+			return res
+		}
+		kind, holdID, deadline = invite.HoldTaken, m.ID, time.UnixMilli(dl).UTC()
+	} else if hc, ok := m.Values["hc"].(string); ok {
+		if hc == "" {
+			return res
+		}
+		holdID = hc
+	}
+	res.Code, res.Canonical, res.Email = c, k, e
+	res.ReservedAt = time.UnixMilli(ms).UTC()
+	res.Kind, res.HoldID, res.Deadline = kind, holdID, deadline
+	return res
 }
 
 // Keep renews consumer's claim on reservations of shard it read and has

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/invitegate/invitegate/internal/confirm"
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/persist"
@@ -39,7 +40,8 @@ func NewMongoAck(seats *Signups, st *persist.Store, commit *persist.Committer, t
 }
 
 // Reserve takes a seat in Redis, then waits for MongoDB to hold it, with
-// the outcomes and errors of invite.Reserver.
+// the outcomes and errors of invite.Reserver. A hold is answered once
+// MongoDB's holds collection has it.
 func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (invite.Result, error) {
 	at := d.now()
 	res, err := d.seats.Reserve(ctx, code, a)
@@ -48,17 +50,46 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
+	if res.Outcome == invite.Held || res.Outcome == invite.HeldAgain {
+		err := d.st.RecordHold(ctx, invite.Reservation{
+			ID: res.ID, Shard: res.Shard, Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: at,
+			Kind: invite.HoldTaken, HoldID: res.ID, Deadline: res.Deadline,
+		})
+		if err != nil {
+			return invite.Result{}, invite.Unavailable(err)
+		}
+		return res, nil
+	}
+	return d.settle(ctx, code, a.Canonical, a.Normalized, "", at, res)
+}
+
+// Confirm confirms a hold in Redis (Signups.Confirm), then waits for
+// MongoDB to hold the registration.
+func (d *MongoAck) Confirm(ctx context.Context, h confirm.Hold) (invite.Result, error) {
+	at := d.now()
+	res, err := d.seats.Confirm(ctx, h)
+	if err != nil {
+		return res, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	return d.settle(ctx, h.Code, h.Canonical, h.Email, h.HoldID, at, res)
+}
+
+// settle answers res (Created or Existing) once MongoDB holds the
+// registration.
+func (d *MongoAck) settle(ctx context.Context, code, canonical, addr, holdID string, at time.Time, res invite.Result) (invite.Result, error) {
 	if res.Outcome == invite.Existing {
 		// A repeat: answered from Redis once MongoDB is known to hold it.
-		if ok, err := d.res.Persisted(ctx, a.Canonical, code); err != nil || ok {
+		if ok, err := d.res.Persisted(ctx, canonical, code); err != nil || ok {
 			return res, err
 		}
-		reg, ok, err := d.st.Registration(ctx, a.Canonical)
+		reg, ok, err := d.st.Registration(ctx, canonical)
 		if err != nil {
 			return invite.Result{}, invite.Unavailable(err)
 		}
 		if ok && reg.Invitation == code {
-			d.markPersisted(ctx, a.Canonical, code, "")
+			d.markPersisted(ctx, canonical, code, "")
 			return res, nil
 		}
 		if ok {
@@ -68,7 +99,7 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 		// timed out before its write landed. Write it now.
 	}
 	out, err := d.commit.Commit(ctx, invite.Reservation{
-		ID: res.ID, Shard: res.Shard, Code: code, Canonical: a.Canonical, Email: a.Normalized, ReservedAt: at,
+		ID: res.ID, Shard: res.Shard, Code: code, Canonical: canonical, Email: addr, ReservedAt: at, HoldID: holdID,
 	})
 	if err != nil {
 		return invite.Result{}, invite.Unavailable(err)
@@ -85,7 +116,7 @@ func (d *MongoAck) Reserve(ctx context.Context, code string, a email.Address) (i
 	}
 	// The mark names this reservation's stream entry, so the reconciler
 	// acknowledges it without writing it a second time.
-	d.markPersisted(ctx, a.Canonical, code, res.ID)
+	d.markPersisted(ctx, canonical, code, res.ID)
 	return res, nil
 }
 

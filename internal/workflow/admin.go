@@ -134,6 +134,16 @@ func (w *Invitations) SetMax(ctx context.Context, code string, n int) (old int, 
 	if n < persisted {
 		return old, fmt.Errorf("%w: %s already has %d registrations, more than %d; nothing changed", ErrRefused, code, persisted, n)
 	}
+	// Live holds take seats too. Redis' Shrink only removes free tokens,
+	// but a Redis that lost the code's buckets restores MongoDB's live
+	// holds when it is seeded again: they must fit.
+	holds, err := w.store.LiveHolds(ctx, code, w.now())
+	if err != nil {
+		return old, err
+	}
+	if n < persisted+len(holds) {
+		return old, fmt.Errorf("%w: %s has %d registrations and %d live holds waiting for confirmation, more than %d; nothing changed (try again once holds are confirmed or expired)", ErrRefused, code, persisted, len(holds), n)
+	}
 	if _, err := w.res.Shrink(ctx, code, old-n, old, n); err != nil {
 		if errors.Is(err, reserve.ErrBelowTaken) {
 			return old, fmt.Errorf("%w: fewer than %d of %s's seats are free; nothing changed", ErrRefused, old-n, code)
@@ -307,6 +317,11 @@ type Counters struct {
 	// ConfirmWindowMs is the code's confirmation window in ms; 0: none
 	// (signups register at once).
 	ConfirmWindowMs int64 `json:"confirm_window_ms"`
+	// Held counts the holds MongoDB knows that wait for their email to be
+	// confirmed (before their deadline); Confirmed the holds confirmed
+	// (their registrations are in Persisted).
+	Held      int `json:"held"`
+	Confirmed int `json:"confirmed"`
 	// LagSeconds is the age of the code's oldest reservation not yet in
 	// MongoDB; 0 when everything is written.
 	LagSeconds float64 `json:"lag_seconds"`
@@ -320,6 +335,10 @@ func (w *Invitations) List(ctx context.Context) ([]Counters, error) {
 		return nil, err
 	}
 	counts, err := w.store.Counts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	held, confirmed, err := w.store.HoldCounts(ctx, w.now())
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +360,7 @@ func (w *Invitations) List(ctx context.Context) ([]Counters, error) {
 			}
 		}
 		r := Counters{Code: inv.Code, MaxUses: inv.MaxUses, Persisted: counts[inv.Code], Disabled: inv.Disabled, Expired: inv.Expired(now), Seeded: seeded,
-			ConfirmWindowMs: inv.ConfirmWindow.Milliseconds()}
+			ConfirmWindowMs: inv.ConfirmWindow.Milliseconds(), Held: held[inv.Code], Confirmed: confirmed[inv.Code]}
 		if !inv.ExpiresAt.IsZero() {
 			t := inv.ExpiresAt
 			r.ExpiresAt = &t
@@ -352,8 +371,8 @@ func (w *Invitations) List(ctx context.Context) ([]Counters, error) {
 		if seeded {
 			r.Remaining = rem
 			// Taken in Redis but not yet in MongoDB (or stranded by a
-			// crash mid-move, until the next reseed).
-			r.Reserved = max(inv.MaxUses-r.Persisted-rem, 0)
+			// crash mid-move, until the next reseed); holds apart.
+			r.Reserved = max(inv.MaxUses-r.Persisted-r.Held-rem, 0)
 		} else {
 			r.Remaining = max(inv.MaxUses-r.Persisted, 0)
 		}

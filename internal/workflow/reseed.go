@@ -181,6 +181,17 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 	if err != nil {
 		return fail("restore claims", err)
 	}
+	// Live holds MongoDB recorded and Redis lost come back (the email's
+	// claim, if any, wins); the rebuild counts every live hold Redis has.
+	holds, err := liveHolds(ctx, w.store, code, w.now())
+	if err != nil {
+		return fail("restore holds", err)
+	}
+	for _, f := range frozen {
+		if _, err := w.res.RestoreHolds(ctx, holds[f.inv.Code], ""); err != nil {
+			return fail("restore holds", err)
+		}
+	}
 	st.mark("restore claims")
 	for i := range frozen {
 		f := &frozen[i]

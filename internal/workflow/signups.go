@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/invitegate/invitegate/internal/email"
 	"github.com/invitegate/invitegate/internal/invite"
 	"github.com/invitegate/invitegate/internal/logs"
+	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
 )
 
@@ -27,6 +29,9 @@ type Source interface {
 	// ForEachRegistration calls fn for each registration of code, or of all
 	// codes when code is "".
 	ForEachRegistration(ctx context.Context, code string, fn func(canonical, code string) error) error
+	// LiveHolds returns the holds of code ("" for all) held and not past
+	// their deadline at now, whose email has no registration.
+	LiveHolds(ctx context.Context, code string, now time.Time) ([]persist.Hold, error)
 }
 
 // SignupsConfig tunes Signups. Zero values take the defaults noted.
@@ -148,12 +153,19 @@ func (s *Signups) SeedAll(ctx context.Context) error {
 	if err != nil {
 		return invite.Unavailable(fmt.Errorf("seed: list invitations: %w", err))
 	}
+	// Holds before registrations: a hold confirmed and written between the
+	// two reads is counted twice (a seat unused until a reseed), never in
+	// neither.
+	holds, err := liveHolds(ctx, s.src, "", s.cfg.Now())
+	if err != nil {
+		return err
+	}
 	counts, err := writeClaims(ctx, s.res, s.src, "", false)
 	if err != nil {
 		return err
 	}
 	for _, inv := range invs {
-		if err := s.seedBuckets(ctx, inv.Code, counts[inv.Code]); err != nil {
+		if err := s.seedBuckets(ctx, inv.Code, counts[inv.Code], holds[inv.Code]); err != nil {
 			return err
 		}
 	}
@@ -174,11 +186,15 @@ func (s *Signups) SeedAll(ctx context.Context) error {
 // the claims of its registrations. Buckets are only ever created, never
 // overwritten.
 func (s *Signups) SeedCode(ctx context.Context, code string) error {
+	holds, err := liveHolds(ctx, s.src, code, s.cfg.Now()) // before registrations: see SeedAll
+	if err != nil {
+		return err
+	}
 	counts, err := writeClaims(ctx, s.res, s.src, code, false)
 	if err != nil {
 		return err
 	}
-	if err := s.seedBuckets(ctx, code, counts[code]); err != nil {
+	if err := s.seedBuckets(ctx, code, counts[code], holds[code]); err != nil {
 		return err
 	}
 	s.log.WithField("code", code).Debug("seeded invitation")
@@ -188,8 +204,11 @@ func (s *Signups) SeedCode(ctx context.Context, code string) error {
 // seedBuckets creates code's missing buckets under the code's lock, from
 // the invitation read under it: invitation changes and reseeds hold the
 // same lock, so a seeder never creates buckets from a capacity they
-// changed.
-func (s *Signups) seedBuckets(ctx context.Context, code string, persisted int) error {
+// changed. The code's live holds are counted against its capacity and,
+// when this call created every bucket (a wiped Redis), their claims are
+// restored in the buckets' epoch, so their expiry gives the seats back
+// there.
+func (s *Signups) seedBuckets(ctx context.Context, code string, persisted int, holds []reserve.HoldRecord) error {
 	unlock, err := s.res.Lock(ctx, code, s.cfg.LockTTL)
 	if err != nil {
 		return err
@@ -202,7 +221,39 @@ func (s *Signups) seedBuckets(ctx context.Context, code string, persisted int) e
 	if !ok {
 		return nil
 	}
-	return s.res.SeedBuckets(ctx, inv, persisted)
+	if over := persisted + len(holds) - inv.MaxUses; over > 0 {
+		// More than fit (max_uses lowered meanwhile, or registrations
+		// written after the holds were read): the seats go to the
+		// registrations and to the holds that end last; the others are
+		// not restored (their confirmation is refused).
+		over = min(over, len(holds))
+		slices.SortFunc(holds, func(a, b reserve.HoldRecord) int { return a.Deadline.Compare(b.Deadline) })
+		s.log.WithFields(map[string]any{"code": code, "dropped": over}).Warn("live holds that no longer fit below max_uses are not restored")
+		holds = holds[over:]
+	}
+	epoch, fresh, err := s.res.SeedBucketsEpoch(ctx, inv, persisted+len(holds))
+	if err != nil || !fresh {
+		// Buckets that existed did not count these holds: a hold Redis
+		// lost with them stays lost (its seat unused, its confirmation
+		// refused) until `invitectl reseed`, which restores and counts it.
+		return err
+	}
+	_, err = s.res.RestoreHolds(ctx, holds, epoch)
+	return err
+}
+
+// liveHolds reads the live holds of code ("" for all) from MongoDB, by
+// code.
+func liveHolds(ctx context.Context, src Source, code string, now time.Time) (map[string][]reserve.HoldRecord, error) {
+	hs, err := src.LiveHolds(ctx, code, now)
+	if err != nil {
+		return nil, invite.Unavailable(fmt.Errorf("seed: read holds: %w", err))
+	}
+	out := map[string][]reserve.HoldRecord{}
+	for _, h := range hs {
+		out[h.Invitation] = append(out[h.Invitation], reserve.HoldRecord{Canonical: h.Canonical, Code: h.Invitation, HoldID: h.HoldID, Deadline: h.Deadline})
+	}
+	return out, nil
 }
 
 // writeClaims writes a claim for each registration of code ("" for all)

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/invitegate/invitegate/internal/invite"
+	"github.com/invitegate/invitegate/internal/persist"
 	"github.com/invitegate/invitegate/internal/reserve"
 	"github.com/invitegate/invitegate/internal/testenv"
 	"github.com/invitegate/invitegate/internal/workflow"
@@ -23,7 +24,8 @@ type memSource struct {
 	mu      sync.Mutex
 	invs    map[string]invite.Invitation
 	regs    map[string]string // canonical -> code
-	lookups atomic.Int64      // Invitation and Invitations calls
+	holds   []persist.Hold
+	lookups atomic.Int64 // Invitation and Invitations calls
 }
 
 func newSource(invs ...invite.Invitation) *memSource {
@@ -46,6 +48,25 @@ func (s *memSource) register(canonical, code string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.regs[canonical] = code
+}
+
+// hold records a hold, as the reconciler does.
+func (s *memSource) hold(h persist.Hold) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holds = append(s.holds, h)
+}
+
+func (s *memSource) LiveHolds(_ context.Context, code string, now time.Time) ([]persist.Hold, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []persist.Hold
+	for _, h := range s.holds {
+		if _, registered := s.regs[h.Canonical]; (code == "" || h.Invitation == code) && h.State == persist.HoldHeld && h.Deadline.After(now) && !registered {
+			out = append(out, h)
+		}
+	}
+	return out, nil
 }
 
 func (s *memSource) Invitation(_ context.Context, code string) (invite.Invitation, bool, error) {

@@ -6,6 +6,7 @@
 -- KEYS[4] token bucket    {ns:s}:b:<code>    for a reseed's freeze
 -- KEYS[5] history         {ns:s}:h           Redis' replication ID the shard
 --                                            was seeded or recovered in
+-- KEYS[6] seeded sentinel {ns:s}:seeded      set once the shard was seeded
 -- ARGV[1] code   ARGV[2] canonical email   ARGV[3] hold id
 -- ARGV[4] email as entered   ARGV[5] now (unix ms, for the entry)
 -- ARGV[6] "1" when the caller WAITs for replicas: a repeat writes the
@@ -25,7 +26,13 @@
 --                       seeded in (a failover): the hold's expiry and the
 --                       seat taken again after it may be lost, so nothing
 --                       is confirmed until the service recovered the shard
+--        {7}            the shard is not seeded (a wiped Redis): the
+--                       service seeds it from MongoDB, live holds
+--                       included, then asks again
 
+if not redis.call('GET', KEYS[6]) then
+  return {7}
+end
 local owner = redis.call('GET', KEYS[1])
 if owner == ARGV[1] then
   if ARGV[6] == '1' then

@@ -9,7 +9,7 @@
 --
 -- Reply: {1, entry id} expired now (seat given back, claim gone, an
 -- expiry entry appended); {0} nothing to do (confirmed, expired by another
--- caller, not yet due, or another hold). Only the caller that finds the
+-- caller, not yet due, another hold, or the code frozen by a reseed). Only the caller that finds the
 -- hold due and removes its claim gives the seat back, so replicas sweeping
 -- the same holds, and a confirmation racing the deadline, settle it once:
 -- the script runs atomically, and a confirmation is refused from the
@@ -31,6 +31,14 @@ end
 local t = redis.call('TIME')
 local snow = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if tonumber(hdl) > snow then
+  return {0}
+end
+-- While a reseed freezes the code its rebuild decides the seats: a hold it
+-- counted and that expires before it reopens the bucket would give its
+-- token to a bucket the rebuild then overwrites. The hold waits (its
+-- confirmation is refused already: past the deadline) and expires once the
+-- code is open again.
+if (tonumber(redis.call('HGET', KEYS[2], 'frz') or '0') or 0) > snow then
   return {0}
 end
 redis.call('DEL', KEYS[1])

@@ -74,3 +74,13 @@ var Confirm string
 //
 //go:embed restamp.lua
 var Restamp string
+
+// RestoreHold puts back a live hold MongoDB recorded (see restorehold.lua).
+//
+//go:embed restorehold.lua
+var RestoreHold string
+
+// DueHold lists one shard's holds due by Redis' clock (see duehold.lua).
+//
+//go:embed duehold.lua
+var DueHold string

@@ -49,7 +49,7 @@
 --                   a code with a confirmation window (cw): the token is
 --                   held for this email until the deadline (Redis' clock),
 --                   a hold entry appended; the same answer, with the same
---                   hold, while it lives
+--                   hold and a fourth element 1, while it lives (a repeat)
 --   {13, code}      this email's hold on code is past its deadline and not
 --                   yet expired: the caller expires it (expire.lua), then
 --                   asks again
@@ -111,7 +111,7 @@ if owner then
       if ARGV[10] == '1' then
         redis.call('SET', KEYS[3], owner, 'KEEPTTL') -- as for {2}, below
       end
-      return {12, hid, hdl}
+      return {12, hid, hdl, 1}
     end
     return {3, hcode}
   end
