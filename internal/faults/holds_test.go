@@ -94,3 +94,103 @@ func TestKillReplicaBetweenHoldAndConfirm(t *testing.T) {
 		t.Fatalf("%d registrations (%v), want exactly the %d confirmed", n, err, confirmN)
 	}
 }
+
+// TestRedisRestartKeepsHolds: redis-server is killed with SIGKILL while
+// holds live and restarted on its append-only file (appendfsync always)
+// after one code's deadline passed. The holds that still live confirm
+// (201) once the service recovered; the one whose deadline passed while
+// Redis was down is refused (410) and its seat is taken again; the
+// unconfirmed holds expire, exactly their seats coming back.
+func TestRedisRestartKeepsHolds(t *testing.T) {
+	s := newStack(t)
+	ctx := context.Background()
+	const max, confirmN = 8, 5
+	for code, w := range map[string]time.Duration{"aof-hold": 12 * time.Second, "aof-late": 2 * time.Second} {
+		n := max
+		if code == "aof-late" {
+			n = 1
+		}
+		if err := s.store.CreateInvitation(ctx, invite.Invitation{Code: code, MaxUses: n, ConfirmWindow: w}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reps := s.start(2, "serve", "INVITEGATE_PUBLIC_URL=https://beta.example", "INVITEGATE_CONFIRM_SECRET="+holdSecret)
+	client := &http.Client{Timeout: 10 * time.Second}
+	post := func(path, body string) (int, []byte) {
+		t.Helper()
+		resp, err := client.Post("http://"+reps[1].Public+path, "application/json", bytes.NewBufferString(body))
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	var last time.Time
+	for i := range max {
+		st, b := post("/invitations/aof-hold", fmt.Sprintf(`{"email":"aof-%d@example.com"}`, i))
+		var v struct {
+			ExpiresAt time.Time `json:"expires_at"`
+		}
+		if st != http.StatusAccepted || json.Unmarshal(b, &v) != nil {
+			t.Fatalf("hold %d: %d %s", i, st, b)
+		}
+		last = v.ExpiresAt
+	}
+	if st, b := post("/invitations/aof-late", `{"email":"late@example.com"}`); st != http.StatusAccepted {
+		t.Fatalf("late hold: %d %s", st, b)
+	}
+	var holds, late []persist.Hold
+	waitFor(t, 30*time.Second, "the holds in MongoDB", func() bool {
+		var err1, err2 error
+		holds, err1 = s.store.LiveHolds(ctx, "aof-hold", time.Now())
+		late, err2 = s.store.LiveHolds(ctx, "aof-late", time.Now())
+		return err1 == nil && err2 == nil && len(holds) == max && len(late) == 1
+	})
+	s.redis.Kill(t)
+	time.Sleep(time.Until(late[0].Deadline) + 500*time.Millisecond) // aof-late's deadline passes while Redis is down
+	s.redis.Restart(t)
+
+	sealer, err := confirm.New(holdSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(h persist.Hold) string {
+		return sealer.Seal(confirm.Hold{Code: h.Invitation, HoldID: h.HoldID, Canonical: h.Canonical, Email: h.Email})
+	}
+	// 503 while the service recovers from the restart; then the answer.
+	answer := func(path, body string) (int, []byte) {
+		t.Helper()
+		var st int
+		var b []byte
+		waitFor(t, 30*time.Second, "an answer after the restart", func() bool {
+			st, b = post(path, body)
+			return st != 0 && st != http.StatusServiceUnavailable
+		})
+		return st, b
+	}
+	for _, h := range holds[:confirmN] {
+		if st, b := answer("/invitations/aof-hold/confirm", `{"token":"`+token(h)+`"}`); st != http.StatusCreated {
+			t.Fatalf("confirm %s after the restart: %d %s", h.HoldID, st, b)
+		}
+	}
+	if st, b := answer("/invitations/aof-late/confirm", `{"token":"`+token(late[0])+`"}`); st != http.StatusGone {
+		t.Fatalf("confirm after a deadline that passed while Redis was down: %d %s, want 410", st, b)
+	}
+	if st, b := answer("/invitations/aof-late", `{"email":"next@example.com"}`); st != http.StatusAccepted {
+		t.Fatalf("aof-late's seat after its hold lapsed: %d %s, want a new hold", st, b)
+	}
+	time.Sleep(time.Until(last.Add(2 * time.Second)))
+	got := map[int]int{}
+	for i := range 2 * max {
+		st, _ := answer("/invitations/aof-hold", fmt.Sprintf(`{"email":"after-%d@example.com"}`, i))
+		got[st]++
+	}
+	if got[http.StatusAccepted] != max-confirmN || got[http.StatusGone] != 2*max-(max-confirmN) {
+		t.Fatalf("after the deadline: %v, want exactly the %d unconfirmed seats held again", got, max-confirmN)
+	}
+	waitFor(t, 30*time.Second, "the confirmed registrations in MongoDB", func() bool {
+		n, err := s.store.Count(ctx, "aof-hold")
+		return err == nil && n == confirmN
+	})
+}
