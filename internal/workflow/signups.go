@@ -242,10 +242,17 @@ func (s *Signups) seedBuckets(ctx context.Context, code string, persisted int, h
 	return err
 }
 
+// holdClockSlack widens the read of live holds: deadlines are Redis'
+// clock, and a replica whose clock runs ahead of it would miss holds that
+// still live. The ones it reads that are in fact over are not restored
+// (restorehold.lua checks Redis' clock); counted by a seeding, they leave
+// a seat unused until the next reseed, never one too many.
+const holdClockSlack = 5 * time.Second
+
 // liveHolds reads the live holds of code ("" for all) from MongoDB, by
 // code.
 func liveHolds(ctx context.Context, src Source, code string, now time.Time) (map[string][]reserve.HoldRecord, error) {
-	hs, err := src.LiveHolds(ctx, code, now)
+	hs, err := src.LiveHolds(ctx, code, now.Add(-holdClockSlack))
 	if err != nil {
 		return nil, invite.Unavailable(fmt.Errorf("seed: read holds: %w", err))
 	}
