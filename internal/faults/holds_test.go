@@ -194,3 +194,97 @@ func TestRedisRestartKeepsHolds(t *testing.T) {
 		return err == nil && n == confirmN
 	})
 }
+
+// TestSentinelFailoverKeepsHolds: with INVITEGATE_ACK=replica a 202 means
+// the replica holds the hold. The primary is killed and the Sentinels
+// promote the replica; once the old primary is back as its replica (so
+// the new one can confirm writes again), every hold's link still confirms
+// (201), and the holds left unconfirmed expire, exactly their seats coming
+// back.
+func TestSentinelFailoverKeepsHolds(t *testing.T) {
+	s := newStackOn(t, layout{sentinel: true})
+	ctx := context.Background()
+	const code, max, confirmN = "fo-hold", 8, 5
+	if err := s.store.CreateInvitation(ctx, invite.Invitation{Code: code, MaxUses: max, ConfirmWindow: 25 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	reps := s.start(2, "serve", "INVITEGATE_ACK=replica", "INVITEGATE_PUBLIC_URL=https://beta.example", "INVITEGATE_CONFIRM_SECRET="+holdSecret)
+	client := &http.Client{Timeout: 10 * time.Second}
+	post := func(path, body string) (int, []byte) {
+		resp, err := client.Post("http://"+reps[1].Public+path, "application/json", bytes.NewBufferString(body))
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	// answer retries past 503s (the failover, the replicas not confirming
+	// yet) and says whether one came first: then a confirmation may have
+	// landed, and its retry is answered 200 (a 503 is not a "no").
+	answer := func(path, body string) (int, []byte, bool) {
+		t.Helper()
+		var st int
+		var b []byte
+		unavailable := false
+		waitFor(t, 60*time.Second, "an answer other than 503", func() bool {
+			st, b = post(path, body)
+			unavailable = unavailable || st == http.StatusServiceUnavailable || st == 0
+			return st != 0 && st != http.StatusServiceUnavailable
+		})
+		return st, b, unavailable
+	}
+	var last time.Time
+	for i := range max {
+		st, b, _ := answer("/invitations/"+code, fmt.Sprintf(`{"email":"fo-%d@example.com"}`, i))
+		var v struct {
+			ExpiresAt time.Time `json:"expires_at"`
+		}
+		if st != http.StatusAccepted || json.Unmarshal(b, &v) != nil {
+			t.Fatalf("hold %d: %d %s", i, st, b)
+		}
+		last = v.ExpiresAt
+	}
+	var holds []persist.Hold
+	waitFor(t, 30*time.Second, "the holds in MongoDB", func() bool {
+		var err error
+		holds, err = s.store.LiveHolds(ctx, code, time.Now())
+		return err == nil && len(holds) == max
+	})
+	primary, replica := s.group.Primary(t), s.group.Replica(t)
+	primary.Kill(t)
+	if got := s.group.WaitForPromotion(t, primary, 30*time.Second); got != replica {
+		t.Fatalf("the Sentinels promoted %s, want the replica %s", got.Addr, replica.Addr)
+	}
+	primary.Restart(t) // back as the new primary's replica: ack=replica confirms again
+	s.group.WaitReplicated(t)
+
+	sealer, err := confirm.New(holdSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range holds[:confirmN] {
+		tok := sealer.Seal(confirm.Hold{Code: code, HoldID: h.HoldID, Canonical: h.Canonical, Email: h.Email})
+		st, b, after503 := answer("/invitations/"+code+"/confirm", `{"token":"`+tok+`"}`)
+		if st != http.StatusCreated && !(after503 && st == http.StatusOK) {
+			t.Fatalf("confirm %s after the failover: %d %s", h.HoldID, st, b)
+		}
+	}
+	// While the other holds live the code is full.
+	if st, b, _ := answer("/invitations/"+code, `{"email":"early@example.com"}`); st != http.StatusGone {
+		t.Fatalf("a new email while every seat is held or confirmed: %d %s, want 410", st, b)
+	}
+	time.Sleep(time.Until(last.Add(2 * time.Second)))
+	got := map[int]int{}
+	for i := range 2 * max {
+		st, _, _ := answer("/invitations/"+code, fmt.Sprintf(`{"email":"after-%d@example.com"}`, i))
+		got[st]++
+	}
+	if got[http.StatusAccepted] != max-confirmN || got[http.StatusGone] != 2*max-(max-confirmN) {
+		t.Fatalf("after the deadline: %v, want exactly the %d unconfirmed seats held again", got, max-confirmN)
+	}
+	waitFor(t, 30*time.Second, "the confirmed registrations in MongoDB", func() bool {
+		n, err := s.store.Count(ctx, code)
+		return err == nil && n == confirmN
+	})
+}
