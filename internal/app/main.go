@@ -245,7 +245,7 @@ func (m *Main) openRedis(ctx context.Context, mets metrics) error {
 	}
 	// Every replica gives back the seats of holds past their deadline;
 	// expire.lua settles each once.
-	m.expirer = workflow.NewExpirer(m.Reserver, workflow.ExpirerConfig{Now: m.Now, Logger: log})
+	m.expirer = workflow.NewExpirer(m.Reserver, workflow.ExpirerConfig{Logger: log})
 	if m.Mode == Reconcile || cfg.Reconciler {
 		streams := reserve.New(m.rdbStreams, reserve.Config{
 			Namespace: cfg.RedisNamespace, Shards: cfg.Shards, Now: m.Now, Logger: log,

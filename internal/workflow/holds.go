@@ -60,13 +60,14 @@ type ExpirerConfig struct {
 	// Batch is the most holds one sweep expires per shard (default 1000);
 	// a shard with more due is swept again at once.
 	Batch  int
-	Now    func() time.Time
 	Logger logrus.FieldLogger
 }
 
 // Expirer gives back the seats of holds past their deadline, on every
 // shard. Every replica runs one: expire.lua settles each hold once, so
-// replicas sweeping the same holds give each seat back once.
+// replicas sweeping the same holds give each seat back once. Deadlines are
+// Redis' clock, and so is the sweep's (duehold.lua): this process's clock
+// plays no part.
 type Expirer struct {
 	res *reserve.Reserver
 	cfg ExpirerConfig
@@ -77,9 +78,6 @@ type Expirer struct {
 func NewExpirer(res *reserve.Reserver, cfg ExpirerConfig) *Expirer {
 	defaults.Positive(&cfg.Every, 500*time.Millisecond)
 	defaults.Positive(&cfg.Batch, 1000)
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	return &Expirer{res: res, cfg: cfg, log: logs.OrQuiet(cfg.Logger).WithField("component", "expirer")}
 }
 

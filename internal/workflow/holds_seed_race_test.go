@@ -89,3 +89,40 @@ func TestSeedAllRacingExpiryGivesBackOnce(t *testing.T) {
 		t.Fatalf("max_uses 1: %d new holds granted after the seeding race (second sweep expired %d: the stale restore put the expired hold back and its seat came back again)", granted, n2)
 	}
 }
+
+// confirmsAfterRead is MongoDB where a hold's confirmation is written
+// right after a seeder read the live holds.
+type confirmsAfterRead struct {
+	*memSource
+	then func()
+}
+
+func (s *confirmsAfterRead) LiveHolds(ctx context.Context, code string, now time.Time) ([]persist.Hold, error) {
+	hs, err := s.memSource.LiveHolds(ctx, code, now)
+	s.then()
+	return hs, err
+}
+
+// TestSeedCountsAHoldConfirmedMeanwhileOnce: a hold confirmed between a
+// seeding's read of the live holds and its read of the registrations is
+// in both reads; it takes one seat (the registration's), not two, and its
+// email is registered, not held.
+func TestSeedCountsAHoldConfirmedMeanwhileOnce(t *testing.T) {
+	ctx := context.Background()
+	c := redis.NewClient(&redis.Options{Addr: testenv.SharedRedis(t)})
+	t.Cleanup(func() { c.Close() })
+	src := newSource(invite.Invitation{Code: "cm", MaxUses: 3, ConfirmWindow: time.Minute})
+	a := testenv.Address(t, "confirmed@example.com")
+	src.hold(persist.Hold{Canonical: a.Canonical, Invitation: "cm", HoldID: "1-0", Deadline: time.Now().Add(time.Minute), State: persist.HoldHeld})
+	res := reserve.New(c, reserve.Config{Namespace: testenv.KeyPrefix(t), Shards: 2})
+	s := workflow.NewSignups(res, &confirmsAfterRead{memSource: src, then: func() { src.register(a.Canonical, "cm") }}, workflow.SignupsConfig{})
+	if err := s.SeedAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left, _, err := res.Remaining(ctx, "cm"); err != nil || left != 2 {
+		t.Fatalf("remaining %d (%v), want 2: the confirmed hold counted once", left, err)
+	}
+	if r, err := s.Reserve(ctx, "cm", a); err != nil || r.Outcome != invite.Existing {
+		t.Fatalf("the confirmed email: %+v %v, want Existing (registered, not held)", r, err)
+	}
+}

@@ -177,7 +177,7 @@ func (w *Invitations) settle(ctx context.Context, frozen []frozenCode, pending m
 	if len(frozen) == 1 {
 		code = frozen[0].inv.Code
 	}
-	counts, err := writeClaims(ctx, w.res, w.store, code, true)
+	counts, _, err := writeClaims(ctx, w.res, w.store, code, true)
 	if err != nil {
 		return fail("restore claims", err)
 	}

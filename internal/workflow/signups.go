@@ -154,16 +154,17 @@ func (s *Signups) SeedAll(ctx context.Context) error {
 		return invite.Unavailable(fmt.Errorf("seed: list invitations: %w", err))
 	}
 	// Holds before registrations: a hold confirmed and written between the
-	// two reads is counted twice (a seat unused until a reseed), never in
-	// neither.
+	// two reads is then in both, and dropped from the holds; read the other
+	// way round it could be in neither.
 	holds, err := liveHolds(ctx, s.src, "", s.cfg.Now())
 	if err != nil {
 		return err
 	}
-	counts, err := writeClaims(ctx, s.res, s.src, "", false)
+	counts, registered, err := writeClaims(ctx, s.res, s.src, "", false)
 	if err != nil {
 		return err
 	}
+	dropRegistered(holds, registered)
 	for _, inv := range invs {
 		if err := s.seedBuckets(ctx, inv.Code, counts[inv.Code], holds[inv.Code]); err != nil {
 			return err
@@ -190,10 +191,11 @@ func (s *Signups) SeedCode(ctx context.Context, code string) error {
 	if err != nil {
 		return err
 	}
-	counts, err := writeClaims(ctx, s.res, s.src, code, false)
+	counts, registered, err := writeClaims(ctx, s.res, s.src, code, false)
 	if err != nil {
 		return err
 	}
+	dropRegistered(holds, registered)
 	if err := s.seedBuckets(ctx, code, counts[code], holds[code]); err != nil {
 		return err
 	}
@@ -222,10 +224,10 @@ func (s *Signups) seedBuckets(ctx context.Context, code string, persisted int, h
 		return nil
 	}
 	if over := persisted + len(holds) - inv.MaxUses; over > 0 {
-		// More than fit (max_uses lowered meanwhile, or registrations
-		// written after the holds were read): the seats go to the
-		// registrations and to the holds that end last; the others are
-		// not restored (their confirmation is refused).
+		// More than fit (max_uses lowered by another tool meanwhile):
+		// the seats go to the registrations and to the holds that end
+		// last; the others are not restored (their confirmation is
+		// refused).
 		over = min(over, len(holds))
 		slices.SortFunc(holds, func(a, b reserve.HoldRecord) int { return a.Deadline.Compare(b.Deadline) })
 		s.log.WithFields(map[string]any{"code": code, "dropped": over}).Warn("live holds that no longer fit below max_uses are not restored")
@@ -240,6 +242,14 @@ func (s *Signups) seedBuckets(ctx context.Context, code string, persisted int, h
 	}
 	_, err = s.res.RestoreHolds(ctx, holds, epoch)
 	return err
+}
+
+// dropRegistered removes from holds (by code) those whose email has a
+// registration: a hold confirmed after the holds were read.
+func dropRegistered(holds map[string][]reserve.HoldRecord, registered map[string]bool) {
+	for code, hs := range holds {
+		holds[code] = slices.DeleteFunc(hs, func(h reserve.HoldRecord) bool { return registered[h.Canonical] })
+	}
 }
 
 // holdClockSlack widens the read of live holds: deadlines are Redis'
@@ -264,19 +274,22 @@ func liveHolds(ctx context.Context, src Source, code string, now time.Time) (map
 }
 
 // writeClaims writes a claim for each registration of code ("" for all)
-// and returns the number of registrations per code. Seeding writes only
-// missing claims; overwrite (a reseed) makes MongoDB's answer win.
-func writeClaims(ctx context.Context, res *reserve.Reserver, src Source, code string, overwrite bool) (map[string]int, error) {
+// and returns the number of registrations per code and the registered
+// canonical emails. Seeding writes only missing claims; overwrite (a
+// reseed) makes MongoDB's answer win.
+func writeClaims(ctx context.Context, res *reserve.Reserver, src Source, code string, overwrite bool) (map[string]int, map[string]bool, error) {
 	counts := make(map[string]int)
+	registered := make(map[string]bool)
 	w := res.Claims(ctx, overwrite)
 	err := src.ForEachRegistration(ctx, code, func(canonical, c string) error {
 		counts[c]++
+		registered[canonical] = true
 		return w.Add(canonical, c)
 	})
 	if err != nil {
-		return nil, invite.Unavailable(fmt.Errorf("seed: read registrations: %w", err))
+		return nil, nil, invite.Unavailable(fmt.Errorf("seed: read registrations: %w", err))
 	}
-	return counts, w.Flush()
+	return counts, registered, w.Flush()
 }
 
 // knownCodes is a snapshot of the usable invitation codes in MongoDB.
