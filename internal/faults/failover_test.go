@@ -329,6 +329,13 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	}
 	cut := time.Now()
 	createdAtCut := sp.admitted.Load()
+	// What the primary holds at the cut, read before the newcomers below
+	// arrive: read after, it could already count all of theirs, and the
+	// spike's own clients may then be only retrying, adding nothing more.
+	addedAtCut := reservationsAdded(v.primary.Addr, s.ns, v.shards)
+	if addedAtCut < 0 {
+		t.Fatalf("cannot read the streams of %s", v.primary.Addr)
+	}
 	// Newcomers keep arriving: the spike's own clients may all be busy
 	// retrying emails answered 503 (with ack=replica every admission waits
 	// for the stopped replica), and the primary must take new reservations
@@ -337,10 +344,6 @@ func runFailover(t *testing.T, l layout, c failoverCase) {
 	burst.giveUp, burst.onAnswer = c.giveUp, sp.onAnswer
 	burstDone := make(chan struct{})
 	go func() { defer close(burstDone); burst.run(t, emails("fo-new", 64)) }()
-	addedAtCut := reservationsAdded(v.primary.Addr, s.ns, v.shards)
-	if addedAtCut < 0 {
-		t.Fatalf("cannot read the streams of %s", v.primary.Addr)
-	}
 	var addedAtKill int64
 	waitFor(t, 15*time.Second, "the primary to take a reservation alone", func() bool {
 		addedAtKill = reservationsAdded(v.primary.Addr, s.ns, v.shards)
