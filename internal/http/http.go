@@ -265,16 +265,7 @@ func (a *API) limit(c *gin.Context) {
 
 func (a *API) register(c *gin.Context) {
 	start := a.cfg.Now()
-	code := c.Param("code")
-	if !invite.ValidCode(code) {
-		a.fail(c, route, start, invite.ErrUnknownCode)
-		return
-	}
-	if !isJSON(c.GetHeader("Content-Type")) {
-		a.fail(c, route, start, errMediaType)
-		return
-	}
-	raw, err := a.decode(c, "email", errMissingEmail)
+	code, raw, err := a.request(c, "email", errMissingEmail, errMalformed)
 	if err != nil {
 		a.fail(c, route, start, err)
 		return
@@ -333,6 +324,24 @@ func isJSON(ct string) bool {
 	}
 	cs, ok := params["charset"]
 	return !ok || strings.EqualFold(cs, "utf-8")
+}
+
+// request checks a POST on /invitations/{code}...: a possible code, a JSON
+// body, and returns the code and the body's one member name (decode);
+// malformed replaces errMalformed, so that its problem names the member.
+func (a *API) request(c *gin.Context, name string, missing, malformed error) (code, value string, err error) {
+	code = c.Param("code")
+	if !invite.ValidCode(code) {
+		return "", "", invite.ErrUnknownCode
+	}
+	if !isJSON(c.GetHeader("Content-Type")) {
+		return "", "", errMediaType
+	}
+	value, err = a.decode(c, name, missing)
+	if errors.Is(err, errMalformed) {
+		err = malformed
+	}
+	return code, value, err
 }
 
 // decode reads the body, at most MaxBody bytes, and returns its member
@@ -407,19 +416,7 @@ func decodeMember(body []byte, name string, missing error) (string, error) {
 // for this code.
 func (a *API) confirm(c *gin.Context) {
 	start := a.cfg.Now()
-	code := c.Param("code")
-	if !invite.ValidCode(code) {
-		a.fail(c, confirmRoute, start, invite.ErrUnknownCode)
-		return
-	}
-	if !isJSON(c.GetHeader("Content-Type")) {
-		a.fail(c, confirmRoute, start, errMediaType)
-		return
-	}
-	token, err := a.decode(c, "token", errMissingToken)
-	if errors.Is(err, errMalformed) {
-		err = errMalformedToken
-	}
+	code, token, err := a.request(c, "token", errMissingToken, errMalformedToken)
 	if err != nil {
 		a.fail(c, confirmRoute, start, err)
 		return
